@@ -1,0 +1,287 @@
+//! The room API: one axum router over a [`RoomDirectory`], so the standalone node serves it
+//! from its own rooms and the operator can serve the same routes from Kubernetes.
+//!
+//! Every route needs `X-API-Key`; every error is JSON `{"error":{"code","message"}}` with a
+//! stable code. `docs/room-api.md` documents the routes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::RoomId;
+use crate::wire::frames::Role;
+
+/// A request to open a room.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    /// Defaults to `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Generated when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// At most the node's (or fleet's) limit; defaults to it.
+    #[serde(default)]
+    pub max_members: Option<u32>,
+}
+
+/// A room as the API shows it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct RoomView {
+    pub id: RoomId,
+    pub namespace: String,
+    pub name: String,
+    /// Members connected now.
+    pub members: u32,
+    pub max_members: u32,
+    /// The node hosting the room.
+    pub node: String,
+    /// WebSocket URL to join (add `?token=`).
+    pub endpoint: String,
+}
+
+/// The answer to opening a room.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct CreatedRoom {
+    #[serde(flatten)]
+    pub room: RoomView,
+    /// False when the room already existed (the call is idempotent).
+    pub created: bool,
+}
+
+/// A request for a join token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub user: String,
+    /// Display name; defaults to the user id.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_role")]
+    pub role: Role,
+    /// Token lifetime; default one hour, at most a week.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+fn default_role() -> Role {
+    Role::Customer
+}
+
+/// A minted join token.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct TokenView {
+    pub room: RoomId,
+    pub user: String,
+    pub token: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// WebSocket URL with the token.
+    pub ws_url: String,
+    /// The chat page, logged in with the token.
+    pub chat_url: String,
+}
+
+/// An API failure: an HTTP status and a stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    pub fn not_found(room: &RoomId) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no room {room}"),
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid X-API-Key header is required",
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::new(rejection.status(), "bad_request", rejection.body_text())
+    }
+}
+
+/// Where rooms come from: the node itself, or Kubernetes.
+pub trait RoomDirectory: Send + Sync + 'static {
+    fn create_room(
+        &self,
+        request: CreateRoom,
+    ) -> impl Future<Output = Result<CreatedRoom, ApiError>> + Send;
+    fn list_rooms(&self) -> impl Future<Output = Result<Vec<RoomView>, ApiError>> + Send;
+    fn get_room(&self, room: &RoomId) -> impl Future<Output = Result<RoomView, ApiError>> + Send;
+    fn close_room(&self, room: &RoomId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn mint_token(
+        &self,
+        room: &RoomId,
+        request: TokenRequest,
+    ) -> impl Future<Output = Result<TokenView, ApiError>> + Send;
+}
+
+/// The API keys the router accepts.
+#[derive(Clone)]
+pub struct ApiKeys(Arc<Vec<String>>);
+
+impl ApiKeys {
+    pub fn new(keys: Vec<String>) -> Self {
+        Self(Arc::new(
+            keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        ))
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        self.0
+            .iter()
+            .any(|key| constant_time_eq::constant_time_eq(key.as_bytes(), presented.as_bytes()))
+    }
+}
+
+/// The room API's routes, every one behind `X-API-Key`.
+pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
+    Router::new()
+        .route("/v1/rooms", post(create::<D>).get(list::<D>))
+        .route(
+            "/v1/rooms/{namespace}/{room}",
+            get(show::<D>).delete(remove::<D>),
+        )
+        .route("/v1/rooms/{namespace}/{room}/tokens", post(token::<D>))
+        .with_state(directory)
+        .layer(middleware::from_fn_with_state(keys, require_api_key))
+}
+
+async fn require_api_key(
+    State(keys): State<ApiKeys>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if keys.accepts(presented) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+fn room_id(namespace: &str, room: &str) -> Result<RoomId, ApiError> {
+    RoomId::new(namespace, room).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+async fn create<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+    body: Result<Json<CreateRoom>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedRoom>), ApiError> {
+    let Json(request) = body?;
+    let created = directory.create_room(request).await?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(created)))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomView>,
+}
+
+async fn list<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+) -> Result<Json<RoomList>, ApiError> {
+    Ok(Json(RoomList {
+        rooms: directory.list_rooms().await?,
+    }))
+}
+
+async fn show<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+    Path((namespace, room)): Path<(String, String)>,
+) -> Result<Json<RoomView>, ApiError> {
+    Ok(Json(
+        directory.get_room(&room_id(&namespace, &room)?).await?,
+    ))
+}
+
+async fn remove<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+    Path((namespace, room)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    directory.close_room(&room_id(&namespace, &room)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn token<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+    Path((namespace, room)): Path<(String, String)>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<TokenView>), ApiError> {
+    let Json(request) = body?;
+    let token = directory
+        .mint_token(&room_id(&namespace, &room)?, request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}

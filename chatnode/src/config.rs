@@ -1,0 +1,176 @@
+//! Command-line flags, each also settable by a `CHATNODE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::wire::load::Limits;
+
+/// A chatfleet chat node: WebSocket chat rooms, a room API and a chat page on one port.
+///
+/// Without --redis-url the node runs standalone with in-memory history.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chatnode", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CHATNODE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis to share load, history and live messages with the fleet; standalone without it.
+    #[arg(long, env = "CHATNODE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's name in the fleet (its pod name in Kubernetes).
+    #[arg(long, env = "CHATNODE_NODE_NAME", default_value = "standalone")]
+    pub node_name: String,
+
+    /// Base WebSocket URL clients reach this node at [default: ws://<listen address>].
+    #[arg(long, env = "CHATNODE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Members one room accepts at once.
+    #[arg(long, env = "CHATNODE_MAX_ROOM_MEMBERS", default_value_t = 300)]
+    pub max_room_members: u32,
+
+    /// WebSocket sessions this node accepts at once.
+    #[arg(long, env = "CHATNODE_MAX_NODE_USERS", default_value_t = 300)]
+    pub max_node_users: u32,
+
+    /// Largest message body, in bytes.
+    #[arg(long, env = "CHATNODE_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+
+    /// Messages per second one connection may send, sustained.
+    #[arg(long, env = "CHATNODE_RATE_PER_SECOND", default_value_t = 10)]
+    pub rate_per_second: u32,
+
+    /// Messages one connection may send in a burst above its rate.
+    #[arg(long, env = "CHATNODE_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+
+    /// Bytes queued for one client before it is disconnected as too slow.
+    #[arg(long, env = "CHATNODE_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// WebSocket read and write buffer size per connection, in bytes.
+    #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 4096)]
+    pub ws_buffer_bytes: usize,
+
+    /// Messages of history kept per room.
+    #[arg(long, env = "CHATNODE_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+
+    /// Seconds a room's shared state lives in Redis after the last node hosting it stops
+    /// refreshing it.
+    #[arg(long, env = "CHATNODE_ROOM_TTL_SECONDS", default_value_t = 86_400)]
+    pub room_ttl_seconds: u64,
+
+    /// Milliseconds between load reports.
+    #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+
+    /// Missed heartbeats after which the load report expires.
+    #[arg(long, env = "CHATNODE_REPORT_MISSES", default_value_t = 3)]
+    pub report_misses: u32,
+
+    /// Seconds between WebSocket pings; a client that has not answered by the next ping is
+    /// disconnected.
+    #[arg(long, env = "CHATNODE_PING_SECONDS", default_value_t = 20)]
+    pub ping_seconds: u64,
+
+    /// Seconds a drain (SIGTERM) waits for clients to leave before the node exits anyway.
+    #[arg(long, env = "CHATNODE_DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
+
+    /// API key for the room API (X-API-Key) [default: a random key, printed at start].
+    #[arg(long, env = "CHATNODE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// File holding the HS256 secret that signs join tokens.
+    #[arg(long, env = "CHATNODE_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<PathBuf>,
+
+    /// The join-token secret itself; prefer --token-secret-file. Without either, a random
+    /// secret is made, valid on this node only.
+    #[arg(long, env = "CHATNODE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// Also accept `?user=NAME` without a token. For local trials and load tests only.
+    #[arg(long, env = "CHATNODE_INSECURE_DEV_AUTH")]
+    pub insecure_dev_auth: bool,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "CHATNODE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_node_users: self.max_node_users,
+            max_room_members: self.max_room_members,
+        }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(50))
+    }
+
+    /// How long a load report lives without a fresh heartbeat.
+    pub fn report_ttl(&self) -> Duration {
+        self.heartbeat() * self.report_misses.max(2)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_seconds.max(1))
+    }
+
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+
+    /// The advertised URL, given or derived from the bound address.
+    pub fn advertise_url_for(&self, bound: SocketAddr) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{bound}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_limits() {
+        let config = Config::try_parse_from(["chatnode"]).unwrap();
+        assert_eq!(config.limits(), Limits::default());
+        assert_eq!(config.max_message_bytes, 4096);
+        assert!(!config.insecure_dev_auth);
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.report_ttl(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let config = Config::try_parse_from([
+            "chatnode",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-room-members",
+            "2",
+            "--advertise-url",
+            "ws://chat-0.chat:8080/",
+        ])
+        .unwrap();
+        assert_eq!(config.max_room_members, 2);
+        assert_eq!(
+            config.advertise_url_for("127.0.0.1:1".parse().unwrap()),
+            "ws://chat-0.chat:8080"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The standalone room directory: the room API served from this node's own rooms.
+//!
+//! It knows the rooms created through this node's API and the rooms with members here. A
+//! fleet-wide directory, over every node, is the operator's.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::api::{
+    ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomView, TokenRequest, TokenView,
+};
+use crate::auth::unix_millis;
+use crate::hub::Hub;
+use crate::store::{RoomSettings, StoreError};
+use crate::wire::RoomId;
+use crate::wire::frames::{Member, ServerFrame};
+
+const DEFAULT_NAMESPACE: &str = "default";
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+const MAX_USER_LEN: usize = 128;
+
+pub struct NodeDirectory {
+    hub: Arc<Hub>,
+    created: Mutex<BTreeSet<RoomId>>,
+}
+
+impl NodeDirectory {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            hub,
+            created: Mutex::default(),
+        }
+    }
+
+    fn store_error(error: StoreError) -> ApiError {
+        match error {
+            StoreError::RoomClosed => {
+                ApiError::new(StatusCode::CONFLICT, "room_closed", "the room was closed")
+            }
+            error => ApiError::unavailable(format!("shared state unreachable: {error}")),
+        }
+    }
+
+    async fn view(&self, room: &RoomId) -> Result<Option<RoomView>, ApiError> {
+        let backend = self.hub.backend();
+        let handle = self.hub.existing_room(room);
+        let settings = backend.settings(room).await.map_err(Self::store_error)?;
+        let known = handle.is_some()
+            || settings.is_some()
+            || self.created.lock().expect("lock").contains(room);
+        if !known || backend.is_closed(room).await.map_err(Self::store_error)? {
+            return Ok(None);
+        }
+        let node_limit = self.hub.limits().max_room_members;
+        let max_members = settings.map_or(node_limit, |s| s.max_members.min(node_limit));
+        Ok(Some(RoomView {
+            id: room.clone(),
+            namespace: room.namespace().to_owned(),
+            name: room.name().to_owned(),
+            members: handle.map_or(0, |h| h.members()),
+            max_members,
+            node: self.hub.node_name().to_owned(),
+            endpoint: ws_endpoint(self.hub.advertise_url(), room),
+        }))
+    }
+}
+
+/// The WebSocket URL of a room on a node.
+pub fn ws_endpoint(advertise_url: &str, room: &RoomId) -> String {
+    format!(
+        "{advertise_url}/v1/rooms/{}/{}/ws",
+        room.namespace(),
+        room.name()
+    )
+}
+
+/// The chat page's base URL for a node's advertised WebSocket URL.
+pub fn http_base(advertise_url: &str) -> String {
+    if let Some(rest) = advertise_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = advertise_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        advertise_url.to_owned()
+    }
+}
+
+impl RoomDirectory for NodeDirectory {
+    async fn create_room(&self, request: CreateRoom) -> Result<CreatedRoom, ApiError> {
+        let namespace = request
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let name = request.name.unwrap_or_else(|| {
+            format!("room-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+        });
+        let room = RoomId::new(&namespace, &name).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let limit = self.hub.limits().max_room_members;
+        let max_members = request.max_members.unwrap_or(limit);
+        if max_members == 0 || max_members > limit {
+            return Err(ApiError::invalid(format!(
+                "max_members must be between 1 and {limit}"
+            )));
+        }
+        let backend = self.hub.backend();
+        let existed = backend
+            .settings(&room)
+            .await
+            .map_err(Self::store_error)?
+            .is_some();
+        let settings = RoomSettings {
+            max_members,
+            created_ms: unix_millis(),
+        };
+        backend
+            .create_room(&room, settings)
+            .await
+            .map_err(Self::store_error)?;
+        self.created.lock().expect("lock").insert(room.clone());
+        let view = self
+            .view(&room)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&room))?;
+        Ok(CreatedRoom {
+            room: view,
+            created: !existed,
+        })
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<RoomView>, ApiError> {
+        let mut ids: BTreeSet<RoomId> = self.created.lock().expect("lock").clone();
+        ids.extend(self.hub.rooms().iter().map(|r| r.id().clone()));
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(view) = self.view(&id).await? {
+                views.push(view);
+            }
+        }
+        Ok(views)
+    }
+
+    async fn get_room(&self, room: &RoomId) -> Result<RoomView, ApiError> {
+        self.view(room)
+            .await?
+            .ok_or_else(|| ApiError::not_found(room))
+    }
+
+    async fn close_room(&self, room: &RoomId) -> Result<(), ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        let frame = ServerFrame::Closed {
+            room: room.clone(),
+            reason: "closed through the room API".into(),
+        }
+        .to_json();
+        self.hub
+            .backend()
+            .close_room(room, &frame)
+            .await
+            .map_err(Self::store_error)?;
+        self.created.lock().expect("lock").remove(room);
+        if let Some(handle) = self.hub.existing_room(room) {
+            handle.close(frame.into()).await;
+        }
+        Ok(())
+    }
+
+    async fn mint_token(
+        &self,
+        room: &RoomId,
+        request: TokenRequest,
+    ) -> Result<TokenView, ApiError> {
+        if request.user.trim().is_empty() || request.user.len() > MAX_USER_LEN {
+            return Err(ApiError::invalid(format!(
+                "user must be 1 to {MAX_USER_LEN} bytes"
+            )));
+        }
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        let member = Member {
+            name: request.name.unwrap_or_else(|| request.user.clone()),
+            user: request.user,
+            role: request.role,
+        };
+        let ttl = request
+            .ttl_seconds
+            .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+        let (token, expires_at) = self.hub.tokens().mint(room, &member, ttl);
+        let advertise = self.hub.advertise_url();
+        Ok(TokenView {
+            room: room.clone(),
+            user: member.user,
+            ws_url: format!("{}?token={token}", ws_endpoint(advertise, room)),
+            chat_url: format!("{}/?room={room}&token={token}", http_base(advertise)),
+            token,
+            expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_page_and_socket_urls_from_the_advertised_url() {
+        let room: RoomId = "a/b".parse().unwrap();
+        assert_eq!(ws_endpoint("ws://n:1", &room), "ws://n:1/v1/rooms/a/b/ws");
+        assert_eq!(http_base("ws://n:1"), "http://n:1");
+        assert_eq!(http_base("wss://chat.example"), "https://chat.example");
+    }
+}

@@ -1,0 +1,173 @@
+//! The node's HTTP surface on one port: the room WebSocket, the room API, the chat page and
+//! the operational endpoints.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::api::{self, ApiError, ApiKeys};
+use crate::auth::AuthError;
+use crate::directory::NodeDirectory;
+use crate::hub::Hub;
+use crate::session::{self, Admission, SessionLimits};
+use crate::wire::RoomId;
+use crate::wire::frames::{Member, Role};
+
+/// What the WebSocket handler needs besides the hub.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub session: SessionLimits,
+    pub ws_buffer_bytes: usize,
+    pub insecure_dev_auth: bool,
+}
+
+pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
+    let directory = Arc::new(NodeDirectory::new(state.hub.clone()));
+    Router::new()
+        .route("/", get(chat_page))
+        .route("/v1/rooms/{namespace}/{room}/ws", get(join_room))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/node", get(node_info))
+        .with_state(state)
+        .merge(api::router(directory, api_keys))
+}
+
+const CHAT_PAGE: &str = include_str!("../web/index.html");
+
+async fn chat_page() -> Html<&'static str> {
+    Html(CHAT_PAGE)
+}
+
+/// Liveness: the process serves HTTP. Independent of Redis on purpose, so an outage does not
+/// get every node restarted.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: takes new joins (not draining, Redis reachable).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let hub = &state.hub;
+    if hub.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else if hub.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.hub.metrics().encode(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct JoinQuery {
+    token: Option<String>,
+    /// Resume after this message id.
+    since: Option<u64>,
+    /// Dev auth only: the user id, display name and role.
+    user: Option<String>,
+    name: Option<String>,
+    role: Option<Role>,
+}
+
+/// Authenticates before the upgrade: a bad token never gets a WebSocket.
+async fn join_room(
+    State(state): State<AppState>,
+    Path((namespace, room)): Path<(String, String)>,
+    Query(query): Query<JoinQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let room = match RoomId::new(&namespace, &room) {
+        Ok(room) => room,
+        Err(error) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_room", error.to_string())
+                .into_response();
+        }
+    };
+    let member = match authenticate(&state, &room, &query, &headers) {
+        Ok(member) => member,
+        Err(error) => {
+            let status = match error {
+                AuthError::WrongRoom { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let code = match error {
+                AuthError::Missing => "token_missing",
+                AuthError::Expired => "token_expired",
+                AuthError::Invalid(_) => "token_invalid",
+                AuthError::WrongRoom { .. } => "token_wrong_room",
+            };
+            return ApiError::new(status, code, error.to_string()).into_response();
+        }
+    };
+    let admission = Admission {
+        room,
+        member,
+        since: query.since,
+    };
+    let buffer = state.ws_buffer_bytes;
+    // Room for the largest valid frame plus JSON overhead; anything larger closes with 1009.
+    let max_message = (state.session.max_message_bytes * 2 + 4096).max(buffer);
+    upgrade
+        .read_buffer_size(buffer)
+        .write_buffer_size(buffer)
+        .max_write_buffer_size(state.session.outbound_queue_bytes.max(buffer * 2))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            session::run(socket, state.hub.clone(), state.session.clone(), admission)
+        })
+}
+
+fn authenticate(
+    state: &AppState,
+    room: &RoomId,
+    query: &JoinQuery,
+    headers: &HeaderMap,
+) -> Result<Member, AuthError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = query.token.as_deref().or(bearer) {
+        return state
+            .hub
+            .tokens()
+            .verify(token, room)
+            .map(|claims| claims.member());
+    }
+    match (&query.user, state.insecure_dev_auth) {
+        (Some(user), true) if !user.is_empty() && user.len() <= 128 => Ok(Member {
+            user: user.clone(),
+            name: query.name.clone().unwrap_or_else(|| user.clone()),
+            role: query.role.unwrap_or(Role::Customer),
+        }),
+        _ => Err(AuthError::Missing),
+    }
+}
+
+/// JSON for a quick look at the node, used by the chat page.
+pub async fn node_info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "node": state.hub.node_name(),
+        "dev_auth": state.insecure_dev_auth,
+    }))
+}

@@ -1,0 +1,244 @@
+//! The node: its rooms, its seat count, its drain state and the load it reports.
+//!
+//! Sessions take a seat from the hub before they join a room; the seat count is the node's
+//! user count. Rooms register here while they have a task running.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{NodeState, Refusal, admit_to_node};
+use crate::auth::{TokenKeys, unix_millis};
+use crate::metrics::Metrics;
+use crate::rate::RateWindow;
+use crate::room::{ConnId, JoinRequest, RoomHandle};
+use crate::store::Backend;
+use crate::wire::RoomId;
+use crate::wire::load::{Limits, LoadReport};
+
+/// Settings the hub needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub node_name: String,
+    pub advertise_url: String,
+    pub limits: Limits,
+}
+
+pub struct Hub {
+    settings: HubSettings,
+    backend: Backend,
+    tokens: TokenKeys,
+    metrics: Metrics,
+    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    users: AtomicU32,
+    draining: AtomicBool,
+    drain: CancellationToken,
+    next_conn: AtomicU64,
+    messages_in: AtomicU64,
+    rate: Mutex<(Instant, RateWindow)>,
+}
+
+/// A session's place on the node; dropping it frees the place.
+pub struct Seat {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.hub.users.fetch_sub(1, Ordering::AcqRel);
+        self.hub.metrics.connections.dec();
+    }
+}
+
+impl Hub {
+    pub fn new(settings: HubSettings, backend: Backend, tokens: TokenKeys) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            backend,
+            tokens,
+            metrics: Metrics::new(),
+            rooms: Mutex::default(),
+            users: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            next_conn: AtomicU64::new(1),
+            messages_in: AtomicU64::new(0),
+            rate: Mutex::new((Instant::now(), RateWindow::default())),
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.tokens
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.settings.node_name
+    }
+
+    pub fn advertise_url(&self) -> &str {
+        &self.settings.advertise_url
+    }
+
+    pub fn users(&self) -> u32 {
+        self.users.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready for new joins: not draining and, in a fleet, Redis reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.backend.is_ready()
+    }
+
+    /// Cancelled when the node starts draining; sessions listen for it.
+    pub fn drain_token(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
+    /// Starts the drain: refuse new joins and tell every session to go.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.drain.cancel();
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes a seat if the admission rules allow, atomically with respect to other joins.
+    pub fn take_seat(self: &Arc<Self>) -> Result<Seat, Refusal> {
+        let result = self
+            .users
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |users| {
+                let state = NodeState {
+                    users,
+                    max_users: self.settings.limits.max_node_users,
+                    draining: self.is_draining(),
+                    backend_ready: self.backend.is_ready(),
+                };
+                admit_to_node(state).ok().map(|()| users + 1)
+            });
+        match result {
+            Ok(_) => {
+                self.metrics.connections.inc();
+                Ok(Seat { hub: self.clone() })
+            }
+            // Recompute the reason the update refused.
+            Err(users) => Err(admit_to_node(NodeState {
+                users,
+                max_users: self.settings.limits.max_node_users,
+                draining: self.is_draining(),
+                backend_ready: self.backend.is_ready(),
+            })
+            .err()
+            .unwrap_or(Refusal::Unavailable)),
+        }
+    }
+
+    /// The room's handle, starting its task if none runs.
+    pub fn room(self: &Arc<Self>, id: &RoomId) -> RoomHandle {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if let Some(handle) = rooms.get(id) {
+            return handle.clone();
+        }
+        let handle = RoomHandle::spawn(id.clone(), self.clone());
+        rooms.insert(id.clone(), handle.clone());
+        self.metrics.rooms.set(rooms.len() as i64);
+        handle
+    }
+
+    /// The room's handle if its task runs.
+    pub fn existing_room(&self, id: &RoomId) -> Option<RoomHandle> {
+        self.rooms.lock().expect("rooms lock").get(id).cloned()
+    }
+
+    /// Removes a retiring room, unless a newer task already took its place.
+    pub fn forget_room(&self, handle: &RoomHandle) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if rooms.get(handle.id()).is_some_and(|h| h.same(handle)) {
+            rooms.remove(handle.id());
+        }
+        self.metrics.rooms.set(rooms.len() as i64);
+        drop(rooms);
+        if let Backend::Redis(redis) = &self.backend {
+            redis.sync_live_later(handle.id());
+        }
+    }
+
+    pub fn rooms(&self) -> Vec<RoomHandle> {
+        self.rooms
+            .lock()
+            .expect("rooms lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn hosts(&self, id: &RoomId) -> bool {
+        self.rooms.lock().expect("rooms lock").contains_key(id)
+    }
+
+    /// Joins a room, looking it up again if its task retired in between.
+    pub async fn join(
+        self: &Arc<Self>,
+        id: &RoomId,
+        request: JoinRequest,
+    ) -> Result<RoomHandle, Refusal> {
+        for _ in 0..3 {
+            let room = self.room(id);
+            match room.join(request.clone()).await {
+                Ok(Ok(())) => return Ok(room),
+                Ok(Err(refusal)) => return Err(refusal),
+                Err(_gone) => continue,
+            }
+        }
+        Err(Refusal::Unavailable)
+    }
+
+    /// Counts a message accepted from a client.
+    pub fn count_message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages_in.inc();
+    }
+
+    /// Samples the message counter; called once per heartbeat.
+    pub fn sample_rate(&self) -> f64 {
+        let mut rate = self.rate.lock().expect("rate lock");
+        let (start, window) = &mut *rate;
+        window.record(start.elapsed(), self.messages_in.load(Ordering::Relaxed));
+        window.per_second()
+    }
+
+    /// The load report for this moment, with the rate from the last sample.
+    pub fn load_report(&self, msg_rate: f64) -> LoadReport {
+        let rooms = self.rooms();
+        LoadReport {
+            node: self.settings.node_name.clone(),
+            advertise_url: self.settings.advertise_url.clone(),
+            users: self.users(),
+            rooms: rooms.iter().filter(|r| r.members() > 0).count() as u32,
+            msg_rate,
+            limits: self.settings.limits,
+            draining: self.is_draining(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ts_ms: unix_millis(),
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! A room: one task per room that owns its members and fans messages out to them.
+//!
+//! Everything that changes a room goes through its command queue, so a room needs no locks and
+//! rooms never wait on each other. Messages carry ids from the room's log; the task delivers
+//! them strictly in id order, filling any gap from the log, so every member sees the same
+//! sequence with nothing missing and nothing twice, whichever node the message came through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::{Refusal, admit_to_room};
+use crate::hub::Hub;
+use crate::outbox::Outbox;
+use crate::store::{Backend, LoggedFrame, StoreError};
+use crate::wire::RoomId;
+use crate::wire::frames::{Member, Presence, PresenceEvent, Resume, ServerFrame, Welcome, close};
+
+/// Identifies one WebSocket session on this node.
+pub type ConnId = u64;
+
+/// Commands a room's queue holds before it is considered lagging.
+const QUEUE_LEN: usize = 1024;
+/// How often a room checks whether it lags or may retire.
+const TICK: Duration = Duration::from_secs(1);
+/// How long an empty room stays, so a quick reconnect does not rebuild it.
+const IDLE_GRACE: Duration = Duration::from_secs(30);
+
+/// A session asking to join.
+#[derive(Clone)]
+pub struct JoinRequest {
+    pub conn: ConnId,
+    pub member: Member,
+    pub outbox: Outbox,
+    /// Resume after this message id.
+    pub since: Option<u64>,
+}
+
+enum Command {
+    Join(JoinRequest, oneshot::Sender<Result<(), Refusal>>),
+    Leave(ConnId),
+    Deliver(LoggedFrame),
+    /// The room was closed: send this frame to everyone, then close them.
+    Close(Utf8Bytes),
+    /// A frame for every member, outside the message sequence (moved, system notices).
+    Broadcast(Utf8Bytes),
+}
+
+/// The room's task is gone (it retired); look the room up again.
+#[derive(Debug)]
+pub struct Gone;
+
+/// A cheap, cloneable way to talk to a room's task.
+#[derive(Clone)]
+pub struct RoomHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: RoomId,
+    tx: mpsc::Sender<Command>,
+    /// Set when a live delivery found the queue full; the task then catches up from the log.
+    lagged: AtomicBool,
+    members: AtomicU32,
+    max_members: AtomicU32,
+}
+
+impl RoomHandle {
+    /// Starts the room's task.
+    pub fn spawn(id: RoomId, hub: Arc<Hub>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let shared = Arc::new(Shared {
+            id,
+            tx,
+            lagged: AtomicBool::new(false),
+            members: AtomicU32::new(0),
+            max_members: AtomicU32::new(hub.limits().max_room_members),
+        });
+        let handle = Self { shared };
+        let task = RoomTask {
+            handle: handle.clone(),
+            hub,
+            members: HashMap::new(),
+            last_id: 0,
+            closed: false,
+            empty_since: Some(Instant::now()),
+        };
+        tokio::spawn(task.run(rx));
+        handle
+    }
+
+    pub fn id(&self) -> &RoomId {
+        &self.shared.id
+    }
+
+    /// Sessions in the room on this node.
+    pub fn members(&self) -> u32 {
+        self.shared.members.load(Ordering::Relaxed)
+    }
+
+    pub fn max_members(&self) -> u32 {
+        self.shared.max_members.load(Ordering::Relaxed)
+    }
+
+    pub fn same(&self, other: &RoomHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<Result<(), Refusal>, Gone> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Join(request, reply))
+            .await
+            .map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
+    }
+
+    /// Removes a session; waits for queue space, since a lost leave would leak a seat.
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.shared.tx.send(Command::Leave(conn)).await;
+    }
+
+    /// Hands a logged message to the room without waiting. A full queue marks the room as
+    /// lagging instead, and the room reads what it missed from the log.
+    pub fn deliver(&self, message: LoggedFrame) {
+        if self.shared.tx.try_send(Command::Deliver(message)).is_err() {
+            self.shared.lagged.store(true, Ordering::Release);
+        }
+    }
+
+    /// Asks the room to read whatever the log has that it has not delivered.
+    pub fn mark_lagged(&self) {
+        self.shared.lagged.store(true, Ordering::Release);
+    }
+
+    pub async fn close(&self, closed_frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Close(closed_frame)).await;
+    }
+
+    pub async fn broadcast(&self, frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Broadcast(frame)).await;
+    }
+}
+
+struct Joined {
+    member: Member,
+    outbox: Outbox,
+    /// Messages up to this id were already replayed or seen elsewhere; skip them live.
+    seen_upto: u64,
+}
+
+struct RoomTask {
+    handle: RoomHandle,
+    hub: Arc<Hub>,
+    members: HashMap<ConnId, Joined>,
+    /// The newest message id delivered to members.
+    last_id: u64,
+    closed: bool,
+    empty_since: Option<Instant>,
+}
+
+impl RoomTask {
+    fn id(&self) -> &RoomId {
+        &self.handle.shared.id
+    }
+
+    fn backend(&self) -> &Backend {
+        self.hub.backend()
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        if let Err(error) = self.start().await {
+            tracing::warn!(room = %self.id(), %error, "room could not start");
+            self.retire(&mut rx, Some(Refusal::Unavailable));
+            return;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if self.handle.shared.lagged.swap(false, Ordering::AcqRel) {
+                        self.catch_up(None).await;
+                    }
+                    let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
+                    if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.retire(&mut rx, None);
+    }
+
+    /// Learns where the room's log stands and, in a fleet, subscribes to its live channel
+    /// first, so no message falls between the two.
+    async fn start(&mut self) -> Result<(), StoreError> {
+        if let Backend::Redis(redis) = self.backend()
+            && !redis.sync_live(self.id()).await
+        {
+            return Err(StoreError::LiveUnavailable);
+        }
+        let backend = self.backend().clone();
+        self.last_id = backend.latest_id(self.id()).await?;
+        self.closed = backend.is_closed(self.id()).await?;
+        let node_limit = self.hub.limits().max_room_members;
+        let max = match backend.settings(self.id()).await? {
+            Some(settings) => settings.max_members.min(node_limit),
+            None => node_limit,
+        };
+        self.handle.shared.max_members.store(max, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Leaves the hub; joins still queued get no answer and look the room up again.
+    fn retire(&mut self, rx: &mut mpsc::Receiver<Command>, refuse: Option<Refusal>) {
+        self.hub.forget_room(&self.handle);
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let (Command::Join(_, reply), Some(refusal)) = (command, refuse) {
+                let _ = reply.send(Err(refusal));
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Join(request, reply) => {
+                let result = self.join(request).await;
+                let _ = reply.send(result);
+            }
+            Command::Leave(conn) => self.remove(vec![conn]),
+            Command::Deliver((id, frame)) => self.deliver(id, frame).await,
+            Command::Close(frame) => self.close(frame),
+            Command::Broadcast(frame) => self.fan_out(&frame, 0),
+        }
+    }
+
+    async fn join(&mut self, request: JoinRequest) -> Result<(), Refusal> {
+        if self.closed {
+            return Err(Refusal::RoomClosed);
+        }
+        admit_to_room(self.members.len() as u32, self.handle.max_members())?;
+
+        let (resume, replay) = match request.since {
+            Some(since) => {
+                let replay = self
+                    .backend()
+                    .read_range(self.id(), since, self.last_id)
+                    .await
+                    .map_err(|_| Refusal::Unavailable)?;
+                let complete =
+                    since >= self.last_id || replay.first().is_some_and(|(id, _)| *id == since + 1);
+                let resume = Resume {
+                    since,
+                    replayed: replay.len() as u64,
+                    complete,
+                };
+                (Some(resume), replay)
+            }
+            None => (None, Vec::new()),
+        };
+
+        let mut members: Vec<Member> = self.members.values().map(|j| j.member.clone()).collect();
+        members.push(request.member.clone());
+        members.sort_by(|a, b| a.user.cmp(&b.user));
+        members.dedup_by(|a, b| a.user == b.user);
+        let welcome = ServerFrame::Welcome(Welcome {
+            room: self.id().clone(),
+            user: request.member.clone(),
+            members,
+            node: self.hub.node_name().to_owned(),
+            last_id: self.last_id,
+            resume,
+        });
+        request.outbox.push_replay(welcome.to_json().into());
+        for (_, frame) in replay {
+            request.outbox.push_replay(frame);
+        }
+
+        let seen_upto = request.since.unwrap_or(0).max(self.last_id);
+        let member = request.member.clone();
+        self.members.insert(
+            request.conn,
+            Joined {
+                member: request.member,
+                outbox: request.outbox,
+                seen_upto,
+            },
+        );
+        self.members_changed();
+        let presence = self.presence(PresenceEvent::Joined, &member);
+        self.fan_out_except(&presence, request.conn);
+        Ok(())
+    }
+
+    fn presence(&self, event: PresenceEvent, member: &Member) -> Utf8Bytes {
+        ServerFrame::Presence(Presence {
+            event,
+            user: member.user.clone(),
+            name: member.name.clone(),
+            members: self.members.len(),
+        })
+        .to_json()
+        .into()
+    }
+
+    fn members_changed(&mut self) {
+        let count = self.members.len() as u32;
+        self.handle.shared.members.store(count, Ordering::Relaxed);
+        self.empty_since = (count == 0).then(Instant::now);
+    }
+
+    /// Delivers message `id`, first reading any earlier messages this room has not seen.
+    async fn deliver(&mut self, id: u64, frame: Utf8Bytes) {
+        if id <= self.last_id {
+            return; // already delivered, through the other path
+        }
+        if id > self.last_id + 1 && !self.catch_up(Some(id - 1)).await {
+            // The log is unreachable: keep order, let the tick retry from the log.
+            self.handle.mark_lagged();
+            return;
+        }
+        self.last_id = id;
+        self.fan_out(&frame, id);
+    }
+
+    /// Delivers what the log holds after `last_id` (up to `upto`, or its end). False when the
+    /// log could not be read.
+    async fn catch_up(&mut self, upto: Option<u64>) -> bool {
+        let backend = self.backend().clone();
+        let upto = match upto {
+            Some(upto) => upto,
+            None => match backend.latest_id(self.id()).await {
+                Ok(latest) => latest,
+                Err(_) => {
+                    self.handle.mark_lagged();
+                    return false;
+                }
+            },
+        };
+        if upto <= self.last_id {
+            return true;
+        }
+        match backend.read_range(self.id(), self.last_id, upto).await {
+            Ok(missed) => {
+                if missed.first().is_some_and(|(id, _)| *id > self.last_id + 1) {
+                    tracing::warn!(room = %self.id(), from = self.last_id + 1, "messages left the history before delivery");
+                }
+                for (id, frame) in missed {
+                    self.fan_out(&frame, id);
+                }
+                // Ids beyond the retained history cannot be delivered; move past them.
+                self.last_id = upto;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `frame` to every member; `id` is the message id (0 for frames outside the
+    /// message sequence). Members that overflow are removed.
+    fn fan_out(&mut self, frame: &Utf8Bytes, id: u64) {
+        let started = Instant::now();
+        let mut overflowed = Vec::new();
+        let mut sent = 0u64;
+        for (conn, joined) in &self.members {
+            if id != 0 && id <= joined.seen_upto {
+                continue;
+            }
+            match joined.outbox.push(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(_) => overflowed.push(*conn),
+            }
+        }
+        let metrics = self.hub.metrics();
+        metrics.messages_out.inc_by(sent);
+        metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !overflowed.is_empty() {
+            metrics.slow_consumers.inc_by(overflowed.len() as u64);
+            self.remove(overflowed);
+        }
+    }
+
+    fn fan_out_except(&mut self, frame: &Utf8Bytes, except: ConnId) {
+        let mut overflowed = Vec::new();
+        for (conn, joined) in &self.members {
+            if *conn != except && joined.outbox.push(frame.clone()).is_err() {
+                overflowed.push(*conn);
+            }
+        }
+        if !overflowed.is_empty() {
+            self.hub
+                .metrics()
+                .slow_consumers
+                .inc_by(overflowed.len() as u64);
+            self.remove(overflowed);
+        }
+    }
+
+    /// Removes members and tells the others, which may overflow further members in turn.
+    fn remove(&mut self, mut conns: Vec<ConnId>) {
+        while let Some(conn) = conns.pop() {
+            let Some(left) = self.members.remove(&conn) else {
+                continue;
+            };
+            self.members_changed();
+            let presence = self.presence(PresenceEvent::Left, &left.member);
+            for (other, joined) in &self.members {
+                if joined.outbox.push(presence.clone()).is_err() && !conns.contains(other) {
+                    conns.push(*other);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, frame: Utf8Bytes) {
+        self.closed = true;
+        for (_, joined) in self.members.drain() {
+            joined.outbox.push_replay(frame.clone());
+            joined.outbox.close(close::NORMAL, "room closed");
+        }
+        self.members_changed();
+    }
+}

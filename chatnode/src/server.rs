@@ -1,0 +1,186 @@
+//! Assembles a node from its configuration and runs it until it has drained.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiKeys;
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::error::Error;
+use crate::heartbeat;
+use crate::http::{self, AppState};
+use crate::hub::{Hub, HubSettings};
+use crate::live;
+use crate::session::SessionLimits;
+use crate::store::{Backend, MemoryStore, RedisStore};
+
+/// Runs the node until SIGTERM or Ctrl-C, then drains and returns.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let tokens = TokenKeys::from_secret(&token_secret(&config)?);
+    let (api_key, generated_key) = match &config.api_key {
+        Some(key) if !key.is_empty() => (key.clone(), false),
+        _ => (random_secret(), true),
+    };
+    if config.insecure_dev_auth {
+        tracing::warn!(
+            "INSECURE DEV AUTH IS ON: anyone can join any room with ?user=NAME. Never use this in production."
+        );
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(Error::Serve)?;
+    let settings = HubSettings {
+        node_name: config.node_name.clone(),
+        advertise_url: config.advertise_url_for(bound),
+        limits: config.limits(),
+    };
+
+    let stop = CancellationToken::new();
+    let room_ttl = Duration::from_secs(config.room_ttl_seconds.max(60));
+    let (backend, live_requests) = match &config.redis_url {
+        Some(url) => {
+            let (store, requests) = RedisStore::new(url, config.history_len, room_ttl)?;
+            (Backend::Redis(store), Some(requests))
+        }
+        None => (Backend::Memory(MemoryStore::new(config.history_len)), None),
+    };
+    let hub = Hub::new(settings, backend.clone(), tokens);
+
+    if let (Backend::Redis(store), Some(requests)) = (&backend, live_requests) {
+        tokio::spawn(live::run(
+            hub.clone(),
+            store.clone(),
+            requests,
+            stop.clone(),
+        ));
+        heartbeat::report_now(&hub, config.report_ttl()).await;
+    }
+    tokio::spawn(heartbeat::run(
+        hub.clone(),
+        config.heartbeat(),
+        config.report_ttl(),
+        stop.clone(),
+    ));
+
+    let state = AppState {
+        hub: hub.clone(),
+        session: SessionLimits {
+            max_message_bytes: config.max_message_bytes,
+            rate_per_second: config.rate_per_second,
+            rate_burst: config.rate_burst,
+            outbound_queue_bytes: config.outbound_queue_bytes,
+            ping_interval: config.ping_interval(),
+        },
+        ws_buffer_bytes: config.ws_buffer_bytes,
+        insecure_dev_auth: config.insecure_dev_auth,
+    };
+    let app = http::router(state, ApiKeys::new(vec![api_key.clone()]));
+
+    // Plain lines on stdout: what a person (and the test harness) needs to get going.
+    println!("chatnode {} listening on http://{bound}", hub.node_name());
+    println!("chat page: http://{bound}/");
+    if generated_key {
+        println!("room API key (generated for this run): {api_key}");
+    }
+    match &config.redis_url {
+        Some(_) => tracing::info!(
+            node = hub.node_name(),
+            "fleet mode: sharing state through Redis"
+        ),
+        None => tracing::info!("standalone mode: in-memory history, one node"),
+    }
+
+    let drain_hub = hub.clone();
+    let report_ttl = config.report_ttl();
+    let deadline = config.drain_deadline();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        drain(&drain_hub, report_ttl, deadline).await;
+    });
+    let result = server.await.map_err(Error::Serve);
+    stop.cancel();
+    if let Backend::Redis(store) = hub.backend()
+        && let Err(error) = store.remove_report(hub.node_name()).await
+    {
+        tracing::warn!(%error, "could not remove the load report; it expires by itself");
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// Refuses new joins, tells every client to reconnect elsewhere, and waits for them to go,
+/// but never past the deadline.
+async fn drain(hub: &Arc<Hub>, report_ttl: Duration, deadline: Duration) {
+    tracing::info!(users = hub.users(), ?deadline, "draining");
+    hub.start_drain();
+    heartbeat::report_now(hub, report_ttl).await;
+    let gone = async {
+        while hub.users() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(deadline, gone).await.is_err() {
+        tracing::warn!(
+            users = hub.users(),
+            "drain deadline reached; exiting with clients still connected"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn token_secret(config: &Config) -> Result<Vec<u8>, Error> {
+    let secret = if let Some(path) = &config.token_secret_file {
+        std::fs::read(path).map_err(|source| Error::SecretFile {
+            path: path.clone(),
+            source,
+        })?
+    } else if let Some(secret) = &config.token_secret {
+        secret.clone().into_bytes()
+    } else {
+        if config.redis_url.is_some() {
+            tracing::warn!("no token secret given: tokens minted here work on this node only");
+        }
+        return Ok(random_secret().into_bytes());
+    };
+    let trimmed = secret.trim_ascii().to_vec();
+    if trimmed.is_empty() {
+        return Err(Error::EmptySecret);
+    }
+    Ok(trimmed)
+}
+
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}

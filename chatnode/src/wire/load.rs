@@ -1,0 +1,74 @@
+//! The load report: what a node tells the fleet about itself on every heartbeat. The operator
+//! places rooms by it, so it must be honest and fresh.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's hard admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// WebSocket sessions this node accepts at once.
+    pub max_node_users: u32,
+    /// Members one room accepts at once.
+    pub max_room_members: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_node_users: 300,
+            max_room_members: 300,
+        }
+    }
+}
+
+/// Stored as JSON under [`node_report`](super::keys::node_report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The node's name: its pod name in Kubernetes.
+    pub node: String,
+    /// Base WebSocket URL clients use to reach this node, e.g. `ws://chat-0.chat:8080`.
+    pub advertise_url: String,
+    /// Open WebSocket sessions.
+    pub users: u32,
+    /// Rooms with at least one member on this node.
+    pub rooms: u32,
+    /// Messages accepted per second, averaged over the last minute.
+    pub msg_rate: f64,
+    pub limits: Limits,
+    /// True once the node began shutting down: place nothing new on it.
+    pub draining: bool,
+    /// The chatnode version.
+    pub version: String,
+    /// When the report was written, in ms since the Unix epoch.
+    pub ts_ms: u64,
+}
+
+impl LoadReport {
+    /// Seats left under the node's user limit.
+    pub fn free_seats(&self) -> u32 {
+        self.limits.max_node_users.saturating_sub(self.users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let report = LoadReport {
+            node: "chat-0".into(),
+            advertise_url: "ws://chat-0.chat:8080".into(),
+            users: 310,
+            rooms: 4,
+            msg_rate: 1.5,
+            limits: Limits::default(),
+            draining: false,
+            version: "0.1.0".into(),
+            ts_ms: 1,
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<LoadReport>(&json).unwrap(), report);
+        assert_eq!(report.free_seats(), 0);
+    }
+}
