@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_PING_SECONDS", default_value_t = 20)]
     pub ping_seconds: u64,
 
+    /// Milliseconds a drain waits after reporting `draining` (and failing /readyz) before it
+    /// sends clients away, so placement and load balancers stop sending new ones first.
+    #[arg(long, env = "CHATNODE_DRAIN_NOTICE_MS", default_value_t = 1000)]
+    pub drain_notice_ms: u64,
+
     /// Seconds a drain (SIGTERM) waits for clients to leave before the node exits anyway.
     #[arg(long, env = "CHATNODE_DRAIN_SECONDS", default_value_t = 20)]
     pub drain_seconds: u64,
@@ -125,6 +130,10 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_seconds.max(1))
+    }
+
+    pub fn drain_notice(&self) -> Duration {
+        Duration::from_millis(self.drain_notice_ms)
     }
 
     pub fn drain_deadline(&self) -> Duration {

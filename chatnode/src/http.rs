@@ -87,6 +87,9 @@ struct JoinQuery {
     role: Option<Role>,
 }
 
+/// The smallest WebSocket message limit, whatever --max-message-bytes says.
+const MIN_WS_MESSAGE_LIMIT: usize = 64 * 1024;
+
 /// Authenticates before the upgrade: a bad token never gets a WebSocket.
 async fn join_room(
     State(state): State<AppState>,
@@ -124,8 +127,9 @@ async fn join_room(
         since: query.since,
     };
     let buffer = state.ws_buffer_bytes;
-    // Room for the largest valid frame plus JSON overhead; anything larger closes with 1009.
-    let max_message = (state.session.max_message_bytes * 2 + 4096).max(buffer);
+    // Frames up to this size get a `message_too_large` answer and the connection stays;
+    // larger ones are cut off by the WebSocket layer (close 1009) before they take memory.
+    let max_message = (state.session.max_message_bytes * 4 + 4096).max(MIN_WS_MESSAGE_LIMIT);
     upgrade
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)

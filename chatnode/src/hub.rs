@@ -112,9 +112,13 @@ impl Hub {
         self.drain.clone()
     }
 
-    /// Starts the drain: refuse new joins and tell every session to go.
+    /// Starts the drain: refuse new joins from now on.
     pub fn start_drain(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Tells every session to go (they send `draining` and close with 1012).
+    pub fn send_everyone_away(&self) {
         self.drain.cancel();
     }
 

@@ -1,6 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// Logs go to stderr; stdout carries only the few lines a person needs to get going.
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = chatnode::Config::parse();
@@ -11,7 +13,10 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     match chatnode::server::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

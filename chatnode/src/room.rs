@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -67,6 +67,8 @@ struct Shared {
     lagged: AtomicBool,
     members: AtomicU32,
     max_members: AtomicU32,
+    /// The newest message id the room delivered, for appends to stay above.
+    last_id: AtomicU64,
 }
 
 impl RoomHandle {
@@ -79,6 +81,7 @@ impl RoomHandle {
             lagged: AtomicBool::new(false),
             members: AtomicU32::new(0),
             max_members: AtomicU32::new(hub.limits().max_room_members),
+            last_id: AtomicU64::new(0),
         });
         let handle = Self { shared };
         let task = RoomTask {
@@ -100,6 +103,11 @@ impl RoomHandle {
     /// Sessions in the room on this node.
     pub fn members(&self) -> u32 {
         self.shared.members.load(Ordering::Relaxed)
+    }
+
+    /// The newest message id the room delivered.
+    pub fn last_id(&self) -> u64 {
+        self.shared.last_id.load(Ordering::Acquire)
     }
 
     pub fn max_members(&self) -> u32 {
@@ -210,7 +218,8 @@ impl RoomTask {
             return Err(StoreError::LiveUnavailable);
         }
         let backend = self.backend().clone();
-        self.last_id = backend.latest_id(self.id()).await?;
+        let latest = backend.latest_id(self.id()).await?;
+        self.advance_to(latest);
         self.closed = backend.is_closed(self.id()).await?;
         let node_limit = self.hub.limits().max_room_members;
         let max = match backend.settings(self.id()).await? {
@@ -320,6 +329,11 @@ impl RoomTask {
         self.empty_since = (count == 0).then(Instant::now);
     }
 
+    fn advance_to(&mut self, id: u64) {
+        self.last_id = id;
+        self.handle.shared.last_id.store(id, Ordering::Release);
+    }
+
     /// Delivers message `id`, first reading any earlier messages this room has not seen.
     async fn deliver(&mut self, id: u64, frame: Utf8Bytes) {
         if id <= self.last_id {
@@ -330,7 +344,7 @@ impl RoomTask {
             self.handle.mark_lagged();
             return;
         }
-        self.last_id = id;
+        self.advance_to(id);
         self.fan_out(&frame, id);
     }
 
@@ -360,7 +374,7 @@ impl RoomTask {
                     self.fan_out(&frame, id);
                 }
                 // Ids beyond the retained history cannot be delivered; move past them.
-                self.last_id = upto;
+                self.advance_to(upto);
                 true
             }
             Err(_) => false,

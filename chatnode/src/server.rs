@@ -100,10 +100,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let drain_hub = hub.clone();
     let report_ttl = config.report_ttl();
+    let notice = config.drain_notice();
     let deadline = config.drain_deadline();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
-        drain(&drain_hub, report_ttl, deadline).await;
+        drain(&drain_hub, report_ttl, notice, deadline).await;
     });
     let result = server.await.map_err(Error::Serve);
     stop.cancel();
@@ -116,18 +117,24 @@ pub async fn run(config: Config) -> Result<(), Error> {
     result
 }
 
-/// Refuses new joins, tells every client to reconnect elsewhere, and waits for them to go,
-/// but never past the deadline.
-async fn drain(hub: &Arc<Hub>, report_ttl: Duration, deadline: Duration) {
+/// Refuses new joins and says so, then tells every client to reconnect elsewhere and waits
+/// for them to go, but never past the deadline (counted from the signal).
+async fn drain(hub: &Arc<Hub>, report_ttl: Duration, notice: Duration, deadline: Duration) {
     tracing::info!(users = hub.users(), ?deadline, "draining");
+    let started = tokio::time::Instant::now();
     hub.start_drain();
     heartbeat::report_now(hub, report_ttl).await;
+    tokio::time::sleep(notice.min(deadline)).await;
+    hub.send_everyone_away();
     let gone = async {
         while hub.users() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    if tokio::time::timeout(deadline, gone).await.is_err() {
+    if tokio::time::timeout_at(started + deadline, gone)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             users = hub.users(),
             "drain deadline reached; exiting with clients still connected"

@@ -265,7 +265,12 @@ impl Session {
             client_id,
         };
         let tail = message_tail(&content);
-        match self.hub.backend().append(self.room.id(), &tail).await {
+        match self
+            .hub
+            .backend()
+            .append(self.room.id(), &tail, self.room.last_id())
+            .await
+        {
             Ok(logged) => {
                 self.hub.count_message_in();
                 // Deliver at once; a fleet's live channel brings the same id again, and the

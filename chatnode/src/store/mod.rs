@@ -48,12 +48,17 @@ impl Backend {
         }
     }
 
-    /// Appends a message, returning its id. The message reaches the room's members through
-    /// the room's actor: directly when in memory, through the room's live channel in Redis.
-    pub async fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StoreError> {
+    /// Appends a message, returning its id and frame. `floor` is the newest id this node has
+    /// delivered in the room: ids stay above it even if Redis lost the room's state.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        tail: &str,
+        floor: u64,
+    ) -> Result<LoggedFrame, StoreError> {
         match self {
             Backend::Memory(m) => m.append(room, tail),
-            Backend::Redis(r) => r.append(room, tail).await,
+            Backend::Redis(r) => r.append(room, tail, floor).await,
         }
     }
 

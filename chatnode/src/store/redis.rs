@@ -20,18 +20,24 @@ use crate::wire::keys::{self, LOG_FIELD, RoomKeys};
 use crate::wire::load::LoadReport;
 
 /// Assigns the next id, stores the frame in the capped log and publishes it, atomically.
-/// KEYS: seq, log, closed. ARGV: prefix, tail, history length, live channel, ttl seconds.
-/// Returns the id, or -1 when the room was closed.
+/// KEYS: seq, log, closed. ARGV: prefix, tail, history length, live channel, ttl seconds,
+/// floor (the newest id the calling node has delivered). Returns the id, or -1 when the room
+/// was closed.
 const APPEND_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local id = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[6])
 if id == 1 then
   -- The counter was lost (evicted) while the log survived: continue after the log.
   local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
   if #last > 0 then
-    id = tonumber(string.match(last[1][1], '^(%d+)')) + 1
-    redis.call('SET', KEYS[1], id)
+    floor = math.max(floor, tonumber(string.match(last[1][1], '^(%d+)')))
   end
+end
+if id <= floor then
+  -- Redis lost the room's state (restart, eviction): ids never go backwards.
+  id = floor + 1
+  redis.call('SET', KEYS[1], id)
 end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'f', frame)
@@ -138,7 +144,12 @@ impl RedisStore {
         });
     }
 
-    pub async fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StoreError> {
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        tail: &str,
+        floor: u64,
+    ) -> Result<LoggedFrame, StoreError> {
         let keys = RoomKeys::new(room);
         let id: i64 = self
             .inner
@@ -151,6 +162,7 @@ impl RedisStore {
             .arg(self.inner.history_len)
             .arg(&keys.live)
             .arg(self.inner.room_ttl.as_secs().max(1))
+            .arg(floor)
             .invoke_async(&mut self.conn())
             .await?;
         if id < 0 {

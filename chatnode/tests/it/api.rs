@@ -1,0 +1,230 @@
+//! The room API on a standalone node: API key, create, list, get, mint tokens, close.
+
+use chatnode::api::{CreatedRoom, RoomList, RoomView, TokenView};
+use chatnode::wire::frames::{Role, ServerFrame, close};
+use serde_json::{Value, json};
+
+use crate::support::{API_KEY, Client, Node};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn call(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, node.http(path))
+        .header("x-api-key", API_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_api_needs_its_key() {
+    let node = Node::start(&[]).await;
+    for key in [None, Some("wrong")] {
+        let mut request = client().get(node.http("/v1/rooms"));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn open_a_room_invite_people_and_close_it() {
+    let node = Node::start(&[]).await;
+    let (status, body) = call(
+        &node,
+        reqwest::Method::POST,
+        "/v1/rooms",
+        Some(json!({"namespace": "support", "name": "case-9", "max_members": 5})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let created: CreatedRoom = serde_json::from_value(body).unwrap();
+    assert!(created.created);
+    assert_eq!(created.room.max_members, 5);
+    assert_eq!(
+        created.room.endpoint,
+        format!("ws://{}/v1/rooms/support/case-9/ws", node.addr)
+    );
+
+    // Creating it again is idempotent.
+    let (status, body) = call(
+        &node,
+        reqwest::Method::POST,
+        "/v1/rooms",
+        Some(json!({"namespace": "support", "name": "case-9"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!serde_json::from_value::<CreatedRoom>(body).unwrap().created);
+
+    // A generated name.
+    let (status, body) = call(&node, reqwest::Method::POST, "/v1/rooms", Some(json!({}))).await;
+    assert_eq!(status, 201);
+    let generated: CreatedRoom = serde_json::from_value(body).unwrap();
+    assert_eq!(generated.room.namespace, "default");
+    assert!(generated.room.name.starts_with("room-"));
+
+    let (status, body) = call(
+        &node,
+        reqwest::Method::POST,
+        "/v1/rooms/support/case-9/tokens",
+        Some(json!({"user": "cust-1", "name": "Dana", "role": "customer"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let customer: TokenView = serde_json::from_value(body).unwrap();
+    assert!(
+        customer
+            .chat_url
+            .starts_with(&format!("http://{}/?room=support/case-9&token=", node.addr))
+    );
+    let (_, body) = call(
+        &node,
+        reqwest::Method::POST,
+        "/v1/rooms/support/case-9/tokens",
+        Some(json!({"user": "agent-1", "role": "agent"})),
+    )
+    .await;
+    let agent: TokenView = serde_json::from_value(body).unwrap();
+
+    let (mut dana, welcome) = Client::join(&customer.ws_url).await;
+    assert_eq!(
+        (welcome.user.name.as_str(), welcome.user.role),
+        ("Dana", Role::Customer)
+    );
+    let (mut agent_ws, _) = Client::join(&agent.ws_url).await;
+    dana.say("help!").await;
+    assert_eq!(agent_ws.message().await.content.body, "help!");
+    assert_eq!(dana.message().await.content.body, "help!");
+
+    let (status, body) = call(
+        &node,
+        reqwest::Method::GET,
+        "/v1/rooms/support/case-9",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let view: RoomView = serde_json::from_value(body).unwrap();
+    assert_eq!(view.members, 2);
+    let (_, body) = call(&node, reqwest::Method::GET, "/v1/rooms", None).await;
+    let list: RoomList = serde_json::from_value(body).unwrap();
+    let names: Vec<String> = list.rooms.iter().map(|r| r.id.to_string()).collect();
+    assert!(
+        names.contains(&"support/case-9".to_owned()) && names.len() == 2,
+        "{names:?}"
+    );
+
+    let (status, _) = call(
+        &node,
+        reqwest::Method::DELETE,
+        "/v1/rooms/support/case-9",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for member in [&mut dana, &mut agent_ws] {
+        match member.recv_skip_presence().await {
+            ServerFrame::Closed { room, .. } => assert_eq!(room.to_string(), "support/case-9"),
+            other => panic!("expected closed, got {other:?}"),
+        }
+        assert_eq!(
+            u16::from(member.closed().await.unwrap().code),
+            close::NORMAL
+        );
+    }
+    // Gone from the API, and a stale token cannot reopen it.
+    let (status, body) = call(
+        &node,
+        reqwest::Method::GET,
+        "/v1/rooms/support/case-9",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let mut stale = Client::connect(&customer.ws_url).await;
+    crate::support::assert_error(
+        &stale.recv().await,
+        chatnode::wire::frames::ErrorCode::RoomClosed,
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let node = Node::start(&["--max-room-members", "10"]).await;
+    let cases = [
+        (
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"name": "Bad_Name"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"max_members": 11}),
+            422,
+            "invalid_request",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"surprise": true}),
+            422,
+            "bad_request",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/rooms/default/nowhere/tokens",
+            json!({"user": "u"}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, body) = call(&node, method, path, Some(body)).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let response = client()
+        .post(node.http("/v1/rooms"))
+        .header("x-api-key", API_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+}

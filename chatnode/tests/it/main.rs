@@ -1,0 +1,11 @@
+//! Integration tests against real chatnode processes, real `redis-server`s and real
+//! WebSocket and HTTP connections. One test binary, so it links once.
+
+mod api;
+mod auth;
+mod chat;
+mod drain;
+mod fleet;
+mod limits;
+mod resume;
+mod support;
