@@ -317,6 +317,7 @@ impl RoomTask {
             event,
             user: member.user.clone(),
             name: member.name.clone(),
+            role: member.role,
             members: self.members.len(),
         })
         .to_json()

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiKeys;
 use crate::auth::TokenKeys;
 use crate::config::Config;
+use crate::directory::http_base;
 use crate::error::Error;
 use crate::heartbeat;
 use crate::http::{self, AppState};
@@ -16,6 +17,8 @@ use crate::hub::{Hub, HubSettings};
 use crate::live;
 use crate::session::SessionLimits;
 use crate::store::{Backend, MemoryStore, RedisStore};
+use crate::wire::RoomId;
+use crate::wire::frames::{Member, Role};
 
 /// Runs the node until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -95,7 +98,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
             node = hub.node_name(),
             "fleet mode: sharing state through Redis"
         ),
-        None => tracing::info!("standalone mode: in-memory history, one node"),
+        None => {
+            tracing::info!("standalone mode: in-memory history, one node");
+            print_try_it_links(&hub);
+        }
     }
 
     let drain_hub = hub.clone();
@@ -160,6 +166,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Two ready-made chat links into a demo room, so a newcomer can chat in two tabs at once.
+fn print_try_it_links(hub: &Hub) {
+    let room: RoomId = "default/lobby".parse().expect("a valid room id");
+    let base = http_base(hub.advertise_url());
+    println!("try it: open these two links in two tabs and chat (valid for 24 hours):");
+    for (user, name, role) in [
+        ("customer-1", "Casey", Role::Customer),
+        ("agent-1", "Alex", Role::Agent),
+    ] {
+        let member = Member {
+            user: user.into(),
+            name: name.into(),
+            role,
+        };
+        let (token, _) = hub
+            .tokens()
+            .mint(&room, &member, Duration::from_secs(24 * 3600));
+        println!("  {base}/?room={room}&token={token}");
     }
 }
 

@@ -124,6 +124,7 @@ pub struct Presence {
     pub event: PresenceEvent,
     pub user: String,
     pub name: String,
+    pub role: Role,
     /// Members in the room after the change.
     pub members: usize,
 }

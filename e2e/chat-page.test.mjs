@@ -1,0 +1,135 @@
+// The chat page in real headless Chromium against a real chatnode process: two tabs chat,
+// token links from the room API work, and a dropped connection resumes without loss.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CHATNODE = process.env.CHATNODE_BIN || join(here, "..", "target", "debug", "chatnode");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const API_KEY = "e2e-key";
+
+let node;
+let base;
+let browser;
+
+async function startNode() {
+  const child = spawn(CHATNODE, ["--listen", "127.0.0.1:0", "--insecure-dev-auth", "--api-key", API_KEY], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8");
+  for await (const chunk of child.stdout) {
+    out += chunk;
+    const match = out.match(/listening on (http:\/\/[\d.:]+)/);
+    if (match) return { child, base: match[1] };
+  }
+  throw new Error(`chatnode exited before listening: ${out}`);
+}
+
+before(async () => {
+  ({ child: node, base } = await startNode());
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+    // Playwright gives every launch a fresh, empty profile of its own.
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  node?.kill();
+  if (node) await once(node, "exit");
+});
+
+async function send(page, text) {
+  await page.fill("#body", text);
+  await page.click("#send");
+}
+
+async function messages(page) {
+  return page.$$eval("#messages li.message .body", (els) => els.map((e) => e.textContent));
+}
+
+test("two tabs chat through the page", async () => {
+  const context = await browser.newContext();
+  const ann = await context.newPage();
+  const bob = await context.newPage();
+  await ann.goto(`${base}/?room=default/lobby&user=ann`);
+  await ann.waitForSelector("#status:has-text('connected to')");
+  await bob.goto(`${base}/?room=default/lobby&user=bob`);
+  await bob.waitForSelector("#status:has-text('connected to')");
+  await ann.waitForSelector("#members li[data-user='bob']");
+
+  await send(ann, "hello from ann");
+  await bob.waitForSelector("#messages li.message:has-text('hello from ann')");
+  await send(bob, "hi ann");
+  await ann.waitForSelector("#messages li.message:has-text('hi ann')");
+  assert.deepEqual(await messages(ann), ["hello from ann", "hi ann"]);
+  assert.deepEqual(await messages(bob), ["hello from ann", "hi ann"]);
+  await bob.screenshot({ path: join(here, "..", "target", "e2e-chat-page.png") });
+  await context.close();
+});
+
+test("the join form works with a name in dev auth", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/`);
+  await page.fill("#join-room", "default/form-room");
+  await page.fill("#join-name", "carol");
+  await page.click("#join-button");
+  await page.waitForSelector("#status:has-text('as carol')");
+  await send(page, "typed in the form");
+  await page.waitForSelector("#messages li.message:has-text('typed in the form')");
+  await page.close();
+});
+
+test("token links from the room API open the room", async () => {
+  const api = (path, body) => fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  }).then(async (r) => { assert.ok(r.ok, `${path}: ${r.status}`); return r.json(); });
+  await api("/v1/rooms", { namespace: "support", name: "case-77" });
+  const customer = await api("/v1/rooms/support/case-77/tokens", { user: "cust-1", name: "Dana" });
+  const agent = await api("/v1/rooms/support/case-77/tokens", { user: "agent-1", name: "Sam", role: "agent" });
+
+  const context = await browser.newContext();
+  const dana = await context.newPage();
+  const sam = await context.newPage();
+  await dana.goto(customer.chat_url);
+  await sam.goto(agent.chat_url);
+  await dana.waitForSelector("#status:has-text('as Dana')");
+  await sam.waitForSelector("#status:has-text('as Sam')");
+  await send(dana, "my order is stuck");
+  await sam.waitForSelector("#messages li.message:has-text('my order is stuck')");
+  await context.close();
+});
+
+test("a dropped connection resumes and shows what was missed, once", async () => {
+  const context = await browser.newContext();
+  const ann = await context.newPage();
+  const bob = await context.newPage();
+  await ann.goto(`${base}/?room=default/resume&user=ann`);
+  await bob.goto(`${base}/?room=default/resume&user=bob`);
+  await ann.waitForSelector("#status:has-text('connected to')");
+  await bob.waitForSelector("#status:has-text('connected to')");
+  await send(ann, "before");
+  await bob.waitForSelector("#messages li.message:has-text('before')");
+
+  // Bob's socket drops; ann talks while he is away.
+  await bob.evaluate(() => state.ws.close());
+  await send(ann, "while you were away");
+  await bob.waitForSelector("#status:has-text('resumed')");
+  await bob.waitForSelector("#messages li.message:has-text('while you were away')");
+  await send(ann, "after");
+  await bob.waitForSelector("#messages li.message:has-text('after')");
+  assert.deepEqual(await messages(bob), ["before", "while you were away", "after"]);
+  await context.close();
+});
