@@ -1,0 +1,152 @@
+//! One run: plan the users, connect them all, measure the node at rest, chat for the set
+//! duration, let deliveries settle, and report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::args::Args;
+use crate::procfs::{self, ProcSample};
+use crate::report::Report;
+use crate::stats::{Class, Stats, get};
+use crate::user::{self, Phase, Plan, Shared};
+
+/// The longest the connect phase may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(600);
+
+pub async fn run(args: &Args) -> Result<Report, String> {
+    let nodes = resolve_nodes(&args.nodes).await?;
+    let shared = Arc::new(Shared {
+        stats: Stats::new(),
+        epoch: Instant::now(),
+        connecting: Semaphore::new(args.connect_concurrency.max(1)),
+    });
+    let sample = |label: &str| -> Option<ProcSample> {
+        let pid = args.node_pid?;
+        procfs::sample(pid)
+            .map_err(|e| eprintln!("cannot read /proc/{pid} ({label}): {e}"))
+            .ok()
+    };
+    let before = sample("before");
+    let plans = plan(args, &nodes);
+    let connections = plans.len() as u64;
+    eprintln!(
+        "opening {connections} connections in {} rooms on {} node(s)...",
+        args.rooms(),
+        nodes.len()
+    );
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
+    let connect_started = Instant::now();
+    let mut tasks = Vec::with_capacity(plans.len());
+    for plan in plans {
+        tasks.push(tokio::spawn(user::run(
+            plan,
+            shared.clone(),
+            phase_rx.clone(),
+        )));
+    }
+    let counters = &shared.stats.counters;
+    while get(&counters.connected) + get(&counters.refused) + get(&counters.dropped) < connections {
+        if connect_started.elapsed() > CONNECT_LIMIT {
+            return Err("the connect phase took longer than ten minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} connected, {} refused in {connect_seconds:.1} s",
+        get(&counters.connected),
+        get(&counters.refused)
+    );
+    // Let the node settle before reading its memory at rest.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_rest = sample("at rest");
+
+    let chat = Duration::from_secs_f64(args.duration);
+    let chat_started = Instant::now();
+    let _ = phase_tx.send(Phase::Chatting {
+        until: chat_started + chat,
+    });
+    tokio::time::sleep(chat).await;
+    let after_chat = sample("after chat");
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let after_settle = sample("after settle");
+    let _ = phase_tx.send(Phase::Stopped);
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    Ok(Report::new(
+        args,
+        &shared.stats,
+        connect_seconds,
+        chat.as_secs_f64(),
+        [before, at_rest, after_chat, after_settle],
+    ))
+}
+
+async fn resolve_nodes(urls: &[String]) -> Result<Vec<(String, std::net::SocketAddr)>, String> {
+    let mut nodes = Vec::new();
+    for url in urls {
+        let url = url.trim_end_matches('/');
+        let host_port = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("{url}: only ws:// node URLs are supported"))?;
+        let addr = tokio::net::lookup_host(host_port)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: no address"))?;
+        nodes.push((url.to_owned(), addr));
+    }
+    if nodes.is_empty() {
+        return Err("at least one --node is needed".into());
+    }
+    Ok(nodes)
+}
+
+/// Users fill rooms in order; room r lives on node r mod nodes. A user in several rooms opens
+/// one connection per room.
+fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
+    let room_size = args.room_size.max(1);
+    let base_rooms = args.users.div_ceil(room_size);
+    let members_of = |room: usize| {
+        let base = room % base_rooms.max(1);
+        let start = base * room_size;
+        (args.users.min(start + room_size) - start) as u64
+    };
+    let mut plans = Vec::with_capacity(args.users * args.rooms_per_user.max(1));
+    for user in 0..args.users {
+        for k in 0..args.rooms_per_user.max(1) {
+            let room = user / room_size + k * base_rooms;
+            let (base_url, addr) = &nodes[room % nodes.len()];
+            let index = plans.len();
+            plans.push(Plan {
+                index,
+                url: format!(
+                    "{base_url}/v1/rooms/{}/room-{room}/ws?user=u{user}",
+                    args.namespace
+                ),
+                node: *addr,
+                source: std::net::Ipv4Addr::new(
+                    127,
+                    0,
+                    0,
+                    2 + (index % args.sources.max(1) as usize) as u8,
+                )
+                .into(),
+                class: if room < args.flood_rooms {
+                    Class::Flood
+                } else {
+                    Class::Quiet
+                },
+                room_members: members_of(room),
+                send_every: args.send_interval(),
+                body_bytes: args.body_bytes,
+            });
+        }
+    }
+    plans
+}
