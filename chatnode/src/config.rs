@@ -54,8 +54,9 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub outbound_queue_bytes: usize,
 
-    /// WebSocket read and write buffer size per connection, in bytes.
-    #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 4096)]
+    /// WebSocket read buffer, and write batch, per connection, in bytes. Small keeps idle
+    /// connections cheap; chat frames are small.
+    #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 1024)]
     pub ws_buffer_bytes: usize,
 
     /// Messages of history kept per room.

@@ -5,11 +5,12 @@
 //! the session is told to end (`slow_consumer`) and the room drops the member. One slow client
 //! therefore costs at most its cap in memory and never delays anyone else.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What a session writes next.
@@ -23,14 +24,18 @@ pub enum Outbound {
 /// The sending side, held by rooms.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outbound>,
     shared: Arc<Shared>,
 }
 
+/// A plain locked deque rather than a channel: an idle connection then costs one small
+/// allocation instead of a channel's preallocated blocks, and the deque shrinks again after a
+/// burst. Thousands of idle connections make that matter.
 #[derive(Debug)]
 struct Shared {
+    queue: Mutex<VecDeque<Outbound>>,
     queued_bytes: AtomicUsize,
     cap: usize,
+    ready: Notify,
     /// Cancelled when the client overflowed its queue.
     overflowed: CancellationToken,
 }
@@ -38,7 +43,6 @@ struct Shared {
 /// The receiving side, held by the session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Outbound>,
     shared: Arc<Shared>,
 }
 
@@ -46,21 +50,31 @@ pub struct OutboxReceiver {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflowed;
 
+/// Capacity a drained queue keeps; more is given back.
+const KEPT_CAPACITY: usize = 8;
+
 /// A queue holding at most `cap` bytes of frames.
 pub fn outbox(cap: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
         queued_bytes: AtomicUsize::new(0),
         cap,
+        ready: Notify::new(),
         overflowed: CancellationToken::new(),
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
+}
+
+impl Shared {
+    fn enqueue(&self, item: Outbound) {
+        self.queue.lock().expect("outbox lock").push_back(item);
+        self.ready.notify_one();
+    }
 }
 
 impl Outbox {
@@ -73,8 +87,7 @@ impl Outbox {
             self.shared.overflowed.cancel();
             return Err(Overflowed);
         }
-        // A closed receiver means the session already ended; nothing is lost by dropping.
-        let _ = self.tx.send(Outbound::Frame(frame));
+        self.shared.enqueue(Outbound::Frame(frame));
         Ok(())
     }
 
@@ -84,24 +97,35 @@ impl Outbox {
         self.shared
             .queued_bytes
             .fetch_add(frame.len(), Ordering::AcqRel);
-        let _ = self.tx.send(Outbound::Frame(frame));
+        self.shared.enqueue(Outbound::Frame(frame));
     }
 
     /// Asks the session to close after the frames already queued.
     pub fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.tx.send(Outbound::Close(code, reason));
+        self.shared.enqueue(Outbound::Close(code, reason));
     }
 }
 
 impl OutboxReceiver {
-    /// The next item, or `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        self.rx.recv().await
+    /// The next item, waiting for one.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return item;
+            }
+            // `notify_one` leaves a permit when nobody waits, so no push is missed.
+            self.shared.ready.notified().await;
+        }
     }
 
     /// The next item if one is ready now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.rx.try_recv().ok()
+        let mut queue = self.shared.queue.lock().expect("outbox lock");
+        let item = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEPT_CAPACITY {
+            queue.shrink_to(KEPT_CAPACITY);
+        }
+        item
     }
 
     /// Call once a frame from this queue has been written.
@@ -127,7 +151,7 @@ mod tests {
         assert_eq!(out.push(Utf8Bytes::from_static("1")), Err(Overflowed));
         assert!(rx.overflow_token().is_cancelled());
         match rx.recv().await {
-            Some(Outbound::Frame(f)) => {
+            Outbound::Frame(f) => {
                 rx.written(f.len());
             }
             other => panic!("{other:?}"),

@@ -40,8 +40,9 @@ pub struct JoinRequest {
     pub since: Option<u64>,
 }
 
+/// Kept small (the join is boxed): every room preallocates a block of these.
 enum Command {
-    Join(JoinRequest, oneshot::Sender<Result<(), Refusal>>),
+    Join(Box<(JoinRequest, oneshot::Sender<Result<(), Refusal>>)>),
     Leave(ConnId),
     Deliver(LoggedFrame),
     /// The room was closed: send this frame to everyone, then close them.
@@ -122,7 +123,7 @@ impl RoomHandle {
         let (reply, answer) = oneshot::channel();
         self.shared
             .tx
-            .send(Command::Join(request, reply))
+            .send(Command::Join(Box::new((request, reply))))
             .await
             .map_err(|_| Gone)?;
         answer.await.map_err(|_| Gone)
@@ -235,15 +236,16 @@ impl RoomTask {
         self.hub.forget_room(&self.handle);
         rx.close();
         while let Ok(command) = rx.try_recv() {
-            if let (Command::Join(_, reply), Some(refusal)) = (command, refuse) {
-                let _ = reply.send(Err(refusal));
+            if let (Command::Join(join), Some(refusal)) = (command, refuse) {
+                let _ = join.1.send(Err(refusal));
             }
         }
     }
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Join(request, reply) => {
+            Command::Join(join) => {
+                let (request, reply) = *join;
                 let result = self.join(request).await;
                 let _ = reply.send(result);
             }

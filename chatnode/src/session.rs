@@ -13,7 +13,7 @@ use crate::admission::Refusal;
 use crate::auth::unix_millis;
 use crate::hub::Hub;
 use crate::outbox::{Outbound, outbox};
-use crate::room::{JoinRequest, RoomHandle};
+use crate::room::{ConnId, JoinRequest, RoomHandle};
 use crate::store::StoreError;
 use crate::wire::RoomId;
 use crate::wire::frames::{
@@ -40,6 +40,8 @@ pub struct Admission {
 
 /// Frames written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
+/// Close reason for a client cut off for reading too slowly.
+const SLOW_CONSUMER: &str = "slow_consumer";
 /// Longest client-chosen `client_id`.
 const MAX_CLIENT_ID: usize = 128;
 
@@ -47,7 +49,7 @@ const MAX_CLIENT_ID: usize = 128;
 pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, who: Admission) {
     let seat = match hub.take_seat() {
         Ok(seat) => seat,
-        Err(refusal) => return refuse(socket, &hub, refusal).await,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
     let conn = hub.next_conn_id();
     let (out, mut queue) = outbox(limits.outbound_queue_bytes);
@@ -57,9 +59,9 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
         outbox: out,
         since: who.since,
     };
-    let room = match hub.join(&who.room, request).await {
+    let room = match Box::pin(hub.join(&who.room, request)).await {
         Ok(room) => room,
-        Err(refusal) => return refuse(socket, &hub, refusal).await,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
     tracing::debug!(room = %who.room, user = %who.member.user, conn, "joined");
 
@@ -78,22 +80,24 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
 
     let end: Option<(u16, &'static str)> = loop {
         tokio::select! {
-            _ = overflow.cancelled() => {
-                let frame = ServerFrame::error(ErrorCode::SlowConsumer, "you read too slowly and missed messages; reconnect with since");
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(text(frame.to_json()))).await;
-                break Some((close::GOING_AWAY, "slow_consumer"));
-            }
+            _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
             _ = drain.cancelled() => {
                 let frame = ServerFrame::Draining { reason: "the node is shutting down; reconnect with since".into() };
-                let _ = socket.send(text(frame.to_json())).await;
+                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
                 break Some((close::SERVICE_RESTART, "draining"));
             }
             item = queue.recv() => {
-                let Some(item) = item else { break None };
-                match write_batch(&mut socket, &mut queue, item).await {
-                    Ok(None) => {}
-                    Ok(Some(close)) => break Some(close),
-                    Err(()) => break None,
+                // A client that stops reading must not hold its session forever: the write
+                // gives up on overflow, or when it has not finished by the next ping.
+                let write = Box::pin(write_batch(&mut socket, &mut queue, item));
+                tokio::select! {
+                    written = tokio::time::timeout(limits.ping_interval, write) => match written {
+                        Ok(Ok(None)) => {}
+                        Ok(Ok(Some(close))) => break Some(close),
+                        Ok(Err(())) => break None,
+                        Err(_) => break Some((close::GOING_AWAY, "write timeout")),
+                    },
+                    _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
                 }
             }
             inbound = socket.recv() => {
@@ -101,15 +105,17 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
                 awaiting_pong = false;
                 match message {
                     Message::Text(text_frame) => {
-                        if let Some(reply) = session.on_text(&text_frame).await
-                            && socket.send(text(reply.to_json())).await.is_err()
+                        // Boxed: the append's future is large and only lives for this call,
+                        // so it should not widen every idle session's task.
+                        if let Some(reply) = Box::pin(session.on_text(&text_frame)).await
+                            && Box::pin(socket.send(text(reply.to_json()))).await.is_err()
                         {
                             break None;
                         }
                     }
                     Message::Binary(_) => {
                         let reply = ServerFrame::error(ErrorCode::BadFrame, "binary frames are not part of the protocol; send JSON text");
-                        if socket.send(text(reply.to_json())).await.is_err() {
+                        if Box::pin(socket.send(text(reply.to_json()))).await.is_err() {
                             break None;
                         }
                     }
@@ -121,13 +127,34 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
                 if awaiting_pong {
                     break Some((close::GOING_AWAY, "ping timeout"));
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if Box::pin(socket.send(Message::Ping(Default::default()))).await.is_err() {
                     break None;
                 }
                 awaiting_pong = true;
             }
         }
     };
+    // Boxed, like the other rare steps, to keep an idle session's task small.
+    Box::pin(finish(socket, end, &room, conn)).await;
+    drop(seat);
+    tracing::debug!(room = %who.room, conn, ?end, "left");
+}
+
+/// Says goodbye (when there is something to say), closes, and leaves the room.
+async fn finish(
+    mut socket: WebSocket,
+    end: Option<(u16, &'static str)>,
+    room: &RoomHandle,
+    conn: ConnId,
+) {
+    if let Some((_, SLOW_CONSUMER)) = end {
+        let frame = ServerFrame::error(
+            ErrorCode::SlowConsumer,
+            "you read too slowly and missed messages; reconnect with since",
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), socket.send(text(frame.to_json()))).await;
+    }
     if let Some((code, reason)) = end {
         let close = Message::Close(Some(CloseFrame {
             code,
@@ -136,8 +163,6 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
     }
     room.leave(conn).await;
-    drop(seat);
-    tracing::debug!(room = %who.room, conn, ?end, "left");
 }
 
 fn quota(limits: &SessionLimits) -> Quota {

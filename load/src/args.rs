@@ -8,7 +8,7 @@ use clap::Parser;
 /// Opens N WebSocket users over rooms of a given size, has them chat, and reports delivery,
 /// latency and the node's CPU and memory.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chatfleet-load", version, about)]
+#[command(name = "chatfleet-load", version, about, args_override_self = true)]
 pub struct Args {
     /// Base URL of a chat node; repeat or separate with commas for several (rooms are spread
     /// over them). Nodes must run with --insecure-dev-auth.
@@ -31,9 +31,14 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub rooms_per_user: usize,
 
-    /// The first K rooms flood: their members send as fast as they can.
+    /// Extra rooms whose members send as fast as they can (the node's rate limit still
+    /// applies), to see whether a flood slows the other rooms.
     #[arg(long, default_value_t = 0)]
     pub flood_rooms: usize,
+
+    /// Members of each flooded room (in addition to --users).
+    #[arg(long, default_value_t = 300)]
+    pub flood_room_size: usize,
 
     /// Seconds between one user's messages; 0 means users never send (idle connections).
     #[arg(long, default_value_t = 30.0)]
@@ -78,6 +83,7 @@ pub struct Args {
 }
 
 impl Args {
+    /// Quiet rooms.
     pub fn rooms(&self) -> usize {
         self.users.div_ceil(self.room_size.max(1)) * self.rooms_per_user.max(1)
     }

@@ -107,45 +107,58 @@ async fn resolve_nodes(urls: &[String]) -> Result<Vec<(String, std::net::SocketA
     Ok(nodes)
 }
 
-/// Users fill rooms in order; room r lives on node r mod nodes. A user in several rooms opens
-/// one connection per room.
+/// Quiet users fill rooms of `room_size` in order (a user in several rooms opens one
+/// connection per room); flood rooms come on top. Room r lives on node r mod nodes.
 fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
     let room_size = args.room_size.max(1);
-    let base_rooms = args.users.div_ceil(room_size);
-    let members_of = |room: usize| {
-        let base = room % base_rooms.max(1);
-        let start = base * room_size;
-        (args.users.min(start + room_size) - start) as u64
+    let base_rooms = args.users.div_ceil(room_size).max(1);
+    let mut plans = Vec::new();
+    let mut add = |room: String, slot: usize, user: String, class: Class, members: usize| {
+        let (base_url, addr) = &nodes[slot % nodes.len()];
+        let index = plans.len();
+        plans.push(Plan {
+            index,
+            url: format!(
+                "{base_url}/v1/rooms/{}/{room}/ws?user={user}",
+                args.namespace
+            ),
+            node: *addr,
+            source: std::net::Ipv4Addr::new(
+                127,
+                0,
+                0,
+                2 + (index % args.sources.max(1) as usize) as u8,
+            )
+            .into(),
+            class,
+            room_members: members as u64,
+            send_every: args.send_interval(),
+            body_bytes: args.body_bytes,
+        });
     };
-    let mut plans = Vec::with_capacity(args.users * args.rooms_per_user.max(1));
+    for flood in 0..args.flood_rooms {
+        for member in 0..args.flood_room_size {
+            add(
+                format!("flood-{flood}"),
+                flood,
+                format!("f{flood}-{member}"),
+                Class::Flood,
+                args.flood_room_size,
+            );
+        }
+    }
     for user in 0..args.users {
         for k in 0..args.rooms_per_user.max(1) {
-            let room = user / room_size + k * base_rooms;
-            let (base_url, addr) = &nodes[room % nodes.len()];
-            let index = plans.len();
-            plans.push(Plan {
-                index,
-                url: format!(
-                    "{base_url}/v1/rooms/{}/room-{room}/ws?user=u{user}",
-                    args.namespace
-                ),
-                node: *addr,
-                source: std::net::Ipv4Addr::new(
-                    127,
-                    0,
-                    0,
-                    2 + (index % args.sources.max(1) as usize) as u8,
-                )
-                .into(),
-                class: if room < args.flood_rooms {
-                    Class::Flood
-                } else {
-                    Class::Quiet
-                },
-                room_members: members_of(room),
-                send_every: args.send_interval(),
-                body_bytes: args.body_bytes,
-            });
+            let base = user / room_size;
+            let members = args.users.min((base + 1) * room_size) - base * room_size;
+            let room = base + k * base_rooms;
+            add(
+                format!("room-{room}"),
+                room + args.flood_rooms,
+                format!("u{user}"),
+                Class::Quiet,
+                members,
+            );
         }
     }
     plans
