@@ -50,6 +50,15 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_RATE_BURST", default_value_t = 20)]
     pub rate_burst: u32,
 
+    /// Deliveries per second one room may cause (a message to N members costs N): a room
+    /// over its budget gets `rate_limited`, so one flooded room cannot starve the others.
+    #[arg(
+        long,
+        env = "CHATNODE_ROOM_DELIVERIES_PER_SECOND",
+        default_value_t = 20_000
+    )]
+    pub room_deliveries_per_second: u32,
+
     /// Bytes queued for one client before it is disconnected as too slow.
     #[arg(long, env = "CHATNODE_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub outbound_queue_bytes: usize,

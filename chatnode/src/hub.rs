@@ -25,6 +25,8 @@ pub struct HubSettings {
     pub node_name: String,
     pub advertise_url: String,
     pub limits: Limits,
+    /// Deliveries per second one room may cause.
+    pub room_deliveries_per_second: u32,
 }
 
 pub struct Hub {
@@ -80,6 +82,10 @@ impl Hub {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn room_deliveries_per_second(&self) -> u32 {
+        self.settings.room_deliveries_per_second
     }
 
     pub fn limits(&self) -> Limits {

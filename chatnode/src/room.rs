@@ -6,11 +6,13 @@
 //! sequence with nothing missing and nothing twice, whichever node the message came through.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{Refusal, admit_to_room};
@@ -70,12 +72,17 @@ struct Shared {
     max_members: AtomicU32,
     /// The newest message id the room delivered, for appends to stay above.
     last_id: AtomicU64,
+    /// The room's delivery budget; a message costs one cell per member.
+    budget: DefaultDirectRateLimiter,
+    budget_cells: NonZeroU32,
 }
 
 impl RoomHandle {
     /// Starts the room's task.
     pub fn spawn(id: RoomId, hub: Arc<Hub>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let budget_cells =
+            NonZeroU32::new(hub.room_deliveries_per_second()).unwrap_or(NonZeroU32::MAX);
         let shared = Arc::new(Shared {
             id,
             tx,
@@ -83,6 +90,8 @@ impl RoomHandle {
             members: AtomicU32::new(0),
             max_members: AtomicU32::new(hub.limits().max_room_members),
             last_id: AtomicU64::new(0),
+            budget: RateLimiter::direct(Quota::per_second(budget_cells).allow_burst(budget_cells)),
+            budget_cells,
         });
         let handle = Self { shared };
         let task = RoomTask {
@@ -113,6 +122,13 @@ impl RoomHandle {
 
     pub fn max_members(&self) -> u32 {
         self.shared.max_members.load(Ordering::Relaxed)
+    }
+
+    /// Takes one message's deliveries from the room's budget; false when the room is over it.
+    pub fn take_budget(&self) -> bool {
+        let cost = self.members().clamp(1, self.shared.budget_cells.get());
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        matches!(self.shared.budget.check_n(cost), Ok(Ok(())))
     }
 
     pub fn same(&self, other: &RoomHandle) -> bool {

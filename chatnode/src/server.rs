@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         node_name: config.node_name.clone(),
         advertise_url: config.advertise_url_for(bound),
         limits: config.limits(),
+        room_deliveries_per_second: config.room_deliveries_per_second,
     };
 
     let stop = CancellationToken::new();

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -40,6 +40,8 @@ pub struct Admission {
 
 /// Frames written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
+/// Rate-limit rejections per second, in bursts, after which a client counts as flooding.
+const FLOOD_REJECTIONS_PER_BURST: u32 = 4;
 /// Close reason for a client cut off for reading too slowly.
 const SLOW_CONSUMER: &str = "slow_consumer";
 /// Longest client-chosen `client_id`.
@@ -71,6 +73,8 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
         member: who.member,
         limits: limits.clone(),
         limiter: RateLimiter::direct(quota(&limits)),
+        rejections: (0, Instant::now()),
+        flooding: false,
     };
     let overflow = queue.overflow_token();
     let drain = hub.drain_token();
@@ -111,6 +115,9 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
                             && Box::pin(socket.send(text(reply.to_json()))).await.is_err()
                         {
                             break None;
+                        }
+                        if session.flooding {
+                            break Some((close::POLICY, "flooding"));
                         }
                     }
                     Message::Binary(_) => {
@@ -161,6 +168,16 @@ async fn finish(
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+        // Finish the closing handshake: read what the client still sends until its close, so
+        // the socket is not reset with unread data (which could swallow our close frame).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     room.leave(conn).await;
 }
@@ -231,9 +248,27 @@ struct Session {
     member: Member,
     limits: SessionLimits,
     limiter: DefaultDirectRateLimiter,
+    /// Rate-limit rejections in the current one-second window, and when it began.
+    rejections: (u32, Instant),
+    /// Set when the client keeps sending far past its rate limit.
+    flooding: bool,
 }
 
 impl Session {
+    /// A client that ignores `rate_limited` and keeps sending costs the node a reply per frame;
+    /// past a few bursts' worth in a second it is disconnected instead.
+    fn count_rejection(&mut self) {
+        let (count, since) = &mut self.rejections;
+        if since.elapsed() >= Duration::from_secs(1) {
+            *count = 0;
+            *since = Instant::now();
+        }
+        *count += 1;
+        if *count > FLOOD_REJECTIONS_PER_BURST * self.limits.rate_burst.max(1) {
+            self.flooding = true;
+        }
+    }
+
     /// Handles one text frame; returns the error to send back, if any. Errors never end the
     /// session and never reach the room.
     async fn on_text(&mut self, frame: &str) -> Option<ServerFrame> {
@@ -275,9 +310,16 @@ impl Session {
             ));
         }
         if self.limiter.check().is_err() {
+            self.count_rejection();
             return Some(ServerFrame::error(
                 ErrorCode::RateLimited,
                 "too many messages; slow down",
+            ));
+        }
+        if !self.room.take_budget() {
+            return Some(ServerFrame::error(
+                ErrorCode::RateLimited,
+                "the room is over its message budget; slow down",
             ));
         }
         let content = MessageContent {

@@ -36,6 +36,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub flood_rooms: usize,
 
+    /// Messages per second each flood member sends; 0 means as fast as it can.
+    #[arg(long, default_value_t = 0.0)]
+    pub flood_rate: f64,
+
     /// Members of each flooded room (in addition to --users).
     #[arg(long, default_value_t = 300)]
     pub flood_room_size: usize,

@@ -62,6 +62,9 @@ pub struct Report {
     pub quiet: Latency,
     pub flood: Option<Latency>,
     pub node: Option<NodeCost>,
+    /// The load tool's own CPU seconds over the chat phase and its settling: on a shared
+    /// machine, what the tool took from the node.
+    pub tool_cpu_seconds: f64,
 }
 
 impl Report {
@@ -71,6 +74,7 @@ impl Report {
         connect_seconds: f64,
         chat_seconds: f64,
         samples: [Option<ProcSample>; 4],
+        tool_cpu_seconds: f64,
     ) -> Self {
         let counters = &stats.counters;
         let quiet_delivered = stats.delivered_count(Class::Quiet);
@@ -125,6 +129,7 @@ impl Report {
             flood: (args.flood_rooms > 0)
                 .then(|| Latency::of(&stats.latency(Class::Flood), flood_delivered)),
             node,
+            tool_cpu_seconds,
         }
     }
 
@@ -192,5 +197,9 @@ impl Report {
                 format!("{:.0} bytes", node.bytes_per_connection),
             );
         }
+        row(
+            "load tool CPU (chat + settle)",
+            format!("{:.2} s", self.tool_cpu_seconds),
+        );
     }
 }

@@ -63,6 +63,7 @@ pub async fn run(args: &Args) -> Result<Report, String> {
     // Let the node settle before reading its memory at rest.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at_rest = sample("at rest");
+    let tool_at_rest = procfs::sample(std::process::id()).ok();
 
     let chat = Duration::from_secs_f64(args.duration);
     let chat_started = Instant::now();
@@ -73,6 +74,11 @@ pub async fn run(args: &Args) -> Result<Report, String> {
     let after_chat = sample("after chat");
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let after_settle = sample("after settle");
+    let tool_after = procfs::sample(std::process::id()).ok();
+    let tool_cpu_seconds = match (tool_at_rest, tool_after) {
+        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+        _ => 0.0,
+    };
     let _ = phase_tx.send(Phase::Stopped);
     for task in tasks {
         let _ = task.await;
@@ -84,6 +90,7 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         connect_seconds,
         chat.as_secs_f64(),
         [before, at_rest, after_chat, after_settle],
+        tool_cpu_seconds,
     ))
 }
 
@@ -113,6 +120,8 @@ fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
     let room_size = args.room_size.max(1);
     let base_rooms = args.users.div_ceil(room_size).max(1);
     let mut plans = Vec::new();
+    let flood_every =
+        (args.flood_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.flood_rate));
     let mut add = |room: String, slot: usize, user: String, class: Class, members: usize| {
         let (base_url, addr) = &nodes[slot % nodes.len()];
         let index = plans.len();
@@ -132,7 +141,10 @@ fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
             .into(),
             class,
             room_members: members as u64,
-            send_every: args.send_interval(),
+            send_every: match class {
+                Class::Quiet => args.send_interval(),
+                Class::Flood => flood_every,
+            },
             body_bytes: args.body_bytes,
         });
     };

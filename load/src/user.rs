@@ -92,7 +92,7 @@ pub async fn run(plan: Plan, shared: Arc<Shared>, mut phase: watch::Receiver<Pha
                 .unwrap_or_default();
             next_send = Some(tokio::time::Instant::now() + offset);
         }
-        let flood_now = sending && plan.class == Class::Flood;
+        let flood_now = sending && plan.class == Class::Flood && plan.send_every.is_none();
         let timer = async {
             match (sending, next_send, plan.send_every) {
                 (true, Some(at), Some(_)) => tokio::time::sleep_until(at).await,

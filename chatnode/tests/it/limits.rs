@@ -176,3 +176,49 @@ async fn a_client_that_stops_answering_pings_is_reaped() {
     .await;
     drop(silent);
 }
+
+#[tokio::test]
+async fn a_client_that_ignores_rate_limits_is_disconnected() {
+    let node = Node::start(&["--rate-per-second", "1", "--rate-burst", "1"]).await;
+    let room = "a/flood";
+    let (mut flooder, _) = Client::join(&node.ws_as(room, "flooder", "")).await;
+    let (mut bystander, _) = Client::join(&node.ws_as(room, "bystander", "")).await;
+    for i in 0..20 {
+        flooder.say(&format!("spam {i}")).await;
+    }
+    let close = flooder.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), close::POLICY);
+    assert_eq!(close.reason.as_str(), "flooding");
+    // The bystander got the one message within the limit, then saw the flooder leave.
+    assert_eq!(bystander.message().await.content.body, "spam 0");
+    match bystander.recv().await {
+        ServerFrame::Presence(p) => assert_eq!((p.user.as_str(), p.members), ("flooder", 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_room_over_its_delivery_budget_is_rate_limited() {
+    // Two members: each message costs two deliveries, so a budget of 4 allows two messages.
+    let node = Node::start(&["--room-deliveries-per-second", "4"]).await;
+    let room = "a/budget";
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    let (_bob, _) = Client::join(&node.ws_as(room, "bob", "")).await;
+    ann.recv().await; // bob's presence
+    for i in 0..3 {
+        ann.say(&format!("m{i}")).await;
+    }
+    let mut delivered = 0;
+    let mut limited = 0;
+    for _ in 0..3 {
+        match ann.recv().await {
+            ServerFrame::Message(_) => delivered += 1,
+            ServerFrame::Error(e) if e.code == ErrorCode::RateLimited => {
+                assert!(e.message.contains("room"), "{e:?}");
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((delivered, limited), (2, 1));
+}
