@@ -126,10 +126,7 @@ mod tests {
     }
 
     fn arb_strategy() -> impl Strategy<Value = Pick> {
-        prop_oneof![
-            Just(Pick::LeastLoaded),
-            Just(Pick::Packed)
-        ]
+        prop_oneof![Just(Pick::LeastLoaded), Just(Pick::Packed)]
     }
 
     proptest! {
