@@ -1,13 +1,17 @@
 //! The heartbeat: samples the node's message rate and, in a fleet, writes the load report
 //! and keeps the shared state of hosted rooms alive. Its success decides readiness.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
+use crate::rate::RateWindow;
 use crate::store::Backend;
+use crate::wire::RoomId;
+use crate::wire::load::RoomLoad;
 
 /// Refresh the TTLs of hosted rooms' state once every this many heartbeats.
 const ROOM_REFRESH_EVERY: u64 = 10;
@@ -17,6 +21,7 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats: u64 = 0;
     let mut was_ok = true;
+    let mut room_rates = RoomRates::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -28,7 +33,8 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             continue;
         };
         let report = hub.load_report(rate);
-        let result = redis.write_report(&report, report_ttl).await;
+        let rooms = room_rates.sample(&hub);
+        let result = redis.write_report(&report, &rooms, report_ttl).await;
         let ok = result.is_ok();
         redis.set_heartbeat_ok(ok);
         match (was_ok, result) {
@@ -51,7 +57,42 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
 pub async fn report_now(hub: &Hub, report_ttl: Duration) {
     if let Backend::Redis(redis) = hub.backend() {
         let report = hub.load_report(hub.sample_rate());
-        let ok = redis.write_report(&report, report_ttl).await.is_ok();
+        let rooms = RoomRates::default().sample(hub);
+        let ok = redis
+            .write_report(&report, &rooms, report_ttl)
+            .await
+            .is_ok();
         redis.set_heartbeat_ok(ok);
+    }
+}
+
+/// Each hosted room's message rate, sampled from its message ids (which count its messages
+/// fleet-wide) once per heartbeat.
+#[derive(Default)]
+struct RoomRates {
+    start: Option<Instant>,
+    windows: HashMap<RoomId, RateWindow>,
+}
+
+impl RoomRates {
+    /// The load of every room with members here; forgets rooms this node no longer hosts.
+    fn sample(&mut self, hub: &Hub) -> Vec<(RoomId, RoomLoad)> {
+        let at = self.start.get_or_insert_with(Instant::now).elapsed();
+        let rooms = hub.rooms();
+        let hosted: HashSet<&RoomId> = rooms.iter().map(|room| room.id()).collect();
+        self.windows.retain(|id, _| hosted.contains(id));
+        rooms
+            .iter()
+            .filter(|room| room.members() > 0)
+            .map(|room| {
+                let window = self.windows.entry(room.id().clone()).or_default();
+                window.record(at, room.last_id());
+                let load = RoomLoad {
+                    members: room.members(),
+                    msg_rate: window.per_second(),
+                };
+                (room.id().clone(), load)
+            })
+            .collect()
     }
 }

@@ -1,5 +1,17 @@
-//! The chatfleet operator's library. So far only its decision core, placement, which is free
-//! of I/O and Kubernetes types so it can be tested and benchmarked on its own. The reconcilers
-//! (issue 3) will index Kubernetes and Redis state into its inputs.
+//! The chatfleet operator. Its decisions (placement, the resources a fleet needs) are pure
+//! functions free of I/O; the reconcilers read Kubernetes and Redis, call them, and write the
+//! results back. `main.rs` only wires them together.
 
+pub mod config;
+pub mod context;
+pub mod controllers;
+pub mod crd;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod metrics;
 pub mod placement;
+pub mod redis_pool;
+pub mod room;
+pub mod seats;
+pub mod workload;

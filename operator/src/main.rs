@@ -1,14 +1,105 @@
-//! The chatfleet operator: reconciles `ChatFleet` and `ChatRoom` resources (issue 3).
-//!
-//! Not built yet. The wire contracts it will use come from the `chatnode` library, so the two
-//! crates can never disagree about Redis keys or the load report.
+//! The chatfleet operator: reconciles `ChatFleet` and `ChatRoom` resources against the current
+//! kube context (in a cluster: its service account). Every replica serves health and metrics;
+//! only the holder of the Lease reconciles.
 
-use chatnode::wire::keys;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-fn main() {
-    eprintln!(
-        "the chatfleet operator is not implemented yet (issue 3); it will read node load reports from {}",
-        keys::node_index()
-    );
-    std::process::exit(2);
+use clap::Parser;
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube_lease_manager::LeaseManagerBuilder;
+use operator::config::Config;
+use operator::context::{Context, Settings};
+use operator::controllers;
+use operator::http::{HttpState, router};
+use operator::metrics::Metrics;
+use operator::redis_pool::RedisPool;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    init_tracing(config.log_json);
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let http = HttpState {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %config.listen, "serving /healthz, /readyz and /metrics");
+    tokio::spawn(axum::serve(listener, router(http.clone())).into_future());
+
+    let identity = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("operator-{}", std::process::id()));
+    let (pods, pod_task) = controllers::pod_cache(&client);
+    tokio::spawn(pod_task);
+    let settings = Settings {
+        room_resync: Duration::from_secs(config.room_resync_seconds),
+        fleet_resync: Duration::from_secs(config.fleet_resync_seconds),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        redis: RedisPool::new(settings.room_ttl),
+        pods,
+        reporter: Reporter {
+            controller: "chatfleet-operator".into(),
+            instance: Some(identity.clone()),
+        },
+        metrics,
+        settings,
+    });
+    http.ready.store(true, Ordering::Relaxed);
+
+    if config.no_leader_election {
+        tracing::warn!("leader election is off: run only one replica like this");
+        controllers::run(ctx).await;
+        return Ok(());
+    }
+    let lease = LeaseManagerBuilder::new(client, &config.lease_name)
+        .with_namespace(&config.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, _lease_task) = lease.watch().await;
+    tracing::info!(%identity, lease = %config.lease_name, "waiting for the Lease");
+    while !*leader.borrow_and_update() {
+        leader.changed().await?;
+    }
+    tracing::info!(%identity, "holding the Lease; reconciling");
+    tokio::select! {
+        _ = controllers::run(ctx) => Ok(()),
+        _ = lost(&mut leader) => {
+            // Another replica may already be writing: stop at once, the Deployment restarts us.
+            tracing::error!("lost the Lease; exiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn lost(leader: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if leader.changed().await.is_err() || !*leader.borrow() {
+            return;
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

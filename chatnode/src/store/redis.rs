@@ -17,7 +17,7 @@ use crate::auth::MAX_TOKEN_TTL;
 use crate::wire::RoomId;
 use crate::wire::frames::MESSAGE_PREFIX;
 use crate::wire::keys::{self, LOG_FIELD, RoomKeys};
-use crate::wire::load::LoadReport;
+use crate::wire::load::{LoadReport, RoomLoad};
 
 /// Assigns the next id, stores the frame in the capped log and publishes it, atomically.
 /// KEYS: seq, log, closed. ARGV: prefix, tail, history length, live channel, ttl seconds,
@@ -249,26 +249,53 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Writes the node's load report, expiring after `ttl`, and indexes the node.
-    pub async fn write_report(&self, report: &LoadReport, ttl: Duration) -> Result<(), StoreError> {
+    /// Publishes a frame every member of the room must see, on whichever node they are
+    /// (`moved`, system notices).
+    pub async fn publish_to_room(&self, room: &RoomId, frame: &str) -> Result<(), StoreError> {
+        let _: () = self.conn().publish(RoomKeys::new(room).live, frame).await?;
+        Ok(())
+    }
+
+    /// Writes the node's load report and the load of each room it hosts, both expiring after
+    /// `ttl`, and indexes the node. One transaction, so readers never see a report without
+    /// its rooms.
+    pub async fn write_report(
+        &self,
+        report: &LoadReport,
+        rooms: &[(RoomId, RoomLoad)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(report).expect("load reports serialize");
-        let _: () = redis::pipe()
+        let ttl_ms = ttl.as_millis() as u64;
+        let rooms_key = keys::node_rooms(&report.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .set_options(
                 keys::node_report(&report.node),
                 json,
-                redis::SetOptions::default()
-                    .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64)),
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
             )
             .zadd(keys::node_index(), &report.node, report.ts_ms)
-            .query_async(&mut self.conn())
-            .await?;
+            .del(&rooms_key);
+        if !rooms.is_empty() {
+            let fields: Vec<(String, String)> = rooms
+                .iter()
+                .map(|(room, load)| {
+                    let load = serde_json::to_string(load).expect("room loads serialize");
+                    (room.to_string(), load)
+                })
+                .collect();
+            pipe.hset_multiple(&rooms_key, &fields)
+                .pexpire(&rooms_key, ttl_ms as i64);
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
         Ok(())
     }
 
     /// Removes the node's report at a clean exit, so placement forgets it at once.
     pub async fn remove_report(&self, node: &str) -> Result<(), StoreError> {
         let _: () = redis::pipe()
-            .del(keys::node_report(node))
+            .del(&[keys::node_report(node), keys::node_rooms(node)])
             .zrem(keys::node_index(), node)
             .query_async(&mut self.conn())
             .await?;

@@ -15,9 +15,23 @@ pub fn node_index() -> String {
 }
 
 /// String: the node's JSON [`LoadReport`](super::load::LoadReport), expiring after a few
-/// missed heartbeats.
+/// missed heartbeats. A node's keys share the hash tag `{node}`, so the operator's
+/// reservation script can read and write them together.
 pub fn node_report(node: &str) -> String {
-    format!("{PREFIX}:node:{node}")
+    format!("{PREFIX}:node:{{{node}}}")
+}
+
+/// Hash: room id → JSON [`RoomLoad`](super::load::RoomLoad) for every room with members on the
+/// node; rewritten on every heartbeat and expiring with the report.
+pub fn node_rooms(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}:rooms")
+}
+
+/// Hash: room id → seats the operator reserved on the node for a room it placed there.
+/// Written only by the operator's reservation script; the room's members on the node use up
+/// its reservation as they arrive.
+pub fn node_reserved(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}:reserved")
 }
 
 /// The keys and channel of one room.
@@ -71,7 +85,9 @@ mod tests {
         for key in [&keys.seq, &keys.log, &keys.meta, &keys.closed, &keys.live] {
             assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
         }
-        assert_eq!(node_report("chat-0"), "chatfleet:node:chat-0");
+        assert_eq!(node_report("chat-0"), "chatfleet:node:{chat-0}");
+        assert_eq!(node_rooms("chat-0"), "chatfleet:node:{chat-0}:rooms");
+        assert_eq!(node_reserved("chat-0"), "chatfleet:node:{chat-0}:reserved");
         assert_eq!(log_entry_id(12), "12-0");
     }
 }

@@ -50,6 +50,15 @@ impl LoadReport {
     }
 }
 
+/// One room as its node sees it, stored under [`node_rooms`](super::keys::node_rooms).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct RoomLoad {
+    /// Members connected to this node.
+    pub members: u32,
+    /// Messages per second in the room, averaged over the last minute.
+    pub msg_rate: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

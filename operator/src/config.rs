@@ -1,0 +1,38 @@
+//! Command-line flags, each also settable by an environment variable.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "operator", version, about = "chatfleet's Kubernetes operator")]
+pub struct Config {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "CHATFLEET_LISTEN", default_value = "0.0.0.0:8090")]
+    pub listen: SocketAddr,
+    /// Seconds between health checks of a placed room (its node's report, pod and drain).
+    #[arg(long, env = "CHATFLEET_ROOM_RESYNC_SECONDS", default_value_t = 5)]
+    pub room_resync_seconds: u64,
+    /// Seconds between refreshes of a fleet's status.
+    #[arg(long, env = "CHATFLEET_FLEET_RESYNC_SECONDS", default_value_t = 15)]
+    pub fleet_resync_seconds: u64,
+    /// Name of the Lease that elects the one replica that reconciles.
+    #[arg(
+        long,
+        env = "CHATFLEET_LEASE_NAME",
+        default_value = "chatfleet-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of that Lease; the operator's own namespace in a cluster.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease; its pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Reconcile without taking the Lease: only for a single replica run by hand.
+    #[arg(long, env = "CHATFLEET_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Log as JSON lines.
+    #[arg(long, env = "CHATFLEET_LOG_JSON")]
+    pub log_json: bool,
+}

@@ -1,0 +1,51 @@
+//! What every reconcile shares: the Kubernetes client, the Redis the fleet reports to, the
+//! pod cache, metrics and settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use crate::metrics::Metrics;
+use crate::redis_pool::RedisPool;
+
+/// Tunables of the reconcilers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a placed room is checked against its node's health and load.
+    pub room_resync: Duration,
+    /// How often a fleet's status is refreshed.
+    pub fleet_resync: Duration,
+    /// How long room state lives in Redis without a node refreshing it.
+    pub room_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            room_resync: Duration::from_secs(5),
+            fleet_resync: Duration::from_secs(15),
+            room_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    /// The Redis of each fleet.
+    pub redis: RedisPool,
+    /// Pods of every fleet, kept current by a reflector.
+    pub pods: Store<Pod>,
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+}

@@ -1,0 +1,75 @@
+//! Runs the two controllers over a shared context until they stop.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::context::Context;
+use crate::crd::{ChatFleet, ChatRoom};
+use crate::{fleet, room};
+
+/// Label selector of every chat node pod.
+pub const NODE_PODS: &str = "app.kubernetes.io/name=chatnode";
+
+/// A pod reflector for the context, and the task that keeps it filled.
+pub fn pod_cache(
+    client: &Client,
+) -> (
+    reflector::Store<Pod>,
+    impl std::future::Future<Output = ()> + Send + use<>,
+) {
+    let (reader, writer) = reflector::store();
+    let pods = Api::<Pod>::all(client.clone());
+    let stream = reflector(
+        writer,
+        watcher(pods, watcher::Config::default().labels(NODE_PODS)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|_| std::future::ready(()));
+    (reader, stream)
+}
+
+/// Runs both controllers until they end (on SIGTERM or SIGINT).
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let fleets = Controller::new(Api::<ChatFleet>::all(client.clone()), Default::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), Default::default())
+        .owns(Api::<Service>::all(client.clone()), Default::default())
+        .shutdown_on_signal()
+        .run(fleet::reconcile, fleet::error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+
+    // A pod that changes (stops being Ready, goes away) wakes the rooms placed on it at once,
+    // rather than at their next resync.
+    let rooms = Controller::new(Api::<ChatRoom>::all(client.clone()), Default::default());
+    let placed = rooms.store();
+    let rooms = rooms
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(NODE_PODS),
+            move |pod: Pod| {
+                let name = pod.name_any();
+                let namespace = pod.namespace();
+                placed
+                    .state()
+                    .into_iter()
+                    .filter(|room| room.namespace() == namespace)
+                    .filter(|room| {
+                        room.status.as_ref().and_then(|s| s.node.as_deref()) == Some(&name)
+                    })
+                    .map(|room| ObjectRef::from_obj(&*room))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(room::reconcile, room::error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    tokio::join!(fleets, rooms);
+}

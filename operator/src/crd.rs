@@ -1,0 +1,356 @@
+//! The custom resources: `ChatFleet` (a StatefulSet of chat nodes) and `ChatRoom` (a room
+//! placed on one of them). `crdgen` writes their CRDs to `crds/`; everything the API server can
+//! check on its own (ranges, enums, required fields, CEL rules) lives in the schema, so a bad
+//! `kubectl apply` fails at once with a clear message.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of both resources.
+pub const GROUP: &str = "chatfleet.dev";
+
+/// A fleet of chat nodes: a StatefulSet whose pods report their load to one Redis.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "chatfleet.dev",
+    version = "v1alpha1",
+    kind = "ChatFleet",
+    namespaced,
+    status = "ChatFleetStatus",
+    shortname = "cfleet",
+    category = "chatfleet",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyNodes"),
+    printcolumn(name = "Users", type_ = "integer", json_path = ".status.users"),
+    printcolumn(name = "Rooms", type_ = "integer", json_path = ".status.rooms"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.freeSeats"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatFleetSpec {
+    /// Chat nodes to run.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+    /// The chat node image, e.g. `ghcr.io/example/chatnode:0.1.0`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Pull policy of the image; Kubernetes' default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// CPU and memory of each chat node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The Redis the nodes report to and keep room history in.
+    pub redis: RedisSource,
+    /// The Secret key holding the HS256 key that signs join tokens.
+    pub token_secret: SecretKeyRef,
+    #[serde(default)]
+    pub limits: FleetLimits,
+    #[serde(default)]
+    pub placement: PlacementStrategy,
+    /// Endpoint template for clients outside the cluster, e.g. `wss://chat.example.com/{pod}`.
+    /// `{pod}`, `{namespace}` and `{fleet}` are replaced; the room path is appended. Without it
+    /// rooms get the in-cluster address of their pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('ws://') || self.startsWith('wss://')").message("publicEndpoint must start with ws:// or wss://"))]
+    pub public_endpoint: Option<String>,
+    /// How long a node may take to hand its clients over when it stops.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub drain_seconds: u32,
+}
+
+/// Where the Redis URL comes from: given inline, or read from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("redis needs exactly one of url or secretRef"))]
+pub struct RedisSource {
+    /// e.g. `redis://redis.chatfleet:6379`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://')").message("redis.url must start with redis:// or rediss://"))]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// One key of a Secret in the resource's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Hard limits every node of the fleet enforces.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetLimits {
+    /// WebSocket sessions one node accepts.
+    #[serde(default = "default_users_per_node")]
+    #[schemars(range(min = 1, max = 20000))]
+    pub users_per_node: u32,
+    /// Members one room accepts.
+    #[serde(default = "default_members_per_room")]
+    #[schemars(range(min = 2, max = 20000))]
+    pub members_per_room: u32,
+    /// Concurrent sessions one user may hold across the whole fleet.
+    #[serde(default = "default_sessions_per_user")]
+    #[schemars(range(min = 1, max = 100))]
+    pub sessions_per_user: u32,
+}
+
+impl Default for FleetLimits {
+    fn default() -> Self {
+        Self {
+            users_per_node: default_users_per_node(),
+            members_per_room: default_members_per_room(),
+            sessions_per_user: default_sessions_per_user(),
+        }
+    }
+}
+
+/// How rooms are spread over the nodes that have room for them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PlacementStrategy {
+    /// The node with the most free seats: spreads load.
+    #[default]
+    LeastLoaded,
+    /// The fullest node that still fits: fills nodes before using empty ones.
+    Packed,
+}
+
+/// Image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// What the fleet looks like now, from Kubernetes and the nodes' load reports.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatFleetStatus {
+    /// Nodes Ready in Kubernetes with a fresh load report.
+    pub ready_nodes: u32,
+    /// WebSocket sessions on those nodes.
+    pub users: u32,
+    /// Rooms with members on those nodes.
+    pub rooms: u32,
+    /// Seats left for new members: limits minus users minus reservations, over non-draining nodes.
+    pub free_seats: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// A chat room placed on one node of a fleet.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "chatfleet.dev",
+    version = "v1alpha1",
+    kind = "ChatRoom",
+    namespaced,
+    status = "ChatRoomStatus",
+    shortname = "croom",
+    category = "chatfleet",
+    validation = Rule::new("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')").message("a room's name must be a DNS label: at most 63 characters, no dots"),
+    printcolumn(name = "Fleet", type_ = "string", json_path = ".spec.fleet"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxMembers) || self.expectedMembers <= self.maxMembers").message("expectedMembers must not exceed maxMembers"))]
+pub struct ChatRoomSpec {
+    /// The ChatFleet, in the same namespace, that hosts the room. Cannot change.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("fleet is immutable"))]
+    pub fleet: String,
+    /// Members expected to join: the seats placement reserves for the room.
+    #[serde(default = "default_expected_members")]
+    #[schemars(range(min = 1, max = 20000))]
+    pub expected_members: u32,
+    /// The most members the room admits; at most the fleet's `limits.membersPerRoom`, which is
+    /// also the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 20000))]
+    pub max_members: Option<u32>,
+    /// What the room is for, shown to operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub purpose: Option<String>,
+    /// Delete the room once it has been empty this long; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31536000))]
+    pub ttl_seconds_after_empty: Option<u32>,
+}
+
+/// Where a room stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RoomPhase {
+    /// Not placed yet; `reason` says why.
+    #[default]
+    Pending,
+    /// On a node with room for its expected members.
+    Placed,
+    /// Every node was full; on the node with the lowest message rate.
+    Overflow,
+    /// Its node went away or is draining; moving to another.
+    Rescheduling,
+    /// Being deleted; its members were told.
+    Closed,
+}
+
+/// Where the room lives and how it is doing.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRoomStatus {
+    pub phase: RoomPhase,
+    /// The pod hosting the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// WebSocket URL to join (add `?token=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Members connected to its node.
+    #[serde(default)]
+    pub members: u32,
+    /// Messages per second, averaged over the last minute.
+    #[serde(default)]
+    pub message_rate: f64,
+    /// Why the room is where it is (or is not anywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the room was last seen empty (RFC 3339), for `ttlSecondsAfterEmpty`. Written once
+    /// when the room empties, not on every reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD files `crdgen` writes to `crds/`: (file name, YAML).
+pub fn crd_files() -> Vec<(&'static str, String)> {
+    use kube::CustomResourceExt;
+    let header = "# Generated by `cargo run -p operator --bin crdgen` from operator/src/crd.rs; do not edit.\n";
+    let yaml = |crd| {
+        format!(
+            "{header}{}",
+            serde_yaml::to_string(&crd).expect("CRDs serialize")
+        )
+    };
+    vec![
+        ("chatfleets.chatfleet.dev.yaml", yaml(ChatFleet::crd())),
+        ("chatrooms.chatfleet.dev.yaml", yaml(ChatRoom::crd())),
+    ]
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+fn default_drain_seconds() -> u32 {
+    20
+}
+fn default_users_per_node() -> u32 {
+    300
+}
+fn default_members_per_room() -> u32 {
+    300
+}
+fn default_sessions_per_user() -> u32 {
+    3
+}
+fn default_expected_members() -> u32 {
+    2
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    fn schema_of<K: CustomResourceExt>() -> String {
+        serde_json::to_string(&K::crd()).unwrap()
+    }
+
+    #[test]
+    fn room_schema_carries_its_rules() {
+        let crd = schema_of::<ChatRoom>();
+        for needle in [
+            "self.expectedMembers <= self.maxMembers",
+            r#""rule":"self == oldSelf""#,
+            r#""enum":["Pending","Placed","Overflow","Rescheduling","Closed"]"#,
+            r#""required":["fleet"]"#,
+            r#""shortNames":["croom"]"#,
+            r#""status":{}"#,
+        ] {
+            assert!(crd.contains(needle), "ChatRoom CRD lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn fleet_schema_carries_its_rules() {
+        let crd = schema_of::<ChatFleet>();
+        for needle in [
+            "has(self.url) != has(self.secretRef)",
+            r#""enum":["LeastLoaded","Packed"]"#,
+            r#""maximum":1000"#,
+            r#""shortNames":["cfleet"]"#,
+        ] {
+            assert!(crd.contains(needle), "ChatFleet CRD lacks {needle}");
+        }
+    }
+
+    /// CI fails here when someone changes the types without running crdgen.
+    #[test]
+    fn crds_on_disk_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        for (file, yaml) in crd_files() {
+            let on_disk = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert!(
+                on_disk == yaml,
+                "crds/{file} is stale: run `cargo run -p operator --bin crdgen`"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_room() {
+        let spec: ChatRoomSpec = serde_json::from_str(r#"{"fleet":"chat"}"#).unwrap();
+        assert_eq!(spec.expected_members, 2);
+        assert_eq!(spec.max_members, None);
+        let fleet: ChatFleetSpec = serde_json::from_str(
+            r#"{"image":"chatnode:dev","redis":{"url":"redis://r:6379"},"tokenSecret":{"name":"s","key":"k"}}"#,
+        )
+        .unwrap();
+        assert_eq!(fleet.replicas, 3);
+        assert_eq!(fleet.limits, FleetLimits::default());
+        assert_eq!(fleet.placement, PlacementStrategy::LeastLoaded);
+    }
+}
