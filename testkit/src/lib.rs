@@ -1,0 +1,378 @@
+//! Real parts for the integration tests of every crate: a `redis-server` on a free port,
+//! chatnode processes, and a WebSocket client speaking the protocol through the shared frame
+//! types.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chatnode::auth::TokenKeys;
+use chatnode::wire::RoomId;
+use chatnode::wire::frames::{ClientFrame, Member, Role, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const API_KEY: &str = "test-api-key";
+pub const SECRET: &str = "test-token-secret";
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The chatnode binary cargo built beside the running test (`target/<profile>/chatnode`).
+pub fn chatnode_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/chatnode
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("chatnode"))
+        .expect("the test binary lives under target/");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p chatnode` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Set CHATFLEET_TEST_LOGS=1 to see the processes' logs.
+fn child_stderr() -> Stdio {
+    if std::env::var_os("CHATFLEET_TEST_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// A private `redis-server`, killed when dropped.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Redis {
+        let mut redis = Redis { port, child: None };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(child_stderr())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the server vanishes with everything in it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port (empty).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A chatnode process, killed when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    /// Starts a node on a free port with the test API key and token secret, plus `args`.
+    pub async fn start(args: &[&str]) -> Node {
+        let mut child = Command::new(chatnode_binary())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--api-key",
+                API_KEY,
+                "--token-secret",
+                SECRET,
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(child_stderr())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
+            .await
+            .unwrap()
+            .expect("chatnode did not print its address");
+        Node {
+            addr: addr.parse().unwrap(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws(&self, room: &str, query: &str) -> String {
+        format!("ws://{}/v1/rooms/{room}/ws?{query}", self.addr)
+    }
+
+    /// A WebSocket URL with a fresh token for `user` in `room`.
+    pub fn ws_as(&self, room: &str, user: &str, extra: &str) -> String {
+        self.ws(
+            room,
+            &format!("token={}{extra}", token(room, user, Role::Customer)),
+        )
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.http(path)).await.unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn token(room: &str, user: &str, role: Role) -> String {
+    token_with(SECRET, room, user, role, Duration::from_secs(600))
+}
+
+pub fn token_with(secret: &str, room: &str, user: &str, role: Role, ttl: Duration) -> String {
+    let member = Member {
+        user: user.into(),
+        name: format!("{user} name"),
+        role,
+    };
+    let room: RoomId = room.parse().unwrap();
+    TokenKeys::from_secret(secret.as_bytes())
+        .mint(&room, &member, ttl)
+        .0
+}
+
+/// A WebSocket client that speaks chatfleet's frames.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn try_connect(url: &str) -> Result<Client, tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Client { ws })
+    }
+
+    pub async fn connect(url: &str) -> Client {
+        Self::try_connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    }
+
+    /// Connects and reads the welcome.
+    pub async fn join(url: &str) -> (Client, chatnode::wire::frames::Welcome) {
+        let mut client = Self::connect(url).await;
+        match client.recv().await {
+            ServerFrame::Welcome(welcome) => (client, welcome),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// The next frame, or `None` if the server closed.
+    pub async fn next(&mut self) -> Option<Result<ServerFrame, Option<CloseFrame>>> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("no frame in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(Ok(serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("bad frame {text}: {e}"))));
+                }
+                Some(Ok(Message::Close(close))) => return Some(Err(close)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> ServerFrame {
+        match self.next().await {
+            Some(Ok(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame that is not presence.
+    pub async fn recv_skip_presence(&mut self) -> ServerFrame {
+        loop {
+            match self.recv().await {
+                ServerFrame::Presence(_) => continue,
+                frame => return frame,
+            }
+        }
+    }
+
+    /// The next chat message, skipping presence.
+    pub async fn message(&mut self) -> chatnode::wire::frames::Message {
+        match self.recv_skip_presence().await {
+            ServerFrame::Message(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns the close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match self.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(close)) => return close,
+                None => return None,
+            }
+        }
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    pub async fn say(&mut self, body: &str) {
+        let frame = ClientFrame::Send {
+            body: body.into(),
+            client_id: Some(format!("c-{}", &body[..body.len().min(20)])),
+        };
+        self.send_raw(&serde_json::to_string(&frame).unwrap()).await;
+    }
+
+    /// Sends a close and waits for the server's.
+    pub async fn leave(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while self.ws.next().await.is_some() {}
+        })
+        .await;
+    }
+
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws }
+    }
+
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+}
+
+/// Expects an `error` frame with `code`.
+pub fn assert_error(frame: &ServerFrame, code: chatnode::wire::frames::ErrorCode) {
+    match frame {
+        ServerFrame::Error(error) => assert_eq!(error.code, code, "{error:?}"),
+        other => panic!("expected error {code}, got {other:?}"),
+    }
+}
+
+/// Polls `check` until it holds or PATIENCE runs out.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
