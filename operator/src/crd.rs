@@ -3,6 +3,9 @@
 //! check on its own (ranges, enums, required fields, CEL rules) lives in the schema, so a bad
 //! `kubectl apply` fails at once with a clear message.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy reads that as a mistake.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

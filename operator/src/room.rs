@@ -103,15 +103,16 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
 
     let ready = ready_pods(&ctx.pods.state(), &namespace, &fleet.name_any());
     let old = room.status.clone().unwrap_or_default();
-    if let Some(node) = old.node.as_deref() {
-        if ready.iter().any(|pod| pod == node) {
-            let seats = redis
-                .seats
-                .force(node, &id, room.spec.expected_members)
-                .await?;
-            if matches!(seats.seats, Seats::Reserved { .. }) {
-                return stay(room, &fleet, &redis, &id, node, ctx).await;
-            }
+    // A placed room stays while its pod is Ready and its node reports and is not draining.
+    if let Some(node) = old.node.as_deref()
+        && ready.iter().any(|pod| pod == node)
+    {
+        let seats = redis
+            .seats
+            .force(node, &id, room.spec.expected_members)
+            .await?;
+        if matches!(seats.seats, Seats::Reserved { .. }) {
+            return stay(room, &fleet, &redis, &id, node, ctx).await;
         }
     }
 

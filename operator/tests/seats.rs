@@ -179,7 +179,9 @@ async fn a_real_nodes_members_fill_the_reservation_of_their_room() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(testkit::PATIENCE, ready).await.unwrap();
+    tokio::time::timeout(testkit::PATIENCE, ready)
+        .await
+        .unwrap();
     assert!(matches!(
         seats.reserve("chat-7", &id, 4).await.unwrap().seats,
         Seats::Reserved { free: 10 }

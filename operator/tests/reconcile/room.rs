@@ -1,0 +1,350 @@
+//! The ChatRoom reconciler: placement, overflow, rescheduling, the finalizer, a missing fleet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatnode::wire::keys::{self, RoomKeys};
+use chatnode::wire::load::{Limits, LoadReport};
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use operator::crd::{ChatFleet, ChatFleetSpec, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
+use operator::room::{FINALIZER, reconcile};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use testkit::Redis;
+
+use crate::mock::{Call, MockApi, Reply, context, meta, not_found, pod};
+
+const ROOMS: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatrooms/case-1";
+const FLEET: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatfleets/chat";
+
+fn fleet(redis: &Redis) -> ChatFleet {
+    let spec: ChatFleetSpec = serde_json::from_value(json!({
+        "image": "chatnode:dev",
+        "redis": {"url": redis.url()},
+        "tokenSecret": {"name": "tokens", "key": "secret"},
+    }))
+    .unwrap();
+    ChatFleet {
+        metadata: meta("chat"),
+        spec,
+        status: None,
+    }
+}
+
+fn room(status: Option<ChatRoomStatus>) -> ChatRoom {
+    let mut metadata = meta("case-1");
+    metadata.finalizers = Some(vec![FINALIZER.into()]);
+    ChatRoom {
+        metadata,
+        spec: ChatRoomSpec {
+            fleet: "chat".into(),
+            expected_members: 3,
+            max_members: Some(5),
+            purpose: None,
+            ttl_seconds_after_empty: None,
+        },
+        status,
+    }
+}
+
+fn placed_on(node: &str) -> Option<ChatRoomStatus> {
+    Some(ChatRoomStatus {
+        phase: RoomPhase::Placed,
+        node: Some(node.into()),
+        endpoint: Some(format!("ws://{node}:8080/v1/rooms/support/case-1/ws")),
+        ..ChatRoomStatus::default()
+    })
+}
+
+/// A node's heartbeat, as the chat node writes it.
+async fn report(redis: &Redis, node: &str, users: u32, msg_rate: f64) {
+    let report = LoadReport {
+        node: node.into(),
+        advertise_url: format!("ws://{node}.chat.support.svc:8080"),
+        users,
+        rooms: 0,
+        msg_rate,
+        limits: Limits {
+            max_node_users: 10,
+            max_room_members: 300,
+        },
+        draining: false,
+        version: "test".into(),
+        ts_ms: 1,
+    };
+    let _: () = redis
+        .conn()
+        .await
+        .set_ex(
+            keys::node_report(node),
+            serde_json::to_string(&report).unwrap(),
+            60,
+        )
+        .await
+        .unwrap();
+}
+
+/// An API server that knows the fleet (or not) and accepts every write.
+fn api_server(fleet: Option<ChatFleet>, room: ChatRoom) -> impl Fn(&Call) -> Reply {
+    move |call| match (&call.method, call.path()) {
+        (&Method::GET, FLEET) => match &fleet {
+            Some(fleet) => (StatusCode::OK, serde_json::to_value(fleet).unwrap()),
+            None => not_found(),
+        },
+        (&Method::POST, path) if path.ends_with("/events") => {
+            (StatusCode::CREATED, call.body.clone())
+        }
+        _ => (StatusCode::OK, serde_json::to_value(&room).unwrap()),
+    }
+}
+
+/// The statuses the reconciler wrote, in order.
+fn statuses(api: &MockApi) -> Vec<Value> {
+    api.find(Method::PATCH, &format!("{ROOMS}/status"))
+        .into_iter()
+        .map(|c| c.body["status"].clone())
+        .collect()
+}
+
+async fn reserved(redis: &Redis, node: &str) -> Option<u32> {
+    redis
+        .conn()
+        .await
+        .hget(keys::node_reserved(node), "support/case-1")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_room_goes_to_the_node_with_the_most_free_seats() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 6, 0.0).await;
+    report(&redis, "chat-1", 1, 9.0).await;
+    report(&redis, "chat-2", 0, 0.0).await; // its pod is not Ready
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let pods = vec![
+        pod("chat", "chat-0", true),
+        pod("chat", "chat-1", true),
+        pod("chat", "chat-2", false),
+    ];
+    let ctx = context(client, pods);
+
+    reconcile(Arc::new(room), ctx.clone()).await.unwrap();
+
+    let status = statuses(&api).pop().expect("a status patch");
+    assert_eq!(status["phase"], "Placed");
+    assert_eq!(status["node"], "chat-1");
+    assert_eq!(
+        status["endpoint"],
+        "ws://chat-1.chat.support.svc:8080/v1/rooms/support/case-1/ws"
+    );
+    assert_eq!(status["conditions"][0]["type"], "Placed");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(reserved(&redis, "chat-1").await, Some(3));
+    let max: Option<u32> = redis
+        .conn()
+        .await
+        .hget(
+            RoomKeys::new(&"support/case-1".parse().unwrap()).meta,
+            "max_members",
+        )
+        .await
+        .unwrap();
+    assert_eq!(max, Some(5), "the nodes must enforce the room's maxMembers");
+    assert_eq!(api.event_reasons(), ["Placed"]);
+}
+
+#[tokio::test]
+async fn when_every_node_is_full_the_quietest_takes_the_room() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 9, 4.0).await;
+    report(&redis, "chat-1", 10, 0.5).await;
+    report(&redis, "chat-2", 8, 2.0).await;
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let pods = vec![
+        pod("chat", "chat-0", true),
+        pod("chat", "chat-1", true),
+        pod("chat", "chat-2", true),
+    ];
+    let ctx = context(client, pods);
+
+    reconcile(Arc::new(room), ctx.clone()).await.unwrap();
+
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["phase"], "Overflow");
+    assert_eq!(status["node"], "chat-1");
+    let overflow = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Overflow")
+        .unwrap();
+    assert_eq!(overflow["status"], "True");
+    assert_eq!(reserved(&redis, "chat-1").await, Some(3));
+    assert_eq!(api.event_reasons(), ["Overflow", "FleetFull"]);
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("chatfleet_operator_overflows_total 1")
+    );
+}
+
+#[tokio::test]
+async fn a_room_on_a_dead_node_moves_and_its_members_are_told() {
+    let redis = Redis::start().await;
+    // chat-0's report expired: no key. chat-1 is alive.
+    report(&redis, "chat-1", 0, 0.0).await;
+    let _: () = redis
+        .conn()
+        .await
+        .hset(keys::node_reserved("chat-0"), "support/case-1", 3)
+        .await
+        .unwrap();
+    let room = room(placed_on("chat-0"));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(
+        client,
+        vec![pod("chat", "chat-0", true), pod("chat", "chat-1", true)],
+    );
+    let mut live = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    live.subscribe(RoomKeys::new(&"support/case-1".parse().unwrap()).live)
+        .await
+        .unwrap();
+
+    reconcile(Arc::new(room), ctx.clone()).await.unwrap();
+
+    let phases: Vec<Value> = statuses(&api).iter().map(|s| s["phase"].clone()).collect();
+    assert_eq!(phases, [json!("Rescheduling"), json!("Placed")]);
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["node"], "chat-1");
+    assert_eq!(status["reason"], "moved from chat-0");
+    let frame = tokio::time::timeout(Duration::from_secs(5), live.on_message().next())
+        .await
+        .expect("a moved frame on the room's live channel")
+        .unwrap();
+    let frame: Value = serde_json::from_slice(frame.get_payload_bytes()).unwrap();
+    assert_eq!(frame["type"], "moved");
+    assert_eq!(frame["endpoint"], status["endpoint"]);
+    assert_eq!(
+        reserved(&redis, "chat-0").await,
+        None,
+        "the old seats are released"
+    );
+    assert_eq!(reserved(&redis, "chat-1").await, Some(3));
+    assert_eq!(api.event_reasons(), ["Rescheduled"]);
+}
+
+#[tokio::test]
+async fn a_room_on_a_healthy_node_stays_and_reports_its_members() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 9, 0.0).await; // full now, but the room is already there
+    report(&redis, "chat-1", 0, 0.0).await;
+    let load = r#"{"members":2,"msg_rate":1.234}"#;
+    let _: () = redis
+        .conn()
+        .await
+        .hset(keys::node_rooms("chat-0"), "support/case-1", load)
+        .await
+        .unwrap();
+    let room = room(placed_on("chat-0"));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(
+        client,
+        vec![pod("chat", "chat-0", true), pod("chat", "chat-1", true)],
+    );
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["node"], "chat-0");
+    assert_eq!(status["phase"], "Placed");
+    assert_eq!(status["members"], 2);
+    assert_eq!(status["messageRate"], 1.23);
+    assert!(api.event_reasons().is_empty(), "staying is not news");
+}
+
+#[tokio::test]
+async fn deleting_a_room_closes_it_releases_its_seats_and_lets_it_go() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 1, 0.0).await;
+    let id = "support/case-1".parse().unwrap();
+    let room_keys = RoomKeys::new(&id);
+    let _: () = redis
+        .conn()
+        .await
+        .hset(&room_keys.meta, "max_members", 5)
+        .await
+        .unwrap();
+    let _: () = redis
+        .conn()
+        .await
+        .hset(keys::node_reserved("chat-0"), "support/case-1", 3)
+        .await
+        .unwrap();
+    let mut room = room(placed_on("chat-0"));
+    room.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+    let mut live = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    live.subscribe(&room_keys.live).await.unwrap();
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let frame = tokio::time::timeout(Duration::from_secs(5), live.on_message().next())
+        .await
+        .expect("a closed frame")
+        .unwrap();
+    let frame: Value = serde_json::from_slice(frame.get_payload_bytes()).unwrap();
+    assert_eq!(frame["type"], "closed");
+    let mut conn = redis.conn().await;
+    assert!(
+        conn.exists::<_, bool>(&room_keys.closed).await.unwrap(),
+        "a tombstone stays"
+    );
+    assert!(
+        !conn.exists::<_, bool>(&room_keys.meta).await.unwrap(),
+        "history is gone"
+    );
+    assert_eq!(reserved(&redis, "chat-0").await, None);
+    let finalizer_patch = api.find(Method::PATCH, ROOMS);
+    assert_eq!(finalizer_patch.len(), 1, "{:?}", api.calls());
+    assert!(
+        finalizer_patch[0]
+            .body
+            .to_string()
+            .contains(r#""op":"remove""#),
+        "the finalizer is removed: {}",
+        finalizer_patch[0].body
+    );
+}
+
+#[tokio::test]
+async fn a_room_of_a_missing_fleet_waits_with_a_reason() {
+    let redis = Redis::start().await;
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(None, room.clone()));
+    let ctx = context(client, vec![]);
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["reason"], "fleet chat does not exist");
+    assert_eq!(status["conditions"][0]["reason"], "FleetNotFound");
+    assert_eq!(api.event_reasons(), ["FleetNotFound"]);
+    drop(redis);
+}
