@@ -1,0 +1,150 @@
+//! A real `etcd` and `kube-apiserver` on loopback, from the folder `KUBEBUILDER_ASSETS` names
+//! (controller-runtime's envtest convention), with a static admin token and a self-signed
+//! serving certificate. No kubelet, scheduler or controller-manager runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use testkit::free_port;
+
+const TOKEN: &str = "envtest-admin-token";
+
+pub struct ApiServer {
+    pub client: kube::Client,
+    etcd: Child,
+    apiserver: Child,
+    _dir: TempDir,
+}
+
+impl ApiServer {
+    /// Starts both from `assets`, waiting until the API server answers.
+    pub async fn start(assets: &Path) -> ApiServer {
+        let dir = TempDir::new();
+        let etcd_port = free_port();
+        let etcd = Command::new(assets.join("etcd"))
+            .args(["--data-dir", &dir.path("etcd")])
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", free_port()),
+            ])
+            .args(["--unsafe-no-fsync"])
+            .stdout(Stdio::null())
+            .stderr(logs())
+            .spawn()
+            .expect("etcd starts");
+
+        let key = dir.path("sa.key");
+        let made = Command::new("openssl")
+            .args(["genrsa", "-out", &key, "2048"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl makes the service-account key");
+        assert!(made.success());
+        std::fs::write(
+            dir.path("tokens.csv"),
+            format!("{TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
+        let port = free_port();
+        let apiserver = Command::new(assets.join("kube-apiserver"))
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .arg(format!("--cert-dir={}", dir.path("certs")))
+            .arg(format!("--secure-port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg(format!("--service-account-issuer=https://127.0.0.1:{port}"))
+            .arg(format!("--service-account-key-file={key}"))
+            .arg(format!("--service-account-signing-key-file={key}"))
+            .arg(format!("--token-auth-file={}", dir.path("tokens.csv")))
+            .arg("--authorization-mode=AlwaysAllow")
+            // No controller-manager makes default service accounts for pods.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .stdout(Stdio::null())
+            .stderr(logs())
+            .spawn()
+            .expect("kube-apiserver starts");
+
+        let kubeconfig = format!(
+            r#"apiVersion: v1
+kind: Config
+clusters: [{{name: envtest, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: admin, user: {{token: {TOKEN}}}}}]
+contexts: [{{name: envtest, context: {{cluster: envtest, user: admin}}}}]
+current-context: envtest
+"#
+        );
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::from_yaml(&kubeconfig).unwrap(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let started = Instant::now();
+        loop {
+            match client.apiserver_version().await {
+                Ok(_) => break,
+                Err(error) if started.elapsed() > Duration::from_secs(60) => {
+                    panic!("kube-apiserver did not come up: {error}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        ApiServer {
+            client,
+            etcd,
+            apiserver,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.etcd.kill();
+        let _ = self.apiserver.wait();
+        let _ = self.etcd.wait();
+    }
+}
+
+/// Set CHATFLEET_TEST_LOGS=1 to see the servers' logs.
+fn logs() -> Stdio {
+    if std::env::var_os("CHATFLEET_TEST_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// A folder removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("chatfleet-envtest-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

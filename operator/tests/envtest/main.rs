@@ -1,0 +1,265 @@
+//! envtest-style tests: the operator in-process against a real `kube-apiserver` and `etcd`
+//! (from `KUBEBUILDER_ASSETS`), a real Redis and real chat node processes running under the
+//! pod names. Without `KUBEBUILDER_ASSETS` they skip with a message, as controller-runtime's
+//! envtest does. Get the binaries with `setup-envtest use -p path` and export the folder.
+
+mod apiserver;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatnode::wire::keys::RoomKeys;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use operator::context::{Context, Settings};
+use operator::controllers;
+use operator::crd::{ChatFleet, ChatRoom, ChatRoomStatus, RoomPhase};
+use operator::metrics::Metrics;
+use operator::redis_pool::RedisPool;
+use redis::AsyncCommands;
+use serde_json::json;
+use testkit::{Node, Redis};
+
+use apiserver::ApiServer;
+
+const NS: &str = "support";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn assets() -> Option<PathBuf> {
+    match std::env::var_os("KUBEBUILDER_ASSETS") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => {
+            eprintln!(
+                "SKIPPED: envtest needs KUBEBUILDER_ASSETS, a folder with kube-apiserver and etcd \
+                 (e.g. `export KUBEBUILDER_ASSETS=$(setup-envtest use -p path)`)"
+            );
+            None
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after [`PATIENCE`].
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() -> F) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn install_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, yaml) in operator::crd::crd_files() {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    for name in ["chatfleets.chatfleet.dev", "chatrooms.chatfleet.dev"] {
+        eventually("the CRDs to be established", || async {
+            let crd = crds.get(name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
+}
+
+/// Runs the operator's controllers in this process.
+fn start_operator(client: &kube::Client) {
+    let (pods, pod_task) = controllers::pod_cache(client);
+    tokio::spawn(pod_task);
+    let settings = Settings {
+        room_resync: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        redis: RedisPool::new(settings.room_ttl),
+        pods,
+        reporter: Reporter {
+            controller: "chatfleet-operator".into(),
+            instance: Some("envtest".into()),
+        },
+        metrics: Arc::new(Metrics::new()),
+        settings,
+    });
+    tokio::spawn(controllers::run(ctx));
+}
+
+/// The pod the StatefulSet controller would make, made Ready through its status subresource
+/// (no kubelet runs here), with a real chat node serving under its name.
+async fn node_pod(client: &kube::Client, redis: &Redis, name: &str) -> Node {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
+        "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    set_ready(client, name, true).await;
+    Node::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--node-name",
+        name,
+        "--max-node-users",
+        "4",
+        "--heartbeat-ms",
+        "200",
+    ])
+    .await
+}
+
+async fn set_ready(client: &kube::Client, pod: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": status}]}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn create_room(client: &kube::Client, name: &str, expected: u32) {
+    let room: ChatRoom = serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+        "metadata": {"name": name},
+        "spec": {"fleet": "chat", "expectedMembers": expected}
+    }))
+    .unwrap();
+    Api::<ChatRoom>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &room)
+        .await
+        .unwrap();
+}
+
+async fn status_when(
+    client: &kube::Client,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ChatRoomStatus) -> bool,
+) -> ChatRoomStatus {
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    eventually(what, || async {
+        let status = rooms.get(name).await.ok()?.status?;
+        done(&status).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+
+    // A bad room is refused by the schema, with the rule's message.
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let bad: ChatRoom = serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+        "metadata": {"name": "bad"},
+        "spec": {"fleet": "chat", "expectedMembers": 9, "maxMembers": 3}
+    }))
+    .unwrap();
+    let refused = rooms
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("expectedMembers must not exceed maxMembers")
+    );
+
+    start_operator(&client);
+    let fleet: ChatFleet = serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+        "metadata": {"name": "chat"},
+        "spec": {"replicas": 2, "image": "chatfleet/chatnode:dev",
+                 "redis": {"url": redis.url()},
+                 "tokenSecret": {"name": "tokens", "key": "secret"},
+                 "limits": {"usersPerNode": 4}}
+    }))
+    .unwrap();
+    Api::<ChatFleet>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &fleet)
+        .await
+        .unwrap();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    eventually("the fleet's StatefulSet", || async {
+        sets.get("chat").await.ok()
+    })
+    .await;
+
+    let nodes = vec![
+        node_pod(&client, &redis, "chat-0").await,
+        node_pod(&client, &redis, "chat-1").await,
+    ];
+
+    // Two rooms of 3 on nodes of 4 seats: one each. A third fits nowhere: overflow.
+    create_room(&client, "a", 3).await;
+    let a = status_when(&client, "a", "room a placed", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    create_room(&client, "b", 3).await;
+    let b = status_when(&client, "b", "room b placed", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    assert_ne!(a.node, b.node, "least loaded spreads the rooms");
+    create_room(&client, "c", 3).await;
+    let c = status_when(&client, "c", "room c to overflow", |s| {
+        s.phase == RoomPhase::Overflow
+    })
+    .await;
+    assert!(c.node.is_some());
+
+    // Kill room a's node: its report expires, its pod stops being Ready, the room moves.
+    let dead = a.node.clone().unwrap();
+    let index = if dead == "chat-0" { 0 } else { 1 };
+    nodes[index].signal("KILL");
+    set_ready(&client, &dead, false).await;
+    let moved = status_when(&client, "a", "room a to move", |s| {
+        s.node.as_deref() != Some(dead.as_str()) && s.phase != RoomPhase::Rescheduling
+    })
+    .await;
+    assert!(moved.node.is_some());
+    assert!(moved.endpoint.unwrap().contains("/v1/rooms/support/a/ws"));
+
+    // Deleting a room closes it and lets the object go.
+    rooms.delete("b", &DeleteParams::default()).await.unwrap();
+    eventually("room b to be gone", || async {
+        rooms.get_opt("b").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let closed: bool = redis
+        .conn()
+        .await
+        .exists(RoomKeys::new(&"support/b".parse().unwrap()).closed)
+        .await
+        .unwrap();
+    assert!(closed, "the room's tombstone keeps old tokens out");
+}
