@@ -213,7 +213,7 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
     })
     .await;
 
-    let nodes = vec![
+    let nodes = [
         node_pod(&client, &redis, "chat-0").await,
         node_pod(&client, &redis, "chat-1").await,
     ];
