@@ -18,7 +18,7 @@ use crate::hub::Hub;
 use crate::store::RedisStore;
 use crate::store::redis::LiveSync;
 use crate::wire::RoomId;
-use crate::wire::frames::FrameHeader;
+use crate::wire::frames::{FrameHeader, ServerFrame};
 use crate::wire::keys::RoomKeys;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -156,9 +156,25 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
         ("closed", _) => {
             tokio::spawn(async move { handle.close(frame).await });
         }
+        ("moved", _) => {
+            // Members already on the room's new node stay; everyone else reconnects there.
+            if !moved_here(json, hub.advertise_url()) {
+                tokio::spawn(async move { handle.relocate(frame).await });
+            }
+        }
         _ => {
             tokio::spawn(async move { handle.broadcast(frame).await });
         }
+    }
+}
+
+/// Whether a `moved` frame points at this node.
+fn moved_here(json: &str, advertise_url: &str) -> bool {
+    match serde_json::from_str::<ServerFrame>(json) {
+        Ok(ServerFrame::Moved { endpoint, .. }) => {
+            endpoint.starts_with(&format!("{advertise_url}/"))
+        }
+        _ => false,
     }
 }
 

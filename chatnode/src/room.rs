@@ -49,8 +49,11 @@ enum Command {
     Deliver(LoggedFrame),
     /// The room was closed: send this frame to everyone, then close them.
     Close(Utf8Bytes),
-    /// A frame for every member, outside the message sequence (moved, system notices).
+    /// A frame for every member, outside the message sequence (system notices).
     Broadcast(Utf8Bytes),
+    /// The room moved to another node: send this `moved` frame to everyone, then close them
+    /// with 1012 so they reconnect to its endpoint.
+    Move(Utf8Bytes),
 }
 
 /// The room's task is gone (it retired); look the room up again.
@@ -167,6 +170,10 @@ impl RoomHandle {
         let _ = self.shared.tx.send(Command::Close(closed_frame)).await;
     }
 
+    pub async fn relocate(&self, moved_frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Move(moved_frame)).await;
+    }
+
     pub async fn broadcast(&self, frame: Utf8Bytes) {
         let _ = self.shared.tx.send(Command::Broadcast(frame)).await;
     }
@@ -269,6 +276,7 @@ impl RoomTask {
             Command::Deliver((id, frame)) => self.deliver(id, frame).await,
             Command::Close(frame) => self.close(frame),
             Command::Broadcast(frame) => self.fan_out(&frame, 0),
+            Command::Move(frame) => self.send_away(frame),
         }
     }
 
@@ -456,6 +464,15 @@ impl RoomTask {
                 }
             }
         }
+    }
+
+    /// Everyone reconnects elsewhere; the room itself stays open (it lives on another node).
+    fn send_away(&mut self, frame: Utf8Bytes) {
+        for (_, joined) in self.members.drain() {
+            joined.outbox.push_replay(frame.clone());
+            joined.outbox.close(close::SERVICE_RESTART, "moved");
+        }
+        self.members_changed();
     }
 
     fn close(&mut self, frame: Utf8Bytes) {

@@ -138,3 +138,40 @@ async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
     ann.say("hello").await;
     assert_eq!(ann.message().await.id, 1);
 }
+
+/// The operator moves a room by publishing `moved` on its live channel: members on other nodes
+/// get the frame and a 1012 close, members already on the new node stay.
+#[tokio::test]
+async fn a_moved_frame_sends_members_to_the_new_node() {
+    let redis = Redis::start().await;
+    let old = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-0"]).await;
+    let new = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-1"]).await;
+    let room = "support/case-9";
+    let (mut leaving, _) = Client::join(&old.ws_as(room, "alice", "")).await;
+    let (mut staying, _) = Client::join(&new.ws_as(room, "bob", "")).await;
+    let endpoint = new.ws(room, "");
+    let endpoint = endpoint.trim_end_matches('?').to_owned();
+    let moved = ServerFrame::Moved {
+        room: room.parse().unwrap(),
+        endpoint: endpoint.clone(),
+    };
+    let _: () = redis
+        .conn()
+        .await
+        .publish(
+            keys::RoomKeys::new(&room.parse().unwrap()).live,
+            moved.to_json(),
+        )
+        .await
+        .unwrap();
+
+    match leaving.recv_skip_presence().await {
+        ServerFrame::Moved { endpoint: to, .. } => assert_eq!(to, endpoint),
+        other => panic!("expected moved, got {other:?}"),
+    }
+    let close = leaving.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012);
+    // Bob, already on the new node, keeps chatting.
+    staying.say("still here").await;
+    assert_eq!(staying.message().await.content.body, "still here");
+}
