@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::redis_pool::RedisPool;
 
@@ -42,6 +43,8 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Retry delays of objects whose reconcile failed.
+    pub backoff: Backoff,
 }
 
 impl Context {

@@ -38,6 +38,11 @@ pub fn pod_cache(
 
 /// Runs both controllers until they end (on SIGTERM or SIGINT).
 pub async fn run(ctx: Arc<Context>) {
+    // Deciding from an empty pod cache would see every node gone and move every room.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        tracing::error!("the pod cache stopped before it was filled");
+        return;
+    }
     let client = ctx.client.clone();
     let fleets = Controller::new(Api::<ChatFleet>::all(client.clone()), Default::default())
         .owns(Api::<StatefulSet>::all(client.clone()), Default::default())

@@ -3,7 +3,6 @@
 //! load reports into its status.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
@@ -60,21 +59,93 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
         )
         .await?;
 
-    let status = observe(&fleet, &namespace, &ctx).await?;
-    if fleet.status.as_ref() != Some(&status) {
+    let status = match observe(&fleet, &namespace, &ctx).await {
+        Ok(status) => status,
+        Err(error @ (Error::Redis(_) | Error::Config(_) | Error::Kube(_))) => {
+            // The workload is applied; say in the status why the fleet cannot be measured.
+            let status = unmeasured(&fleet, &error.to_string());
+            patch_fleet_status(&fleet, &namespace, &ctx, &status).await?;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    if changed(fleet.status.as_ref(), &status, &fleet) {
+        patch_fleet_status(&fleet, &namespace, &ctx, &status).await?;
+    }
+    ctx.backoff.succeeded(&key(&fleet));
+    Ok(Action::requeue(ctx.settings.fleet_resync))
+}
+
+fn key(fleet: &ChatFleet) -> String {
+    format!(
+        "fleet:{}/{}",
+        fleet.namespace().unwrap_or_default(),
+        fleet.name_any()
+    )
+}
+
+async fn patch_fleet_status(
+    fleet: &ChatFleet,
+    namespace: &str,
+    ctx: &Context,
+    status: &ChatFleetStatus,
+) -> Result<()> {
+    if fleet.status.as_ref() != Some(status) {
         Api::<ChatFleet>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(
-                &name,
+                &fleet.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(json!({ "status": status })),
             )
             .await?;
     }
-    Ok(Action::requeue(ctx.settings.fleet_resync))
+    Ok(())
 }
 
-pub fn error_policy(_fleet: Arc<ChatFleet>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "fleet reconcile failed");
+/// Whether the status is worth writing: any change but small moves of the load figures, which
+/// change on every heartbeat and would otherwise make every write wake the controller again.
+fn changed(old: Option<&ChatFleetStatus>, new: &ChatFleetStatus, fleet: &ChatFleet) -> bool {
+    let Some(old) = old else { return true };
+    let capacity =
+        i64::from(fleet.spec.replicas.max(0)) * i64::from(fleet.spec.limits.users_per_node);
+    let tolerance = (capacity / 50).max(1);
+    let near = |a: i64, b: i64| (a - b).abs() < tolerance;
+    let settled = ChatFleetStatus {
+        users: old.users,
+        free_seats: old.free_seats,
+        ..new.clone()
+    };
+    settled != *old
+        || !near(i64::from(old.users), i64::from(new.users))
+        || !near(old.free_seats, new.free_seats)
+}
+
+/// The status when the fleet's Redis (or its Secret) cannot be read.
+fn unmeasured(fleet: &ChatFleet, why: &str) -> ChatFleetStatus {
+    let old = fleet.status.clone().unwrap_or_default();
+    let since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "RedisUnavailable")
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    ChatFleetStatus {
+        ready_nodes: 0,
+        observed_generation: fleet.meta().generation,
+        conditions: vec![Condition {
+            type_: "Ready".to_owned(),
+            status: "False".to_owned(),
+            reason: "RedisUnavailable".to_owned(),
+            message: format!("cannot read the nodes' load reports: {why}"),
+            observed_generation: fleet.meta().generation,
+            last_transition_time: since,
+        }],
+        ..old
+    }
+}
+
+pub fn error_policy(fleet: Arc<ChatFleet>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(fleet = %fleet.name_any(), %error, "fleet reconcile failed");
     ctx.metrics
         .errors
         .get_or_create(&ErrorLabel {
@@ -82,7 +153,7 @@ pub fn error_policy(_fleet: Arc<ChatFleet>, error: &Error, ctx: Arc<Context>) ->
             kind: error.kind(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(10))
+    Action::requeue(ctx.backoff.failed(&key(&fleet)))
 }
 
 /// Server-side apply needs apiVersion and kind in the body.

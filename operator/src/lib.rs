@@ -2,6 +2,7 @@
 //! functions free of I/O; the reconcilers read Kubernetes and Redis, call them, and write the
 //! results back. `main.rs` only wires them together.
 
+pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod controllers;

@@ -52,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics,
         settings,
+        backoff: Default::default(),
     });
+    ctx.pods.wait_until_ready().await?;
     http.ready.store(true, Ordering::Relaxed);
 
     if config.no_leader_election {

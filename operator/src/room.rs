@@ -44,8 +44,9 @@ pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action>
     let namespace = room
         .namespace()
         .ok_or_else(|| Error::NoNamespace(room.name_any()))?;
+    let key = format!("{namespace}/{}", room.name_any());
     let api: Api<ChatRoom> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, room, |event| async {
+    let action = finalizer(&api, FINALIZER, room, |event| async {
         match event {
             Event::Apply(room) => apply(&room, &ctx).await,
             Event::Cleanup(room) => cleanup(&room, &ctx).await,
@@ -56,12 +57,14 @@ pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action>
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
-    })
+    })?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
 }
 
-/// Retry policy on errors: soon, since a Redis blip or a conflict usually passes.
-pub fn error_policy(_room: Arc<ChatRoom>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "room reconcile failed");
+/// Retry policy on errors: per room, doubling from one second.
+pub fn error_policy(room: Arc<ChatRoom>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(room = %room.name_any(), %error, "room reconcile failed");
     ctx.metrics
         .errors
         .get_or_create(&crate::metrics::ErrorLabel {
@@ -69,7 +72,12 @@ pub fn error_policy(_room: Arc<ChatRoom>, error: &Error, ctx: Arc<Context>) -> A
             kind: error.kind(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    let key = format!(
+        "{}/{}",
+        room.namespace().unwrap_or_default(),
+        room.name_any()
+    );
+    Action::requeue(ctx.backoff.failed(&key))
 }
 
 /// The room's id on the chat nodes: `namespace/name`.
@@ -100,6 +108,18 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         pending(room, ctx, "MaxMembersAboveFleetLimit", &reason).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    if room.spec.expected_members > max_members {
+        let reason = format!(
+            "expectedMembers {} is above the room's limit of {max_members}",
+            room.spec.expected_members
+        );
+        pending(room, ctx, "ExpectedAboveMaxMembers", &reason).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    let settings = RoomSettings {
+        max_members,
+        created_ms: Timestamp::now().as_millisecond() as u64,
+    };
 
     let ready = ready_pods(&ctx.pods.state(), &namespace, &fleet.name_any());
     let old = room.status.clone().unwrap_or_default();
@@ -112,55 +132,89 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             .force(node, &id, room.spec.expected_members)
             .await?;
         if matches!(seats.seats, Seats::Reserved { .. }) {
-            return stay(room, &fleet, &redis, &id, node, ctx).await;
+            // Keeps the room's settings alive while nobody has joined it yet.
+            redis.rooms.create_room(&id, settings).await?;
+            return stay(room, &fleet, &redis, &id, node, &ready, ctx).await;
         }
     }
 
     // Unplaced, or its node is gone or draining: choose one.
     let moving_from = old.node.clone();
+    let mut version = room.resource_version();
     if let Some(from) = &moving_from {
         tracing::info!(room = %id, node = %from, "node is gone or draining; rescheduling");
+        redis.seats.release(from, &id).await?;
         let mut status = old.clone();
         status.phase = RoomPhase::Rescheduling;
         status.reason = Some(format!("node {from} is gone or draining"));
-        patch_status(room, ctx, &status).await?;
+        set_conditions(&mut status, room.meta().generation);
+        version = patch_status(room, ctx, &status, version.as_deref()).await?;
         ctx.metrics.reschedules.inc();
+    } else if room.status.is_none() {
+        // A new ChatRoom may reuse the name of one deleted earlier: its tombstone goes.
+        redis.rooms.reopen_room(&id).await?;
     }
+    redis.rooms.create_room(&id, settings).await?;
     let started = std::time::Instant::now();
     let candidates: Vec<String> = ready
-        .into_iter()
-        .filter(|pod| Some(pod) != moving_from.as_ref())
+        .iter()
+        .filter(|pod| Some(*pod) != moving_from.as_ref())
+        .cloned()
         .collect();
     let Some((node, phase)) = choose_and_reserve(room, &fleet, &redis, &id, &candidates).await?
     else {
         let reason = if candidates.is_empty() {
-            "no node of the fleet is Ready".to_owned()
+            "no other node of the fleet is Ready"
         } else {
-            "no Ready node has a fresh, non-draining load report".to_owned()
+            "no Ready node has a fresh, non-draining load report"
         };
-        pending(room, ctx, "NoCandidate", &reason).await?;
+        pending(room, ctx, "NoCandidate", reason).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
     ctx.metrics
         .placement_seconds
         .observe(started.elapsed().as_secs_f64());
-
-    let settings = RoomSettings {
-        max_members,
-        created_ms: Timestamp::now().as_millisecond() as u64,
+    let placed = Placed {
+        node: &node,
+        phase,
+        moving_from: moving_from.as_deref(),
+        version: version.as_deref(),
     };
-    redis.rooms.create_room(&id, settings).await?;
-    let endpoint = endpoint(&fleet, &redis, &node, &id).await?;
-    if let Some(from) = &moving_from {
-        redis.seats.release(from, &id).await?;
-        let moved = ServerFrame::Moved {
-            room: id.clone(),
-            endpoint: endpoint.clone(),
-        };
-        redis.rooms.publish_to_room(&id, &moved.to_json()).await?;
+    let result = record_placement(room, &fleet, &redis, &id, placed, ctx).await;
+    if result.is_err() {
+        // Whatever failed, the seats must not stay held for a placement nobody recorded.
+        let _ = redis.seats.release(&node, &id).await;
     }
+    result
+}
 
-    let (reason, event_reason, note) = match (phase, &moving_from) {
+/// A placement that holds seats and still has to be written down.
+struct Placed<'a> {
+    node: &'a str,
+    phase: RoomPhase,
+    moving_from: Option<&'a str>,
+    /// The room's resourceVersion the status patch must match.
+    version: Option<&'a str>,
+}
+
+/// Writes the placement into the status (only if nobody changed the room meanwhile), then
+/// tells members of a moved room where it went, and records an Event.
+async fn record_placement(
+    room: &ChatRoom,
+    fleet: &ChatFleet,
+    redis: &FleetRedis,
+    id: &RoomId,
+    placed: Placed<'_>,
+    ctx: &Context,
+) -> Result<Action> {
+    let Placed {
+        node,
+        phase,
+        moving_from,
+        version,
+    } = placed;
+    let endpoint = endpoint(fleet, redis, node, id).await?;
+    let (reason, event_reason, note) = match (phase, moving_from) {
         (RoomPhase::Overflow, _) => (
             "every node is full; placed on the node with the lowest message rate".to_owned(),
             "Overflow",
@@ -180,20 +234,28 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             format!("placed on {node}"),
         ),
     };
-    if phase == RoomPhase::Overflow {
-        ctx.metrics.overflows.inc();
-    }
-    tracing::info!(room = %id, %node, ?phase, "placed");
+    let old = room.status.clone().unwrap_or_default();
     let mut status = ChatRoomStatus {
         phase,
-        node: Some(node.clone()),
-        endpoint: Some(endpoint),
+        node: Some(node.to_owned()),
+        endpoint: Some(endpoint.clone()),
         reason: Some(reason),
         observed_generation: room.meta().generation,
         ..old
     };
     set_conditions(&mut status, room.meta().generation);
-    patch_status(room, ctx, &status).await?;
+    patch_status(room, ctx, &status, version).await?;
+    tracing::info!(room = %id, %node, ?phase, "placed");
+    if moving_from.is_some() {
+        let moved = ServerFrame::Moved {
+            room: id.clone(),
+            endpoint,
+        };
+        redis.rooms.publish_to_room(id, &moved.to_json()).await?;
+    }
+    if phase == RoomPhase::Overflow {
+        ctx.metrics.overflows.inc();
+    }
     publish(room, ctx, EventType::Normal, event_reason, note).await;
     if phase == RoomPhase::Overflow {
         // The condition and a warning make an overflow visible in `kubectl describe`.
@@ -269,17 +331,26 @@ async fn stay(
     redis: &FleetRedis,
     id: &RoomId,
     node: &str,
+    ready: &[String],
     ctx: &Context,
 ) -> Result<Action> {
     let load = redis.seats.room_load(node, id).await?;
     let old = room.status.clone().unwrap_or_default();
+    let phase = match old.phase {
+        RoomPhase::Overflow => RoomPhase::Overflow,
+        _ => RoomPhase::Placed,
+    };
     let mut status = ChatRoomStatus {
+        phase,
         members: load.members,
-        message_rate: (load.msg_rate * 100.0).round() / 100.0,
+        message_rate: reported_rate(old.message_rate, load.msg_rate),
         observed_generation: room.meta().generation,
         endpoint: Some(endpoint(fleet, redis, node, id).await?),
         ..old.clone()
     };
+    if phase != old.phase {
+        status.reason = Some("its node is healthy".to_owned());
+    }
     let now = Timestamp::now();
     status.empty_since = match (load.members, &old.empty_since) {
         (0, Some(since)) => Some(since.clone()),
@@ -288,13 +359,17 @@ async fn stay(
     };
     set_conditions(&mut status, room.meta().generation);
     if status != old {
-        patch_status(room, ctx, &status).await?;
+        patch_status(room, ctx, &status, room.resource_version().as_deref()).await?;
     }
     let mut next = ctx.settings.room_resync;
     if let (Some(ttl), Some(since)) = (room.spec.ttl_seconds_after_empty, &status.empty_since) {
         let since: Timestamp = since.parse().unwrap_or(now);
         let empty_for = now.duration_since(since).as_secs().max(0) as u64;
         if empty_for >= u64::from(ttl) {
+            // Members left behind on another node (after a move) still count.
+            if members_anywhere(redis, ready, id).await? > 0 {
+                return Ok(Action::requeue(next));
+            }
             tracing::info!(room = %id, empty_for, "empty past its TTL; deleting");
             let api: Api<ChatRoom> =
                 Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
@@ -307,16 +382,45 @@ async fn stay(
     Ok(Action::requeue(next))
 }
 
+/// The rate shown in the status moves only when it changes by more than a tenth (or 0.5/s), so
+/// a busy room's status is not rewritten, and the room reconciled again, on every heartbeat.
+fn reported_rate(shown: f64, measured: f64) -> f64 {
+    if (measured - shown).abs() <= (shown * 0.1).max(0.5) {
+        shown
+    } else {
+        (measured * 100.0).round() / 100.0
+    }
+}
+
+/// Members of the room on any Ready node of the fleet.
+async fn members_anywhere(redis: &FleetRedis, ready: &[String], id: &RoomId) -> Result<u32> {
+    let mut members = 0;
+    for pod in ready {
+        members += redis.seats.room_load(pod, id).await?.members;
+    }
+    Ok(members)
+}
+
 /// Finalizer: tell members the room is closed, drop its history and give back its seats.
 async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     let id = room_id(room)?;
     let fleets: Api<ChatFleet> =
         Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    let Some(fleet) = fleets.get_opt(&room.spec.fleet).await? else {
-        // No fleet, no nodes and no Redis to tell: nothing is left to clean.
+    let fleet = fleets.get_opt(&room.spec.fleet).await?;
+    let Some(fleet) = fleet.filter(|f| f.meta().deletion_timestamp.is_none()) else {
+        // The fleet, its nodes and its Redis are going or gone: nobody is left to tell.
         return Ok(Action::await_change());
     };
     let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
+    if let Some(status) = &room.status {
+        let closing = ChatRoomStatus {
+            phase: RoomPhase::Closed,
+            reason: Some("the room is being deleted".to_owned()),
+            ..status.clone()
+        };
+        // Best effort: the room is going either way.
+        let _ = patch_status(room, ctx, &closing, None).await;
+    }
     let closed = ServerFrame::Closed {
         room: id.clone(),
         reason: "the room was deleted".to_owned(),
@@ -401,7 +505,7 @@ async fn pending(room: &ChatRoom, ctx: &Context, reason: &str, message: &str) ->
     }
     if status != old {
         tracing::info!(room = %room.name_any(), reason, message, "pending");
-        patch_status(room, ctx, &status).await?;
+        patch_status(room, ctx, &status, room.resource_version().as_deref()).await?;
         publish(room, ctx, EventType::Warning, reason, message.to_owned()).await;
     }
     Ok(())
@@ -467,17 +571,36 @@ fn upsert(
     }
 }
 
-async fn patch_status(room: &ChatRoom, ctx: &Context, status: &ChatRoomStatus) -> Result<()> {
+/// Merge-patches the status, as a precondition on `version` when given (a stale cache then
+/// fails with a conflict instead of overwriting a newer placement), and returns the new
+/// resourceVersion. Fields that are `None` are sent as null, so a merge patch clears them.
+async fn patch_status(
+    room: &ChatRoom,
+    ctx: &Context,
+    status: &ChatRoomStatus,
+    version: Option<&str>,
+) -> Result<Option<String>> {
     let api: Api<ChatRoom> =
         Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    let patch = json!({ "status": status });
-    api.patch_status(
-        &room.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    let mut body = serde_json::to_value(status).expect("statuses serialize");
+    for field in ["node", "endpoint", "reason", "emptySince"] {
+        body.as_object_mut()
+            .expect("a status is an object")
+            .entry(field)
+            .or_insert(serde_json::Value::Null);
+    }
+    let mut patch = json!({ "status": body });
+    if let Some(version) = version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    let updated = api
+        .patch_status(
+            &room.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(updated.resource_version())
 }
 
 /// Events are best effort: a failure is logged, never fails the reconcile.

@@ -231,6 +231,13 @@ impl RedisStore {
         Ok(self.settings(room).await?.unwrap_or(settings))
     }
 
+    /// Lifts a closed room's tombstone: only for a new room deliberately given an old name
+    /// (the operator does this when a new ChatRoom reuses a deleted one's name).
+    pub async fn reopen_room(&self, room: &RoomId) -> Result<(), StoreError> {
+        let _: () = self.conn().del(RoomKeys::new(room).closed).await?;
+        Ok(())
+    }
+
     pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StoreError> {
         Ok(self.conn().exists(RoomKeys::new(room).closed).await?)
     }

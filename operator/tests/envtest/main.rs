@@ -93,6 +93,7 @@ fn start_operator(client: &kube::Client) {
         },
         metrics: Arc::new(Metrics::new()),
         settings,
+        backoff: Default::default(),
     });
     tokio::spawn(controllers::run(ctx));
 }

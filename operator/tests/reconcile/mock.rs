@@ -128,6 +128,7 @@ pub fn context(client: kube::Client, pods: Vec<Pod>) -> Arc<Context> {
         },
         metrics: Arc::new(Metrics::new()),
         settings: Settings::default(),
+        backoff: Default::default(),
     })
 }
 
