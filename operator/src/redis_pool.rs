@@ -68,9 +68,12 @@ impl RedisPool {
             return Ok(found.clone());
         }
         let client = redis::Client::open(url)?;
+        // Fail fast: a failed reconcile is retried with its own backoff.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(3)));
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
         let conn = client.get_connection_manager_lazy(config)?;
         let (rooms, _live) = RedisStore::new(url, 1, self.room_ttl)?;
         let redis = FleetRedis {

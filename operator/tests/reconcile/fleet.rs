@@ -100,3 +100,41 @@ async fn a_fleet_becomes_a_stateful_set_a_headless_service_and_a_budget() {
     assert_eq!(status["conditions"][0]["type"], "Ready");
     assert_eq!(status["conditions"][0]["status"], "False");
 }
+
+#[tokio::test]
+async fn a_fleet_whose_redis_is_down_says_so_in_its_status() {
+    let nowhere = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let spec: ChatFleetSpec = serde_json::from_value(json!({
+        "image": "chatnode:dev",
+        "redis": {"url": nowhere},
+        "tokenSecret": {"name": "tokens", "key": "secret"},
+    }))
+    .unwrap();
+    let fleet = ChatFleet {
+        metadata: meta("chat"),
+        spec,
+        status: None,
+    };
+    let answer = serde_json::to_value(&fleet).unwrap();
+    let (client, api) = MockApi::start(move |call| {
+        if call.path().contains("/chatfleets/") {
+            (StatusCode::OK, answer.clone())
+        } else {
+            (StatusCode::OK, call.body.clone())
+        }
+    });
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    let error = reconcile(Arc::new(fleet), ctx).await.unwrap_err();
+
+    assert!(error.to_string().contains("Redis"), "{error}");
+    let status = api
+        .find(Method::PATCH, "/chatfleets/chat/status")
+        .pop()
+        .expect("a status patch")
+        .body["status"]
+        .clone();
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["conditions"][0]["reason"], "RedisUnavailable");
+    assert_eq!(status["readyNodes"], 0);
+}

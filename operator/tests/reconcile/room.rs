@@ -335,7 +335,7 @@ async fn deleting_a_room_closes_it_releases_its_seats_and_lets_it_go() {
 #[tokio::test]
 async fn a_room_of_a_missing_fleet_waits_with_a_reason() {
     let redis = Redis::start().await;
-    let room = room(None);
+    let room = room(placed_on("chat-0"));
     let (client, api) = MockApi::start(api_server(None, room.clone()));
     let ctx = context(client, vec![]);
 
@@ -345,6 +345,132 @@ async fn a_room_of_a_missing_fleet_waits_with_a_reason() {
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["reason"], "fleet chat does not exist");
     assert_eq!(status["conditions"][0]["reason"], "FleetNotFound");
+    // A merge patch keeps what it leaves out: the old placement must be cleared with nulls.
+    assert_eq!(status["node"], Value::Null);
+    assert_eq!(status["endpoint"], Value::Null);
+    assert!(status.as_object().unwrap().contains_key("node"));
     assert_eq!(api.event_reasons(), ["FleetNotFound"]);
     drop(redis);
+}
+
+#[tokio::test]
+async fn status_patches_are_conditional_on_the_rooms_resource_version() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let patch = api
+        .find(Method::PATCH, &format!("{ROOMS}/status"))
+        .pop()
+        .unwrap();
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "1");
+}
+
+#[tokio::test]
+async fn a_stale_placement_gives_its_seats_back() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let room = room(None);
+    let answer = serde_json::to_value(&room).unwrap();
+    let fleet = serde_json::to_value(fleet(&redis)).unwrap();
+    // Someone else changed the room since our cache saw it: the status patch conflicts.
+    let (client, _api) = MockApi::start(move |call| match (&call.method, call.path()) {
+        (&Method::GET, FLEET) => (StatusCode::OK, fleet.clone()),
+        (&Method::PATCH, path) if path.ends_with("/status") => (
+            StatusCode::CONFLICT,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+        ),
+        _ => (StatusCode::OK, answer.clone()),
+    });
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    let error = reconcile(Arc::new(room), ctx).await.unwrap_err();
+
+    assert!(error.to_string().contains("modified"), "{error}");
+    assert_eq!(
+        reserved(&redis, "chat-0").await,
+        None,
+        "no seats held for an unrecorded placement"
+    );
+}
+
+#[tokio::test]
+async fn a_room_whose_node_recovers_is_placed_again() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let mut status = placed_on("chat-0").unwrap();
+    status.phase = RoomPhase::Rescheduling;
+    let room = room(Some(status));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["phase"], "Placed");
+    assert_eq!(status["node"], "chat-0");
+}
+
+#[tokio::test]
+async fn an_empty_room_past_its_ttl_deletes_itself_unless_members_remain_elsewhere() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    report(&redis, "chat-1", 0, 0.0).await;
+    let mut status = placed_on("chat-0").unwrap();
+    status.empty_since = Some("2026-01-01T00:00:00Z".into());
+    let mut room = room(Some(status));
+    room.spec.ttl_seconds_after_empty = Some(60);
+    let pods = || vec![pod("chat", "chat-0", true), pod("chat", "chat-1", true)];
+
+    // A member is still connected to chat-1 (say, from before a move): the room stays.
+    let _: () = redis
+        .conn()
+        .await
+        .hset(
+            keys::node_rooms("chat-1"),
+            "support/case-1",
+            r#"{"members":1,"msg_rate":0}"#,
+        )
+        .await
+        .unwrap();
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    reconcile(Arc::new(room.clone()), context(client, pods()))
+        .await
+        .unwrap();
+    assert!(api.find(Method::DELETE, ROOMS).is_empty());
+
+    // Nobody anywhere: the room deletes itself.
+    let _: () = redis
+        .conn()
+        .await
+        .del(keys::node_rooms("chat-1"))
+        .await
+        .unwrap();
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    reconcile(Arc::new(room), context(client, pods()))
+        .await
+        .unwrap();
+    assert_eq!(api.find(Method::DELETE, ROOMS).len(), 1);
+}
+
+#[tokio::test]
+async fn a_new_room_may_reuse_the_name_of_a_deleted_one() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let closed = RoomKeys::new(&"support/case-1".parse().unwrap()).closed;
+    let _: () = redis.conn().await.set(&closed, 1).await.unwrap();
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    assert_eq!(statuses(&api).pop().unwrap()["phase"], "Placed");
+    let still_closed: bool = redis.conn().await.exists(&closed).await.unwrap();
+    assert!(!still_closed);
 }
