@@ -91,7 +91,7 @@ async fn patch_fleet_status(
     status: &ChatFleetStatus,
 ) -> Result<()> {
     if fleet.status.as_ref() != Some(status) {
-        Api::<ChatFleet>::namespaced(ctx.client.clone(), &namespace)
+        Api::<ChatFleet>::namespaced(ctx.client.clone(), namespace)
             .patch_status(
                 &fleet.name_any(),
                 &PatchParams::default(),
