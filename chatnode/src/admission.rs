@@ -26,6 +26,8 @@ pub enum Refusal {
     RoomFull,
     #[error("the room was closed")]
     RoomClosed,
+    #[error("you already hold as many sessions as the fleet allows; close one first")]
+    SessionLimit,
 }
 
 impl Refusal {
@@ -36,6 +38,7 @@ impl Refusal {
             Refusal::NodeFull => ErrorCode::NodeFull,
             Refusal::RoomFull => ErrorCode::RoomFull,
             Refusal::RoomClosed => ErrorCode::RoomClosed,
+            Refusal::SessionLimit => ErrorCode::SessionLimit,
         }
     }
 }

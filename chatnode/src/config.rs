@@ -38,6 +38,15 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_MAX_NODE_USERS", default_value_t = 300)]
     pub max_node_users: u32,
 
+    /// Concurrent sessions one user may hold across the whole fleet (on this node standalone).
+    #[arg(long, env = "CHATNODE_MAX_USER_SESSIONS", default_value_t = 3)]
+    pub max_user_sessions: u32,
+
+    /// How long a session's slot outlives its node's last heartbeat (a node that dies frees
+    /// its users' slots within this time).
+    #[arg(long, env = "CHATNODE_SESSION_TTL_SECONDS", default_value_t = 30)]
+    pub session_ttl_seconds: u64,
+
     /// Largest message body, in bytes.
     #[arg(long, env = "CHATNODE_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,

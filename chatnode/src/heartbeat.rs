@@ -22,6 +22,7 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
     let mut beats: u64 = 0;
     let mut was_ok = true;
     let mut room_rates = RoomRates::default();
+    let mut last_session_refresh: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -43,6 +44,11 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             _ => {}
         }
         was_ok = ok;
+        if ok && sessions_due(&hub, every, &mut last_session_refresh) {
+            if let Err(error) = hub.user_sessions().refresh().await {
+                tracing::warn!(%error, "cannot refresh session slots");
+            }
+        }
         if ok && beats.is_multiple_of(ROOM_REFRESH_EVERY) {
             let rooms: Vec<_> = hub.rooms().iter().map(|r| r.id().clone()).collect();
             if let Err(error) = redis.refresh_rooms(&rooms).await {
@@ -51,6 +57,17 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
         }
         beats += 1;
     }
+}
+
+/// Session slots are refreshed three times per TTL (at least every heartbeat), so one missed
+/// refresh never frees a live session's slot.
+fn sessions_due(hub: &Hub, every: Duration, last: &mut Option<Instant>) -> bool {
+    let period = (hub.user_sessions().ttl() / 3).max(every);
+    if last.is_some_and(|at| at.elapsed() + every / 2 < period) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 /// Writes one report at once, outside the rhythm: at start and when draining begins.

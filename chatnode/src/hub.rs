@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::rate::RateWindow;
 use crate::room::{ConnId, JoinRequest, RoomHandle};
 use crate::store::Backend;
+use crate::user_sessions::UserSessions;
 use crate::wire::RoomId;
 use crate::wire::load::{Limits, LoadReport};
 
@@ -27,6 +28,10 @@ pub struct HubSettings {
     pub limits: Limits,
     /// Deliveries per second one room may cause.
     pub room_deliveries_per_second: u32,
+    /// Sessions one user may hold at once, fleet-wide.
+    pub max_user_sessions: u32,
+    /// How long a session's slot outlives the node's last refresh.
+    pub session_ttl: Duration,
 }
 
 pub struct Hub {
@@ -41,6 +46,7 @@ pub struct Hub {
     next_conn: AtomicU64,
     messages_in: AtomicU64,
     rate: Mutex<(Instant, RateWindow)>,
+    user_sessions: Arc<UserSessions>,
 }
 
 /// A session's place on the node; dropping it frees the place.
@@ -57,6 +63,12 @@ impl Drop for Seat {
 
 impl Hub {
     pub fn new(settings: HubSettings, backend: Backend, tokens: TokenKeys) -> Arc<Self> {
+        let user_sessions = UserSessions::new(
+            &settings.node_name,
+            settings.max_user_sessions,
+            settings.session_ttl,
+            backend.clone(),
+        );
         Arc::new(Self {
             settings,
             backend,
@@ -69,7 +81,13 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             messages_in: AtomicU64::new(0),
             rate: Mutex::new((Instant::now(), RateWindow::default())),
+            user_sessions,
         })
+    }
+
+    /// The per-user session limit.
+    pub fn user_sessions(&self) -> &Arc<UserSessions> {
+        &self.user_sessions
     }
 
     pub fn backend(&self) -> &Backend {

@@ -27,6 +27,7 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod user_sessions;
 pub mod wire;
 
 pub use config::Config;

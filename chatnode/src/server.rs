@@ -45,6 +45,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         advertise_url: config.advertise_url_for(bound),
         limits: config.limits(),
         room_deliveries_per_second: config.room_deliveries_per_second,
+        max_user_sessions: config.max_user_sessions,
+        session_ttl: Duration::from_secs(config.session_ttl_seconds.max(1)),
     };
 
     let stop = CancellationToken::new();

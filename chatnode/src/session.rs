@@ -53,6 +53,11 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
         Ok(seat) => seat,
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
+    // Held for the whole session; dropping it frees the user's slot.
+    let _slot = match Box::pin(hub.user_sessions().claim(&who.member.user)).await {
+        Ok(slot) => slot,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
+    };
     let conn = hub.next_conn_id();
     let (out, mut queue) = outbox(limits.outbound_queue_bytes);
     let request = JoinRequest {
@@ -232,6 +237,7 @@ async fn refuse(mut socket: WebSocket, hub: &Hub, refusal: Refusal) {
     let close_code = match refusal {
         Refusal::Draining => close::SERVICE_RESTART,
         Refusal::RoomClosed => close::NORMAL,
+        Refusal::SessionLimit => close::POLICY,
         Refusal::NodeFull | Refusal::RoomFull | Refusal::Unavailable => close::TRY_AGAIN_LATER,
     };
     let close = Message::Close(Some(CloseFrame {

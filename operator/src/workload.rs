@@ -115,6 +115,10 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
             "CHATNODE_MAX_ROOM_MEMBERS",
             &spec.limits.members_per_room.to_string(),
         ),
+        plain_env(
+            "CHATNODE_MAX_USER_SESSIONS",
+            &spec.limits.sessions_per_user.to_string(),
+        ),
         plain_env("CHATNODE_DRAIN_SECONDS", &spec.drain_seconds.to_string()),
         plain_env("CHATNODE_LOG_JSON", "true"),
         secret_env("CHATNODE_TOKEN_SECRET", &spec.token_secret),
@@ -281,6 +285,10 @@ mod tests {
         assert_eq!(
             env["CHATNODE_REDIS_URL"].value.as_deref(),
             Some("redis://redis:6379")
+        );
+        assert_eq!(
+            env["CHATNODE_MAX_USER_SESSIONS"].value.as_deref(),
+            Some("3")
         );
         let token = env["CHATNODE_TOKEN_SECRET"].value_from.as_ref().unwrap();
         assert_eq!(token.secret_key_ref.as_ref().unwrap().name, "chat-tokens");

@@ -23,6 +23,30 @@ use crate::wire::load::{LoadReport, RoomLoad};
 /// KEYS: seq, log, closed. ARGV: prefix, tail, history length, live channel, ttl seconds,
 /// floor (the newest id the calling node has delivered). Returns the id, or -1 when the room
 /// was closed.
+/// KEYS: the user's sessions. ARGV: session id, most sessions, ttl ms. Drops expired sessions,
+/// then adds this one if the user is under the limit. 1 when claimed, 0 when at the limit.
+const CLAIM_SESSION_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// KEYS: the user's sessions. ARGV: session id, ttl ms. Pushes the session's expiry forward.
+const REFRESH_SESSION_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
 const APPEND_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local id = redis.call('INCR', KEYS[1])
@@ -65,6 +89,8 @@ struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
     append: Script,
+    claim_session: Script,
+    refresh_session: Script,
     history_len: usize,
     room_ttl: Duration,
     /// The last heartbeat reached Redis.
@@ -95,6 +121,8 @@ impl RedisStore {
                 client,
                 conn,
                 append: Script::new(APPEND_SCRIPT),
+                claim_session: Script::new(CLAIM_SESSION_SCRIPT),
+                refresh_session: Script::new(REFRESH_SESSION_SCRIPT),
                 history_len: history_len.max(1),
                 room_ttl,
                 heartbeat_ok: AtomicBool::new(false),
@@ -229,6 +257,64 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await?;
         Ok(self.settings(room).await?.unwrap_or(settings))
+    }
+
+    /// Claims one of `user`'s fleet-wide sessions; false when they hold `max` already.
+    pub async fn claim_session(
+        &self,
+        user: &str,
+        session: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let claimed: i64 = self
+            .inner
+            .claim_session
+            .key(keys::user_sessions(user))
+            .arg(session)
+            .arg(max)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    /// Keeps this node's sessions alive for another `ttl`.
+    pub async fn refresh_sessions(
+        &self,
+        sessions: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = ttl.as_millis() as u64;
+        // Loads the script once so the pipeline can use EVALSHA.
+        let _: () = self
+            .inner
+            .refresh_session
+            .prepare_invoke()
+            .load_async(&mut self.conn())
+            .await
+            .map(|_: String| ())?;
+        let mut pipe = redis::pipe();
+        for (session, user) in sessions {
+            pipe.cmd("EVALSHA")
+                .arg(self.inner.refresh_session.get_hash())
+                .arg(1)
+                .arg(keys::user_sessions(user))
+                .arg(session)
+                .arg(ttl_ms)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Frees a session at once (a clean leave).
+    pub async fn release_session(&self, user: &str, session: &str) -> Result<(), StoreError> {
+        let _: () = self.conn().zrem(keys::user_sessions(user), session).await?;
+        Ok(())
     }
 
     /// Lifts a closed room's tombstone: only for a new room deliberately given an old name

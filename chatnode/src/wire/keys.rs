@@ -34,6 +34,12 @@ pub fn node_reserved(node: &str) -> String {
     format!("{PREFIX}:node:{{{node}}}:reserved")
 }
 
+/// Sorted set of one user's live sessions across the fleet: member = session id, score = the
+/// time (ms, Redis clock) it expires unless its node refreshes it.
+pub fn user_sessions(user: &str) -> String {
+    format!("{PREFIX}:user:{{{user}}}:sessions")
+}
+
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomKeys {

@@ -8,4 +8,5 @@ mod drain;
 mod fleet;
 mod limits;
 mod resume;
+mod sessions;
 mod support;
