@@ -44,10 +44,11 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             _ => {}
         }
         was_ok = ok;
-        if ok && sessions_due(&hub, every, &mut last_session_refresh) {
-            if let Err(error) = hub.user_sessions().refresh().await {
-                tracing::warn!(%error, "cannot refresh session slots");
-            }
+        if ok
+            && sessions_due(&hub, every, &mut last_session_refresh)
+            && let Err(error) = hub.user_sessions().refresh().await
+        {
+            tracing::warn!(%error, "cannot refresh session slots");
         }
         if ok && beats.is_multiple_of(ROOM_REFRESH_EVERY) {
             let rooms: Vec<_> = hub.rooms().iter().map(|r| r.id().clone()).collect();
