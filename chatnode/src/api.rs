@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
@@ -16,8 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::TokenKeys;
+use crate::directory::http_base;
 use crate::wire::RoomId;
-use crate::wire::frames::Role;
+use crate::wire::frames::{Member, Role};
 
 /// A request to open a room.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -32,6 +35,40 @@ pub struct CreateRoom {
     /// At most the node's (or fleet's) limit; defaults to it.
     #[serde(default)]
     pub max_members: Option<u32>,
+    /// The fleet that hosts the room (operator only; it has a default).
+    #[serde(default)]
+    pub fleet: Option<String>,
+    /// Members expected, for placement (operator only); defaults to the participants, at least 2.
+    #[serde(default)]
+    pub expected_members: Option<u32>,
+    /// What the room is for.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// People to mint a join token for at once: the customer, the agents.
+    #[serde(default)]
+    pub participants: Vec<TokenRequest>,
+    /// From the `Idempotency-Key` header: the same key always names the same room.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+impl CreateRoom {
+    /// The room's name: the one given, else one derived from the idempotency key (so a retry
+    /// finds the room the first call made), else a fresh one.
+    pub fn room_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.idempotency_key {
+            Some(key) => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(key.as_bytes());
+                let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                format!("room-{hex}")
+            }
+            None => format!("room-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
 }
 
 /// A room as the API shows it.
@@ -56,6 +93,9 @@ pub struct CreatedRoom {
     pub room: RoomView,
     /// False when the room already existed (the call is idempotent).
     pub created: bool,
+    /// A join token for each participant named in the request.
+    #[serde(default)]
+    pub tokens: Vec<TokenView>,
 }
 
 /// A request for a join token.
@@ -162,6 +202,46 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// Most participants one create call mints tokens for.
+const MAX_PARTICIPANTS: usize = 50;
+/// Longest user id.
+const MAX_USER_LEN: usize = 128;
+/// Token lifetime when the request names none.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Mints a join token for `request` in `room`, which lives at `endpoint` (its WebSocket URL);
+/// the same rules for every backend.
+pub fn mint_token_view(
+    keys: &TokenKeys,
+    room: &RoomId,
+    request: TokenRequest,
+    endpoint: &str,
+) -> Result<TokenView, ApiError> {
+    if request.user.trim().is_empty() || request.user.len() > MAX_USER_LEN {
+        return Err(ApiError::invalid(format!(
+            "user must be 1 to {MAX_USER_LEN} bytes"
+        )));
+    }
+    let member = Member {
+        name: request.name.unwrap_or_else(|| request.user.clone()),
+        user: request.user,
+        role: request.role,
+    };
+    let ttl = request
+        .ttl_seconds
+        .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+    let (token, expires_at) = keys.mint(room, &member, ttl);
+    let node_base = endpoint.split("/v1/rooms/").next().unwrap_or(endpoint);
+    Ok(TokenView {
+        room: room.clone(),
+        user: member.user,
+        ws_url: format!("{endpoint}?token={token}"),
+        chat_url: format!("{}/?room={room}&token={token}", http_base(node_base)),
+        token,
+        expires_at,
+    })
+}
+
 /// Where rooms come from: the node itself, or Kubernetes.
 pub trait RoomDirectory: Send + Sync + 'static {
     fn create_room(
@@ -232,10 +312,26 @@ fn room_id(namespace: &str, room: &str) -> Result<RoomId, ApiError> {
 
 async fn create<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
+    headers: HeaderMap,
     body: Result<Json<CreateRoom>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedRoom>), ApiError> {
-    let Json(request) = body?;
-    let created = directory.create_room(request).await?;
+    let Json(mut request) = body?;
+    request.idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned);
+    if request.participants.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_PARTICIPANTS} participants per request"
+        )));
+    }
+    let participants = std::mem::take(&mut request.participants);
+    let mut created = directory.create_room(request).await?;
+    for participant in participants {
+        let token = directory.mint_token(&created.room.id, participant).await?;
+        created.tokens.push(token);
+    }
     let status = if created.created {
         StatusCode::CREATED
     } else {

@@ -5,22 +5,20 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::StatusCode;
 
 use crate::api::{
     ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomView, TokenRequest, TokenView,
+    mint_token_view,
 };
 use crate::auth::unix_millis;
 use crate::hub::Hub;
 use crate::store::{RoomSettings, StoreError};
 use crate::wire::RoomId;
-use crate::wire::frames::{Member, ServerFrame};
+use crate::wire::frames::ServerFrame;
 
 const DEFAULT_NAMESPACE: &str = "default";
-const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-const MAX_USER_LEN: usize = 128;
 
 pub struct NodeDirectory {
     hub: Arc<Hub>,
@@ -90,12 +88,10 @@ pub fn http_base(advertise_url: &str) -> String {
 
 impl RoomDirectory for NodeDirectory {
     async fn create_room(&self, request: CreateRoom) -> Result<CreatedRoom, ApiError> {
+        let name = request.room_name();
         let namespace = request
             .namespace
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        let name = request.name.unwrap_or_else(|| {
-            format!("room-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
-        });
         let room = RoomId::new(&namespace, &name).map_err(|e| ApiError::invalid(e.to_string()))?;
         let limit = self.hub.limits().max_room_members;
         let max_members = request.max_members.unwrap_or(limit);
@@ -126,6 +122,7 @@ impl RoomDirectory for NodeDirectory {
         Ok(CreatedRoom {
             room: view,
             created: !existed,
+            tokens: Vec::new(),
         })
     }
 
@@ -173,32 +170,11 @@ impl RoomDirectory for NodeDirectory {
         room: &RoomId,
         request: TokenRequest,
     ) -> Result<TokenView, ApiError> {
-        if request.user.trim().is_empty() || request.user.len() > MAX_USER_LEN {
-            return Err(ApiError::invalid(format!(
-                "user must be 1 to {MAX_USER_LEN} bytes"
-            )));
-        }
         if self.view(room).await?.is_none() {
             return Err(ApiError::not_found(room));
         }
-        let member = Member {
-            name: request.name.unwrap_or_else(|| request.user.clone()),
-            user: request.user,
-            role: request.role,
-        };
-        let ttl = request
-            .ttl_seconds
-            .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
-        let (token, expires_at) = self.hub.tokens().mint(room, &member, ttl);
-        let advertise = self.hub.advertise_url();
-        Ok(TokenView {
-            room: room.clone(),
-            user: member.user,
-            ws_url: format!("{}?token={token}", ws_endpoint(advertise, room)),
-            chat_url: format!("{}/?room={room}&token={token}", http_base(advertise)),
-            token,
-            expires_at,
-        })
+        let endpoint = ws_endpoint(self.hub.advertise_url(), room);
+        mint_token_view(self.hub.tokens(), room, request, &endpoint)
     }
 }
 

@@ -228,3 +228,40 @@ async fn bad_requests_get_json_errors() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
 }
+
+/// A support tool opens a session in one call: a room and a token for each participant; a
+/// retry with the same Idempotency-Key finds the same room.
+#[tokio::test]
+async fn one_call_opens_a_room_with_tokens_and_retries_find_it() {
+    let node = Node::start(&[]).await;
+    let open = || async {
+        let response = client()
+            .post(node.http("/v1/rooms"))
+            .header("x-api-key", API_KEY)
+            .header("idempotency-key", "ticket-4711")
+            .json(&json!({"namespace": "support", "participants": [
+                {"user": "cust-1", "name": "Dana", "role": "customer"},
+                {"user": "agent-7", "role": "agent"}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<CreatedRoom>().await.unwrap())
+    };
+    let (status, first) = open().await;
+    assert_eq!(status, 201);
+    assert_eq!(first.tokens.len(), 2);
+    assert_eq!(first.tokens[1].user, "agent-7");
+
+    let (status, again) = open().await;
+    assert_eq!(status, 200);
+    assert!(!again.created);
+    assert_eq!(
+        again.room.id, first.room.id,
+        "the same key names the same room"
+    );
+
+    // The tokens work: the customer joins the room.
+    let (_dana, welcome) = crate::support::Client::join(&first.tokens[0].ws_url).await;
+    assert_eq!(welcome.room, first.room.id);
+}
