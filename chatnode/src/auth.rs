@@ -64,7 +64,10 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
+    /// Keys from the shared secret. Surrounding whitespace is ignored, since files and
+    /// Kubernetes Secrets often end in a newline: every node and the operator agree.
     pub fn from_secret(secret: &[u8]) -> Self {
+        let secret = secret.trim_ascii();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);

@@ -32,6 +32,24 @@ pub struct Config {
     /// Reconcile without taking the Lease: only for a single replica run by hand.
     #[arg(long, env = "CHATFLEET_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
+    /// Keys the room API accepts in `X-API-Key`, comma-separated; without any, the room API is
+    /// off. In a cluster they come from a Secret.
+    #[arg(
+        long,
+        env = "CHATFLEET_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<String>,
+    /// Namespace of rooms opened through the room API without one.
+    #[arg(long, env = "CHATFLEET_ROOM_NAMESPACE", default_value = "default")]
+    pub room_namespace: String,
+    /// Fleet of rooms opened through the room API without one.
+    #[arg(long, env = "CHATFLEET_DEFAULT_FLEET")]
+    pub default_fleet: Option<String>,
+    /// How long opening a room through the API waits for its placement.
+    #[arg(long, env = "CHATFLEET_PLACEMENT_WAIT_SECONDS", default_value_t = 10)]
+    pub placement_wait_seconds: u64,
     /// Log as JSON lines.
     #[arg(long, env = "CHATFLEET_LOG_JSON")]
     pub log_json: bool,

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod placement;
 pub mod redis_pool;
 pub mod room;
+pub mod room_api;
 pub mod seats;
 pub mod workload;

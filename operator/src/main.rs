@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chatnode::api::ApiKeys;
 use clap::Parser;
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -16,6 +17,7 @@ use operator::controllers;
 use operator::http::{HttpState, router};
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
+use operator::room_api::{DirectorySettings, KubeDirectory};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,9 +29,25 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: Default::default(),
     };
+    let mut app = router(http.clone());
+    if config.api_keys.iter().any(|key| !key.is_empty()) {
+        let directory = KubeDirectory::new(
+            client.clone(),
+            DirectorySettings {
+                namespace: config.room_namespace.clone(),
+                fleet: config.default_fleet.clone(),
+                placement_wait: Duration::from_secs(config.placement_wait_seconds),
+            },
+        );
+        let keys = ApiKeys::new(config.api_keys.clone());
+        app = app.merge(chatnode::api::router(Arc::new(directory), keys));
+        tracing::info!("serving the room API at /v1/rooms");
+    } else {
+        tracing::warn!("no --api-keys: the room API is off");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "serving /healthz, /readyz and /metrics");
-    tokio::spawn(axum::serve(listener, router(http.clone())).into_future());
+    tokio::spawn(axum::serve(listener, app).into_future());
 
     let identity = config
         .identity

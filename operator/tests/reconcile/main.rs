@@ -4,3 +4,4 @@
 mod fleet;
 mod mock;
 mod room;
+mod room_api;

@@ -1,0 +1,194 @@
+//! The operator's room API backend against a mocked API server: opening a room creates a
+//! ChatRoom and waits for its placement, retries are idempotent, tokens use the fleet's key.
+
+use std::time::Duration;
+
+use chatnode::api::{CreateRoom, RoomDirectory, TokenRequest};
+use chatnode::auth::TokenKeys;
+use chatnode::wire::frames::Role;
+use http::{Method, StatusCode};
+use operator::crd::{ChatFleet, ChatFleetSpec, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
+use operator::room_api::{DirectorySettings, KubeDirectory};
+use serde_json::json;
+
+use crate::mock::{Call, MockApi, Reply, meta, not_found};
+
+const ROOMS: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatrooms";
+const SECRET: &str = "fleet-token-key";
+
+fn fleet() -> ChatFleet {
+    let spec: ChatFleetSpec = serde_json::from_value(json!({
+        "image": "chatnode:dev",
+        "redis": {"url": "redis://127.0.0.1:1"},
+        "tokenSecret": {"name": "tokens", "key": "secret"},
+        "limits": {"membersPerRoom": 50}
+    }))
+    .unwrap();
+    ChatFleet {
+        metadata: meta("chat"),
+        spec,
+        status: None,
+    }
+}
+
+fn placed_room(name: &str) -> ChatRoom {
+    ChatRoom {
+        metadata: meta(name),
+        spec: ChatRoomSpec {
+            fleet: "chat".into(),
+            expected_members: 3,
+            max_members: None,
+            purpose: None,
+            ttl_seconds_after_empty: None,
+        },
+        status: Some(ChatRoomStatus {
+            phase: RoomPhase::Placed,
+            node: Some("chat-1".into()),
+            endpoint: Some(format!(
+                "ws://chat-1.chat.support.svc:8080/v1/rooms/support/{name}/ws"
+            )),
+            ..ChatRoomStatus::default()
+        }),
+    }
+}
+
+/// An API server with the fleet, its token Secret, and `room` (already there or not).
+fn api_server(room: Option<ChatRoom>, exists: bool) -> impl Fn(&Call) -> Reply {
+    move |call| {
+        let path = call.path();
+        match (&call.method, path) {
+            (&Method::GET, p) if p.ends_with("/chatfleets/chat") => {
+                (StatusCode::OK, serde_json::to_value(fleet()).unwrap())
+            }
+            (&Method::GET, p) if p.ends_with("/secrets/tokens") => (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tokens"},
+                       "data": {"secret": "ZmxlZXQtdG9rZW4ta2V5Cg=="}}), // "fleet-token-key\n"
+            ),
+            (&Method::POST, ROOMS) if exists => (
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "AlreadyExists", "code": 409, "message": "already exists"}),
+            ),
+            (&Method::POST, ROOMS) => (StatusCode::CREATED, call.body.clone()),
+            (&Method::GET, p) if p.starts_with(ROOMS) => match &room {
+                Some(room) => (StatusCode::OK, serde_json::to_value(room).unwrap()),
+                None => not_found(),
+            },
+            _ => not_found(),
+        }
+    }
+}
+
+fn directory(client: kube::Client) -> KubeDirectory {
+    KubeDirectory::new(
+        client,
+        DirectorySettings {
+            namespace: "support".into(),
+            fleet: Some("chat".into()),
+            placement_wait: Duration::from_millis(300),
+        },
+    )
+}
+
+fn open(key: &str, participants: usize) -> CreateRoom {
+    CreateRoom {
+        participants: (0..participants)
+            .map(|i| TokenRequest {
+                user: format!("u{i}"),
+                name: None,
+                role: Role::Agent,
+                ttl_seconds: None,
+            })
+            .collect(),
+        idempotency_key: Some(key.into()),
+        ..CreateRoom::default()
+    }
+}
+
+#[tokio::test]
+async fn opening_a_room_creates_a_chatroom_and_waits_for_its_placement() {
+    let name = open("ticket-1", 4).room_name();
+    let (client, api) = MockApi::start(api_server(Some(placed_room(&name)), false));
+
+    let created = directory(client)
+        .create_room(open("ticket-1", 4))
+        .await
+        .unwrap();
+
+    assert!(created.created);
+    assert_eq!(created.room.node, "chat-1");
+    assert_eq!(created.room.max_members, 50, "the fleet's limit");
+    assert!(
+        created
+            .room
+            .endpoint
+            .ends_with(&format!("/v1/rooms/support/{name}/ws"))
+    );
+    let posted = api.find(Method::POST, ROOMS).pop().unwrap().body;
+    assert_eq!(posted["metadata"]["name"], name.as_str());
+    assert_eq!(posted["spec"]["fleet"], "chat");
+    assert_eq!(
+        posted["spec"]["expectedMembers"], 4,
+        "one seat per participant"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_finds_the_same_room() {
+    let name = open("ticket-2", 2).room_name();
+    let (client, _api) = MockApi::start(api_server(Some(placed_room(&name)), true));
+
+    let again = directory(client)
+        .create_room(open("ticket-2", 2))
+        .await
+        .unwrap();
+
+    assert!(!again.created);
+    assert_eq!(again.room.name, name);
+}
+
+#[tokio::test]
+async fn a_room_not_placed_in_time_says_so() {
+    let mut room = placed_room(&open("ticket-3", 2).room_name());
+    room.status = None;
+    let (client, _api) = MockApi::start(api_server(Some(room), false));
+
+    let error = directory(client)
+        .create_room(open("ticket-3", 2))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error.code, "not_placed");
+}
+
+#[tokio::test]
+async fn tokens_are_signed_with_the_fleets_key_and_point_at_the_rooms_node() {
+    let (client, _api) = MockApi::start(api_server(Some(placed_room("case-5")), true));
+    let request = TokenRequest {
+        user: "cust-9".into(),
+        name: Some("Dana".into()),
+        role: Role::Customer,
+        ttl_seconds: Some(600),
+    };
+    let id = "support/case-5".parse().unwrap();
+
+    let token = directory(client).mint_token(&id, request).await.unwrap();
+
+    assert!(
+        token
+            .ws_url
+            .starts_with("ws://chat-1.chat.support.svc:8080/v1/rooms/support/case-5/ws?token=")
+    );
+    assert!(
+        token
+            .chat_url
+            .starts_with("http://chat-1.chat.support.svc:8080/?room=support/case-5")
+    );
+    let claims = TokenKeys::from_secret(SECRET.as_bytes())
+        .verify(&token.token, &id)
+        .expect("the node, which trims the Secret the same way, accepts it");
+    assert_eq!(claims.sub, "cust-9");
+    assert_eq!(claims.room, id);
+}
