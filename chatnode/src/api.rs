@@ -164,6 +164,14 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key may not use the admin routes",
+        )
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -258,21 +266,53 @@ pub trait RoomDirectory: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TokenView, ApiError>> + Send;
 }
 
-/// The API keys the router accepts.
+/// The API keys the routers accept, in two scopes: room keys open rooms and mint tokens;
+/// admin keys can do that and also use the admin routes.
 #[derive(Clone)]
-pub struct ApiKeys(Arc<Vec<String>>);
+pub struct ApiKeys {
+    room: Arc<Vec<String>>,
+    admin: Arc<Vec<String>>,
+}
+
+/// What a presented key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Room,
+    Admin,
+}
 
 impl ApiKeys {
+    /// Room-scope keys only.
     pub fn new(keys: Vec<String>) -> Self {
-        Self(Arc::new(
-            keys.into_iter().filter(|k| !k.is_empty()).collect(),
-        ))
+        Self::scoped(keys, Vec::new())
+    }
+
+    pub fn scoped(room: Vec<String>, admin: Vec<String>) -> Self {
+        let clean =
+            |keys: Vec<String>| Arc::new(keys.into_iter().filter(|k| !k.is_empty()).collect());
+        Self {
+            room: clean(room),
+            admin: clean(admin),
+        }
+    }
+
+    /// The scope of `presented`, if it is a key at all.
+    pub fn scope_of(&self, presented: &str) -> Option<Scope> {
+        let matches = |keys: &[String]| {
+            keys.iter()
+                .any(|key| constant_time_eq::constant_time_eq(key.as_bytes(), presented.as_bytes()))
+        };
+        if matches(&self.admin) {
+            Some(Scope::Admin)
+        } else if matches(&self.room) {
+            Some(Scope::Room)
+        } else {
+            None
+        }
     }
 
     fn accepts(&self, presented: &str) -> bool {
-        self.0
-            .iter()
-            .any(|key| constant_time_eq::constant_time_eq(key.as_bytes(), presented.as_bytes()))
+        self.scope_of(presented).is_some()
     }
 }
 

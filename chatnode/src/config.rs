@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// API key for the admin routes (`/v1/admin/...`, also accepted by the room API)
+    /// [default: a random key, printed at start].
+    #[arg(long, env = "CHATNODE_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+
     /// File holding the HS256 secret that signs join tokens.
     #[arg(long, env = "CHATNODE_TOKEN_SECRET_FILE")]
     pub token_secret_file: Option<PathBuf>,

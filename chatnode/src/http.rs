@@ -11,10 +11,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::admin_api;
 use crate::api::{self, ApiError, ApiKeys};
 use crate::auth::AuthError;
 use crate::directory::NodeDirectory;
 use crate::hub::Hub;
+use crate::node_admin::NodeAdmin;
 use crate::session::{self, Admission, SessionLimits};
 use crate::wire::RoomId;
 use crate::wire::frames::{Member, Role};
@@ -30,6 +32,7 @@ pub struct AppState {
 
 pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
     let directory = Arc::new(NodeDirectory::new(state.hub.clone()));
+    let admin = Arc::new(NodeAdmin::new(state.hub.clone()));
     Router::new()
         .route("/", get(chat_page))
         .route("/v1/rooms/{namespace}/{room}/ws", get(join_room))
@@ -38,7 +41,8 @@ pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/node", get(node_info))
         .with_state(state)
-        .merge(api::router(directory, api_keys))
+        .merge(api::router(directory, api_keys.clone()))
+        .merge(admin_api::router(admin, api_keys))
 }
 
 const CHAT_PAGE: &str = include_str!("../web/index.html");

@@ -10,10 +10,12 @@
 //!   background tasks.
 //! - [`api`] is the room API router, over the [`directory`] of this node's rooms.
 
+pub mod admin_api;
 pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod directory;
 pub mod error;
 pub mod heartbeat;
@@ -21,6 +23,7 @@ pub mod http;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+pub mod node_admin;
 pub mod outbox;
 pub mod rate;
 pub mod room;

@@ -18,8 +18,9 @@ use crate::hub::Hub;
 use crate::store::RedisStore;
 use crate::store::redis::LiveSync;
 use crate::wire::RoomId;
+use crate::wire::control::Control;
 use crate::wire::frames::{FrameHeader, ServerFrame};
-use crate::wire::keys::RoomKeys;
+use crate::wire::keys::{self, RoomKeys};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -73,6 +74,9 @@ async fn serve(
     stop: &CancellationToken,
 ) {
     let mut subscribed = HashSet::new();
+    if sink.subscribe(keys::control_channel()).await.is_err() {
+        return;
+    }
     for room in hub.rooms() {
         if sink.subscribe(RoomKeys::new(room.id()).live).await.is_err() {
             return;
@@ -135,8 +139,19 @@ fn answer(request: LiveSync, ok: bool) {
     }
 }
 
-/// Hands a frame from a live channel to the room it belongs to.
+/// Hands a frame from a live channel to the room it belongs to, and a control command to
+/// the node.
 fn route(hub: &Arc<Hub>, message: &redis::Msg) {
+    if message.get_channel_name() == keys::control_channel() {
+        match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
+            Ok(command) => {
+                let hub = hub.clone();
+                tokio::spawn(async move { crate::control::apply(&hub, command).await });
+            }
+            Err(error) => tracing::warn!(%error, "ignored a malformed control command"),
+        }
+        return;
+    }
     let Some(room) = room_of_channel(message.get_channel_name()) else {
         return;
     };

@@ -23,10 +23,8 @@ use crate::wire::frames::{Member, Role};
 /// Runs the node until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
     let tokens = TokenKeys::from_secret(&token_secret(&config)?);
-    let (api_key, generated_key) = match &config.api_key {
-        Some(key) if !key.is_empty() => (key.clone(), false),
-        _ => (random_secret(), true),
-    };
+    let (api_key, generated_key) = given_or_random(&config.api_key);
+    let (admin_key, generated_admin_key) = given_or_random(&config.admin_api_key);
     if config.insecure_dev_auth {
         tracing::warn!(
             "INSECURE DEV AUTH IS ON: anyone can join any room with ?user=NAME. Never use this in production."
@@ -88,13 +86,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
         ws_buffer_bytes: config.ws_buffer_bytes,
         insecure_dev_auth: config.insecure_dev_auth,
     };
-    let app = http::router(state, ApiKeys::new(vec![api_key.clone()]));
+    let keys = ApiKeys::scoped(vec![api_key.clone()], vec![admin_key.clone()]);
+    let app = http::router(state, keys);
 
     // Plain lines on stdout: what a person (and the test harness) needs to get going.
     println!("chatnode {} listening on http://{bound}", hub.node_name());
     println!("chat page: http://{bound}/");
     if generated_key {
         println!("room API key (generated for this run): {api_key}");
+    }
+    if generated_admin_key {
+        println!("admin API key (generated for this run): {admin_key}");
     }
     match &config.redis_url {
         Some(_) => tracing::info!(
@@ -190,6 +192,14 @@ fn print_try_it_links(hub: &Hub) {
             .tokens()
             .mint(&room, &member, Duration::from_secs(24 * 3600));
         println!("  {base}/?room={room}&token={token}");
+    }
+}
+
+/// The key given, or a random one (and whether it was generated).
+fn given_or_random(key: &Option<String>) -> (String, bool) {
+    match key {
+        Some(key) if !key.is_empty() => (key.clone(), false),
+        _ => (random_secret(), true),
     }
 }
 

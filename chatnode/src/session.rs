@@ -54,7 +54,7 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
     // Held for the whole session; dropping it frees the user's slot.
-    let _slot = match Box::pin(hub.user_sessions().claim(&who.member.user)).await {
+    let slot = match Box::pin(hub.user_sessions().claim(&who.member.user)).await {
         Ok(slot) => slot,
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
@@ -83,6 +83,7 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
     };
     let overflow = queue.overflow_token();
     let drain = hub.drain_token();
+    let ended = slot.ended().clone();
     let mut ping = tokio::time::interval(limits.ping_interval);
     ping.tick().await;
     let mut awaiting_pong = false;
@@ -90,6 +91,11 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: SessionLimits, wh
     let end: Option<(u16, &'static str)> = loop {
         tokio::select! {
             _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
+            _ = ended.cancelled() => {
+                let frame = ServerFrame::error(ErrorCode::SessionEnded, "an administrator ended this session");
+                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
+                break Some((close::POLICY, "session ended"));
+            }
             _ = drain.cancelled() => {
                 let frame = ServerFrame::Draining { reason: "the node is shutting down; reconnect with since".into() };
                 let _ = Box::pin(socket.send(text(frame.to_json()))).await;

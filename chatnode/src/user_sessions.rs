@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::admission::Refusal;
 use crate::store::{Backend, StoreError};
 
@@ -27,8 +29,8 @@ pub struct UserSessions {
 
 #[derive(Default)]
 struct Local {
-    /// session id → user
-    sessions: HashMap<String, String>,
+    /// session id → its user, and the token that ends it
+    sessions: HashMap<String, (String, CancellationToken)>,
     /// user → sessions on this node
     per_user: HashMap<String, u32>,
 }
@@ -38,6 +40,18 @@ pub struct SessionSlot {
     sessions: Arc<UserSessions>,
     id: String,
     user: String,
+    ended: CancellationToken,
+}
+
+impl SessionSlot {
+    /// Cancelled when an admin ends this session.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl UserSessions {
@@ -68,13 +82,14 @@ impl UserSessions {
             self.prefix,
             self.next.fetch_add(1, Ordering::Relaxed)
         );
+        let ended = CancellationToken::new();
         match &self.backend {
             Backend::Memory(_) => {
                 let mut local = self.local.lock().expect("sessions lock");
                 if local.per_user.get(user).copied().unwrap_or(0) >= self.max {
                     return Err(Refusal::SessionLimit);
                 }
-                local.add(&id, user);
+                local.add(&id, user, &ended);
             }
             Backend::Redis(redis) => {
                 match redis.claim_session(user, &id, self.max, self.ttl).await {
@@ -85,14 +100,44 @@ impl UserSessions {
                         return Err(Refusal::Unavailable);
                     }
                 }
-                self.local.lock().expect("sessions lock").add(&id, user);
+                self.local
+                    .lock()
+                    .expect("sessions lock")
+                    .add(&id, user, &ended);
             }
         }
         Ok(SessionSlot {
             sessions: self.clone(),
             id,
             user: user.to_owned(),
+            ended,
         })
+    }
+
+    /// Ends `user`'s sessions on this node (only `session` when given); returns how many.
+    pub fn end(&self, user: &str, session: Option<&str>) -> usize {
+        let local = self.local.lock().expect("sessions lock");
+        let mut ended = 0;
+        for (id, (owner, token)) in &local.sessions {
+            if owner == user && session.is_none_or(|s| s == id) {
+                token.cancel();
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// This node's sessions of `user`, by id (standalone: the whole truth).
+    pub fn local_sessions(&self, user: &str) -> Vec<String> {
+        let local = self.local.lock().expect("sessions lock");
+        let mut ids: Vec<String> = local
+            .sessions
+            .iter()
+            .filter(|(_, (owner, _))| owner == user)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Pushes the expiry of every session on this node forward; called by the heartbeat.
@@ -105,7 +150,7 @@ impl UserSessions {
             local
                 .sessions
                 .iter()
-                .map(|(id, user)| (id.clone(), user.clone()))
+                .map(|(id, (user, _))| (id.clone(), user.clone()))
                 .collect()
         };
         redis.refresh_sessions(&sessions, self.ttl).await
@@ -126,8 +171,9 @@ impl UserSessions {
 }
 
 impl Local {
-    fn add(&mut self, id: &str, user: &str) {
-        self.sessions.insert(id.to_owned(), user.to_owned());
+    fn add(&mut self, id: &str, user: &str, ended: &CancellationToken) {
+        self.sessions
+            .insert(id.to_owned(), (user.to_owned(), ended.clone()));
         *self.per_user.entry(user.to_owned()).or_default() += 1;
     }
 
@@ -159,13 +205,16 @@ mod tests {
         let backend = Backend::Memory(MemoryStore::new(10));
         let sessions = UserSessions::new("n", 2, Duration::from_secs(30), backend);
         let a = sessions.claim("ann").await.unwrap();
-        let _b = sessions.claim("ann").await.unwrap();
+        let b = sessions.claim("ann").await.unwrap();
         assert!(matches!(
             sessions.claim("ann").await,
             Err(Refusal::SessionLimit)
         ));
         let _other = sessions.claim("bob").await.unwrap();
         drop(a);
-        assert!(sessions.claim("ann").await.is_ok());
+        let _c = sessions.claim("ann").await.unwrap();
+        assert_eq!(sessions.end("ann", Some(b.id())), 1);
+        assert!(b.ended().is_cancelled());
+        assert_eq!(sessions.end("ann", None), 2);
     }
 }

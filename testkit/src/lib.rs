@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const API_KEY: &str = "test-api-key";
+pub const ADMIN_KEY: &str = "test-admin-key";
 pub const SECRET: &str = "test-token-secret";
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -145,6 +146,8 @@ impl Node {
                 "127.0.0.1:0",
                 "--api-key",
                 API_KEY,
+                "--admin-api-key",
+                ADMIN_KEY,
                 "--token-secret",
                 SECRET,
             ])
@@ -220,6 +223,32 @@ impl Node {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         reqwest::get(self.http(path)).await.unwrap()
+    }
+
+    /// Calls an HTTP API route with `key` in `X-API-Key`; returns the status and the JSON
+    /// body (`Null` when empty).
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, self.http(path))
+            .header("x-api-key", key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+        };
+        (status, body)
     }
 }
 

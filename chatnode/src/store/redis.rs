@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{LoggedFrame, RoomSettings, StoreError};
 use crate::auth::MAX_TOKEN_TTL;
 use crate::wire::RoomId;
+use crate::wire::control::Control;
 use crate::wire::frames::MESSAGE_PREFIX;
 use crate::wire::keys::{self, LOG_FIELD, RoomKeys};
 use crate::wire::load::{LoadReport, RoomLoad};
@@ -315,6 +316,68 @@ impl RedisStore {
     pub async fn release_session(&self, user: &str, session: &str) -> Result<(), StoreError> {
         let _: () = self.conn().zrem(keys::user_sessions(user), session).await?;
         Ok(())
+    }
+
+    /// `user`'s live sessions across the fleet: (session id, expiry in ms of Redis's clock).
+    pub async fn list_sessions(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.conn();
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now = seconds * 1000 + micros / 1000;
+        let sessions: Vec<(String, u64)> = conn
+            .zrangebyscore_withscores(keys::user_sessions(user), format!("({now}"), "+inf")
+            .await?;
+        Ok(sessions)
+    }
+
+    /// Frees `user`'s slots (one session, or all) and tells every node to close them.
+    pub async fn end_sessions(&self, user: &str, session: Option<&str>) -> Result<(), StoreError> {
+        let key = keys::user_sessions(user);
+        let command = Control::EndSessions {
+            user: user.to_owned(),
+            session: session.map(str::to_owned),
+        };
+        let mut pipe = redis::pipe();
+        match session {
+            Some(id) => pipe.zrem(&key, id),
+            None => pipe.del(&key),
+        };
+        pipe.publish(keys::control_channel(), command.to_json());
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Publishes a command for every node.
+    pub async fn publish_control(&self, command: &Control) -> Result<(), StoreError> {
+        let _: () = self
+            .conn()
+            .publish(keys::control_channel(), command.to_json())
+            .await?;
+        Ok(())
+    }
+
+    /// Every node with a fresh report, with the load of each of its rooms.
+    pub async fn fleet(&self) -> Result<Vec<(LoadReport, Vec<(RoomId, RoomLoad)>)>, StoreError> {
+        let mut conn = self.conn();
+        let names: Vec<String> = conn.zrange(keys::node_index(), 0, -1).await?;
+        let mut nodes = Vec::new();
+        for name in names {
+            let Some(json): Option<String> = conn.get(keys::node_report(&name)).await? else {
+                continue;
+            };
+            let Ok(report) = serde_json::from_str::<LoadReport>(&json) else {
+                continue;
+            };
+            let fields: Vec<(String, String)> = conn.hgetall(keys::node_rooms(&name)).await?;
+            let mut rooms: Vec<(RoomId, RoomLoad)> = fields
+                .into_iter()
+                .filter_map(|(room, load)| {
+                    Some((room.parse().ok()?, serde_json::from_str(&load).ok()?))
+                })
+                .collect();
+            rooms.sort_by(|a, b| a.0.cmp(&b.0));
+            nodes.push((report, rooms));
+        }
+        Ok(nodes)
     }
 
     /// Lifts a closed room's tombstone: only for a new room deliberately given an old name

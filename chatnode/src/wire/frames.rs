@@ -67,6 +67,12 @@ pub enum ServerFrame {
         room: RoomId,
         endpoint: String,
     },
+    /// A notice from the operators of the service (an admin broadcast), not from a member.
+    System {
+        body: String,
+        /// Milliseconds since the Unix epoch.
+        ts: u64,
+    },
 }
 
 /// First frame on every accepted connection.
@@ -170,6 +176,8 @@ pub enum ErrorCode {
     SessionLimit,
     /// The client read too slowly and its outbound queue overflowed.
     SlowConsumer,
+    /// An administrator ended the session.
+    SessionEnded,
 }
 
 impl ErrorCode {
@@ -198,6 +206,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::SessionLimit => "session_limit",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::SessionEnded => "session_ended",
         }
     }
 }
@@ -331,6 +340,7 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::SessionLimit,
             ErrorCode::SlowConsumer,
+            ErrorCode::SessionEnded,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

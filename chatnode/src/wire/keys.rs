@@ -34,6 +34,11 @@ pub fn node_reserved(node: &str) -> String {
     format!("{PREFIX}:node:{{{node}}}:reserved")
 }
 
+/// Pub/sub channel of fleet-wide [`Control`](super::control::Control) commands.
+pub fn control_channel() -> String {
+    format!("{PREFIX}:control")
+}
+
 /// Sorted set of one user's live sessions across the fleet: member = session id, score = the
 /// time (ms, Redis clock) it expires unless its node refreshes it.
 pub fn user_sessions(user: &str) -> String {
