@@ -8,8 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::TokenKeys;
 use crate::directory::http_base;
+use crate::history::{HistoryQuery, HistoryView};
+use crate::store::StoreError;
 use crate::wire::RoomId;
 use crate::wire::frames::{Member, Role};
 
@@ -204,6 +206,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::RoomClosed => {
+                Self::new(StatusCode::CONFLICT, "room_closed", "the room was closed")
+            }
+            error => Self::unavailable(format!("shared state unreachable: {error}")),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(rejection.status(), "bad_request", rejection.body_text())
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         Self::new(rejection.status(), "bad_request", rejection.body_text())
@@ -264,6 +283,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
         room: &RoomId,
         request: TokenRequest,
     ) -> impl Future<Output = Result<TokenView, ApiError>> + Send;
+    /// One page of the room's retained history (see [`crate::history`]).
+    fn history(
+        &self,
+        room: &RoomId,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryView, ApiError>> + Send;
 }
 
 /// The API keys the routers accept, in two scopes: room keys open rooms and mint tokens;
@@ -296,6 +321,11 @@ impl ApiKeys {
         }
     }
 
+    /// Whether any key is configured at all.
+    pub fn any(&self) -> bool {
+        !self.room.is_empty() || !self.admin.is_empty()
+    }
+
     /// The scope of `presented`, if it is a key at all.
     pub fn scope_of(&self, presented: &str) -> Option<Scope> {
         let matches = |keys: &[String]| {
@@ -325,6 +355,7 @@ pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
             get(show::<D>).delete(remove::<D>),
         )
         .route("/v1/rooms/{namespace}/{room}/tokens", post(token::<D>))
+        .route("/v1/rooms/{namespace}/{room}/history", get(history::<D>))
         .with_state(directory)
         .layer(middleware::from_fn_with_state(keys, require_api_key))
 }
@@ -420,4 +451,17 @@ async fn token<D: RoomDirectory>(
         .mint_token(&room_id(&namespace, &room)?, request)
         .await?;
     Ok((StatusCode::CREATED, Json(token)))
+}
+
+async fn history<D: RoomDirectory>(
+    State(directory): State<Arc<D>>,
+    Path((namespace, room)): Path<(String, String)>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let Query(query) = query?;
+    Ok(Json(
+        directory
+            .history(&room_id(&namespace, &room)?, query)
+            .await?,
+    ))
 }

@@ -23,14 +23,19 @@ pub async fn apply(hub: &Arc<Hub>, command: Control) {
         }
         Control::Drain { .. } => {}
         Control::Broadcast { body } => {
-            let frame = ServerFrame::System {
-                body,
-                ts: unix_millis(),
-            }
-            .to_json();
+            let frame = system_frame(&body);
             for room in hub.rooms() {
                 room.broadcast(frame.clone().into()).await;
             }
         }
     }
+}
+
+/// The JSON of a `system` notice, stamped now.
+pub fn system_frame(body: &str) -> String {
+    ServerFrame::System {
+        body: body.to_owned(),
+        ts: unix_millis(),
+    }
+    .to_json()
 }

@@ -6,15 +6,14 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
-
 use crate::api::{
     ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomView, TokenRequest, TokenView,
     mint_token_view,
 };
 use crate::auth::unix_millis;
+use crate::history::{self, HistoryQuery, HistoryView};
 use crate::hub::Hub;
-use crate::store::{RoomSettings, StoreError};
+use crate::store::RoomSettings;
 use crate::wire::RoomId;
 use crate::wire::frames::ServerFrame;
 
@@ -33,23 +32,14 @@ impl NodeDirectory {
         }
     }
 
-    fn store_error(error: StoreError) -> ApiError {
-        match error {
-            StoreError::RoomClosed => {
-                ApiError::new(StatusCode::CONFLICT, "room_closed", "the room was closed")
-            }
-            error => ApiError::unavailable(format!("shared state unreachable: {error}")),
-        }
-    }
-
     async fn view(&self, room: &RoomId) -> Result<Option<RoomView>, ApiError> {
         let backend = self.hub.backend();
         let handle = self.hub.existing_room(room);
-        let settings = backend.settings(room).await.map_err(Self::store_error)?;
+        let settings = backend.settings(room).await?;
         let known = handle.is_some()
             || settings.is_some()
             || self.created.lock().expect("lock").contains(room);
-        if !known || backend.is_closed(room).await.map_err(Self::store_error)? {
+        if !known || backend.is_closed(room).await? {
             return Ok(None);
         }
         let node_limit = self.hub.limits().max_room_members;
@@ -101,19 +91,12 @@ impl RoomDirectory for NodeDirectory {
             )));
         }
         let backend = self.hub.backend();
-        let existed = backend
-            .settings(&room)
-            .await
-            .map_err(Self::store_error)?
-            .is_some();
+        let existed = backend.settings(&room).await?.is_some();
         let settings = RoomSettings {
             max_members,
             created_ms: unix_millis(),
         };
-        backend
-            .create_room(&room, settings)
-            .await
-            .map_err(Self::store_error)?;
+        backend.create_room(&room, settings).await?;
         self.created.lock().expect("lock").insert(room.clone());
         let view = self
             .view(&room)
@@ -153,11 +136,7 @@ impl RoomDirectory for NodeDirectory {
             reason: "closed through the room API".into(),
         }
         .to_json();
-        self.hub
-            .backend()
-            .close_room(room, &frame)
-            .await
-            .map_err(Self::store_error)?;
+        self.hub.backend().close_room(room, &frame).await?;
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.existing_room(room) {
             handle.close(frame.into()).await;
@@ -175,6 +154,13 @@ impl RoomDirectory for NodeDirectory {
         }
         let endpoint = ws_endpoint(self.hub.advertise_url(), room);
         mint_token_view(self.hub.tokens(), room, request, &endpoint)
+    }
+
+    async fn history(&self, room: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        Ok(history::read_page(self.hub.backend(), room, query).await?)
     }
 }
 

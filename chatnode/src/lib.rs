@@ -19,6 +19,7 @@ pub mod control;
 pub mod directory;
 pub mod error;
 pub mod heartbeat;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod live;

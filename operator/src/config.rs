@@ -41,6 +41,15 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub api_keys: Vec<String>,
+    /// API keys of the admin scope (comma-separated): the room API plus the admin routes
+    /// over `--default-fleet` (users' sessions, fleet view, drain, broadcast).
+    #[arg(
+        long,
+        env = "CHATFLEET_ADMIN_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub admin_api_keys: Vec<String>,
     /// Namespace of rooms opened through the room API without one.
     #[arg(long, env = "CHATFLEET_ROOM_NAMESPACE", default_value = "default")]
     pub room_namespace: String,

@@ -9,6 +9,7 @@ pub mod controllers;
 pub mod crd;
 pub mod error;
 pub mod fleet;
+pub mod fleet_admin;
 pub mod http;
 pub mod metrics;
 pub mod placement;

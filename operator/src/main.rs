@@ -14,6 +14,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use operator::config::Config;
 use operator::context::{Context, Settings};
 use operator::controllers;
+use operator::fleet_admin::KubeFleetAdmin;
 use operator::http::{HttpState, router};
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
@@ -30,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
         ready: Default::default(),
     };
     let mut app = router(http.clone());
-    if config.api_keys.iter().any(|key| !key.is_empty()) {
+    let keys = ApiKeys::scoped(config.api_keys.clone(), config.admin_api_keys.clone());
+    let redis = Arc::new(RedisPool::new(Settings::default().room_ttl));
+    if keys.any() {
         let directory = KubeDirectory::new(
             client.clone(),
             DirectorySettings {
@@ -38,12 +41,21 @@ async fn main() -> anyhow::Result<()> {
                 fleet: config.default_fleet.clone(),
                 placement_wait: Duration::from_secs(config.placement_wait_seconds),
             },
+            redis.clone(),
         );
-        let keys = ApiKeys::new(config.api_keys.clone());
-        app = app.merge(chatnode::api::router(Arc::new(directory), keys));
+        app = app.merge(chatnode::api::router(Arc::new(directory), keys.clone()));
         tracing::info!("serving the room API at /v1/rooms");
+        match &config.default_fleet {
+            Some(fleet) => {
+                let admin =
+                    KubeFleetAdmin::new(client.clone(), &config.room_namespace, fleet, redis);
+                app = app.merge(chatnode::admin_api::router(Arc::new(admin), keys));
+                tracing::info!(%fleet, "serving the admin routes at /v1/users and /v1/admin");
+            }
+            None => tracing::warn!("no --default-fleet: the admin routes are off"),
+        }
     } else {
-        tracing::warn!("no --api-keys: the room API is off");
+        tracing::warn!("no --api-keys or --admin-api-keys: the room API is off");
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "serving /healthz, /readyz and /metrics");

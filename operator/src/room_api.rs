@@ -3,6 +3,7 @@
 //! and waits a bounded time for the operator to place it; a token is signed with the key of the
 //! room's fleet. Every replica serves it: the writes are the Kubernetes API's, not ours.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -11,12 +12,15 @@ use chatnode::api::{
     mint_token_view,
 };
 use chatnode::auth::TokenKeys;
+use chatnode::history::{self, HistoryQuery, HistoryView};
+use chatnode::store::Backend;
 use chatnode::wire::RoomId;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{ChatFleet, ChatRoom, ChatRoomSpec};
+use crate::redis_pool::RedisPool;
 
 /// Settings of the Kubernetes-backed directory.
 #[derive(Debug, Clone)]
@@ -32,11 +36,17 @@ pub struct DirectorySettings {
 pub struct KubeDirectory {
     client: Client,
     settings: DirectorySettings,
+    /// The fleets' Redis, for room history.
+    redis: Arc<RedisPool>,
 }
 
 impl KubeDirectory {
-    pub fn new(client: Client, settings: DirectorySettings) -> Self {
-        Self { client, settings }
+    pub fn new(client: Client, settings: DirectorySettings, redis: Arc<RedisPool>) -> Self {
+        Self {
+            client,
+            settings,
+            redis,
+        }
     }
 
     fn rooms(&self, namespace: &str) -> Api<ChatRoom> {
@@ -197,6 +207,17 @@ impl RoomDirectory for KubeDirectory {
         let keys = self.token_keys(&fleet).await?;
         mint_token_view(&keys, id, request, &endpoint)
     }
+
+    async fn history(&self, id: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
+        let room = self.room(id).await?;
+        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
+        let redis = self
+            .redis
+            .for_fleet(&self.client, &fleet)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(history::read_page(&Backend::Redis(redis.rooms), id, query).await?)
+    }
 }
 
 impl KubeDirectory {
@@ -245,6 +266,6 @@ fn view(room: &ChatRoom, fleet_limit: u32) -> RoomView {
     }
 }
 
-fn kube_error(error: kube::Error) -> ApiError {
+pub(crate) fn kube_error(error: kube::Error) -> ApiError {
     ApiError::unavailable(format!("Kubernetes API: {error}"))
 }

@@ -1,6 +1,7 @@
 //! The room API on a standalone node: API key, create, list, get, mint tokens, close.
 
 use chatnode::api::{CreatedRoom, RoomList, RoomView, TokenView};
+use chatnode::history::HistoryView;
 use chatnode::wire::frames::{Role, ServerFrame, close};
 use serde_json::{Value, json};
 
@@ -248,4 +249,74 @@ async fn one_call_opens_a_room_with_tokens_and_retries_find_it() {
     // The tokens work: the customer joins the room.
     let (_dana, welcome) = crate::support::Client::join(&first.tokens[0].ws_url).await;
     assert_eq!(welcome.room, first.room.id);
+}
+
+/// Messages sent on one node, read back as history pages from another node sharing the Redis.
+#[tokio::test]
+async fn history_pages_through_a_rooms_messages_from_any_node() {
+    let redis = crate::support::Redis::start().await;
+    let fleet = |name: &'static str| {
+        let url = redis.url();
+        async move { Node::start(&["--redis-url", &url, "--node-name", name]).await }
+    };
+    let (first, second) = (fleet("chat-0").await, fleet("chat-1").await);
+    let (status, _) = call(
+        &first,
+        reqwest::Method::POST,
+        "/v1/rooms",
+        Some(json!({"namespace": "support", "name": "case-h"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (mut ann, _) = Client::join(&first.ws_as("support/case-h", "ann", "")).await;
+    for i in 1..=5 {
+        ann.say(&format!("m{i}")).await;
+        assert_eq!(ann.message().await.id, i);
+    }
+
+    let page = |since: u64, limit: u64| {
+        let path = format!("/v1/rooms/support/case-h/history?since={since}&limit={limit}");
+        let node = &second;
+        async move { call(node, reqwest::Method::GET, &path, None).await }
+    };
+    let (status, body) = page(0, 2).await;
+    assert_eq!(status, 200, "{body}");
+    let view: HistoryView = serde_json::from_value(body).unwrap();
+    let bodies: Vec<&str> = view
+        .messages
+        .iter()
+        .map(|m| m.content.body.as_str())
+        .collect();
+    assert_eq!(bodies, ["m1", "m2"]);
+    assert_eq!(
+        (view.last_id, view.next_since, view.complete),
+        (5, Some(2), true)
+    );
+    let (_, body) = page(2, 100).await;
+    let view: HistoryView = serde_json::from_value(body).unwrap();
+    let ids: Vec<u64> = view.messages.iter().map(|m| m.id).collect();
+    assert_eq!((ids, view.next_since), (vec![3, 4, 5], None));
+
+    let (status, body) = call(
+        &second,
+        reqwest::Method::GET,
+        "/v1/rooms/support/case-h/history?limit=lots",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, body) = call(
+        &second,
+        reqwest::Method::GET,
+        "/v1/rooms/support/nowhere/history",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }

@@ -12,6 +12,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use operator::context::{Context, Settings};
+use operator::crd::{ChatFleet, ChatFleetSpec};
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
 use serde_json::{Value, json};
@@ -130,6 +131,21 @@ pub fn context(client: kube::Client, pods: Vec<Pod>) -> Arc<Context> {
         settings: Settings::default(),
         backoff: Default::default(),
     })
+}
+
+/// Fleet `support/chat` on the Redis at `redis_url`, its token key in Secret `tokens`.
+pub fn fleet(redis_url: &str) -> ChatFleet {
+    let spec: ChatFleetSpec = serde_json::from_value(json!({
+        "image": "chatnode:dev",
+        "redis": {"url": redis_url},
+        "tokenSecret": {"name": "tokens", "key": "secret"},
+    }))
+    .unwrap();
+    ChatFleet {
+        metadata: meta("chat"),
+        spec,
+        status: None,
+    }
 }
 
 pub fn meta(name: &str) -> ObjectMeta {

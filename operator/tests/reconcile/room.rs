@@ -9,29 +9,19 @@ use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use operator::crd::{ChatFleet, ChatFleetSpec, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
+use operator::crd::{ChatFleet, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
 use operator::room::{FINALIZER, reconcile};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use testkit::Redis;
 
-use crate::mock::{Call, MockApi, Reply, context, meta, not_found, pod};
+use crate::mock::{self, Call, MockApi, Reply, context, meta, not_found, pod};
 
 const ROOMS: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatrooms/case-1";
 const FLEET: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatfleets/chat";
 
 fn fleet(redis: &Redis) -> ChatFleet {
-    let spec: ChatFleetSpec = serde_json::from_value(json!({
-        "image": "chatnode:dev",
-        "redis": {"url": redis.url()},
-        "tokenSecret": {"name": "tokens", "key": "secret"},
-    }))
-    .unwrap();
-    ChatFleet {
-        metadata: meta("chat"),
-        spec,
-        status: None,
-    }
+    mock::fleet(&redis.url())
 }
 
 fn room(status: Option<ChatRoomStatus>) -> ChatRoom {
@@ -473,4 +463,81 @@ async fn a_new_room_may_reuse_the_name_of_a_deleted_one() {
     assert_eq!(statuses(&api).pop().unwrap()["phase"], "Placed");
     let still_closed: bool = redis.conn().await.exists(&closed).await.unwrap();
     assert!(!still_closed);
+}
+
+/// The whole drain path with real nodes: an admin drains chat-0 through the operator's admin
+/// routes, chat-0 reports draining, the reconciler moves the room to chat-1, and the member on
+/// chat-0 gets `moved` and resumes on chat-1 without losing a message.
+#[tokio::test]
+async fn draining_a_node_moves_its_rooms_and_their_members() {
+    use chatnode::admin_api::FleetAdmin;
+    use chatnode::wire::frames::ServerFrame;
+    use operator::fleet_admin::KubeFleetAdmin;
+    use operator::redis_pool::RedisPool;
+    use testkit::{Client, Node};
+
+    let redis = Redis::start().await;
+    let node = |name: &'static str| {
+        let url = redis.url();
+        async move {
+            Node::start(&[
+                "--redis-url",
+                &url,
+                "--node-name",
+                name,
+                "--heartbeat-ms",
+                "200",
+            ])
+            .await
+        }
+    };
+    let (chat_0, chat_1) = (node("chat-0").await, node("chat-1").await);
+    let mut status = placed_on("chat-0").unwrap();
+    status.endpoint = Some(
+        chat_0
+            .ws("support/case-1", "")
+            .trim_end_matches('?')
+            .to_owned(),
+    );
+    let room = room(Some(status));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(
+        client.clone(),
+        vec![pod("chat", "chat-0", true), pod("chat", "chat-1", true)],
+    );
+    let (mut ann, _) = Client::join(&chat_0.ws_as("support/case-1", "ann", "")).await;
+    ann.say("before the drain").await;
+    let seen = ann.message().await.id;
+
+    let admin = KubeFleetAdmin::new(
+        client,
+        "support",
+        "chat",
+        Arc::new(RedisPool::new(Duration::from_secs(60))),
+    );
+    admin.drain("chat-0").await.unwrap();
+    testkit::eventually("chat-0 to report draining", || async {
+        let view = admin.fleet().await.unwrap();
+        view.nodes.iter().any(|n| n.node == "chat-0" && n.draining)
+    })
+    .await;
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let placed = statuses(&api).pop().unwrap();
+    assert_eq!(placed["node"], "chat-1");
+    let endpoint = match ann.recv_skip_presence().await {
+        ServerFrame::Moved { endpoint, .. } => endpoint,
+        other => panic!("expected moved, got {other:?}"),
+    };
+    assert_eq!(endpoint, placed["endpoint"].as_str().unwrap());
+    assert!(endpoint.contains(&chat_1.addr.to_string()), "{endpoint}");
+    let token = testkit::token(
+        "support/case-1",
+        "ann",
+        chatnode::wire::frames::Role::Customer,
+    );
+    let (mut resumed, welcome) =
+        Client::join(&format!("{endpoint}?token={token}&since={}", seen - 1)).await;
+    assert_eq!(welcome.node, "chat-1");
+    assert_eq!(resumed.message().await.content.body, "before the drain");
 }

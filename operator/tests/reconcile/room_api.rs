@@ -1,34 +1,27 @@
 //! The operator's room API backend against a mocked API server: opening a room creates a
 //! ChatRoom and waits for its placement, retries are idempotent, tokens use the fleet's key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatnode::api::{CreateRoom, RoomDirectory, TokenRequest};
 use chatnode::auth::TokenKeys;
 use chatnode::wire::frames::Role;
 use http::{Method, StatusCode};
-use operator::crd::{ChatFleet, ChatFleetSpec, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
+use operator::crd::{ChatFleet, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
+use operator::redis_pool::RedisPool;
 use operator::room_api::{DirectorySettings, KubeDirectory};
 use serde_json::json;
 
-use crate::mock::{Call, MockApi, Reply, meta, not_found};
+use crate::mock::{self, Call, MockApi, Reply, meta, not_found};
 
 const ROOMS: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatrooms";
 const SECRET: &str = "fleet-token-key";
 
 fn fleet() -> ChatFleet {
-    let spec: ChatFleetSpec = serde_json::from_value(json!({
-        "image": "chatnode:dev",
-        "redis": {"url": "redis://127.0.0.1:1"},
-        "tokenSecret": {"name": "tokens", "key": "secret"},
-        "limits": {"membersPerRoom": 50}
-    }))
-    .unwrap();
-    ChatFleet {
-        metadata: meta("chat"),
-        spec,
-        status: None,
-    }
+    let mut fleet = mock::fleet("redis://127.0.0.1:1");
+    fleet.spec.limits.members_per_room = 50;
+    fleet
 }
 
 fn placed_room(name: &str) -> ChatRoom {
@@ -88,6 +81,7 @@ fn directory(client: kube::Client) -> KubeDirectory {
             fleet: Some("chat".into()),
             placement_wait: Duration::from_millis(300),
         },
+        Arc::new(RedisPool::new(Duration::from_secs(60))),
     )
 }
 
