@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiKeys, Scope};
+use crate::api::{ApiError, ApiKeys, ErrorBody, Scope};
 use crate::wire::RoomId;
 use crate::wire::load::{LoadReport, RoomLoad};
 
@@ -23,7 +24,7 @@ use crate::wire::load::{LoadReport, RoomLoad};
 const MAX_BROADCAST_BYTES: usize = 4096;
 
 /// One live session of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {
     pub id: String,
     /// The node holding it (the first part of its id).
@@ -32,7 +33,7 @@ pub struct SessionView {
     pub expires_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionsView {
     pub user: String,
     pub count: usize,
@@ -58,7 +59,7 @@ impl SessionsView {
 }
 
 /// A room's load on one node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoomLoadView {
     pub room: RoomId,
     pub members: u32,
@@ -66,7 +67,7 @@ pub struct RoomLoadView {
 }
 
 /// One node and the rooms on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     pub node: String,
     pub advertise_url: String,
@@ -102,13 +103,13 @@ impl NodeView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FleetView {
     pub nodes: Vec<NodeView>,
 }
 
 /// A system notice for every room, or for one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BroadcastRequest {
     pub body: String,
@@ -178,14 +179,23 @@ async fn require_scope(
     }
 }
 
-async fn list_sessions<A: FleetAdmin>(
+/// A user's live sessions across the fleet.
+#[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "sessions", security(("api_key" = [])),
+    params(("user" = String, Path)),
+    responses((status = 200, body = SessionsView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn list_sessions<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
     Path(user): Path<String>,
 ) -> Result<Json<SessionsView>, ApiError> {
     Ok(Json(admin.user_sessions(&user).await?))
 }
 
-async fn end_all<A: FleetAdmin>(
+/// End all of a user's sessions: their slots are free at once, and their nodes close the
+/// connections with `session_ended`.
+#[utoipa::path(delete, path = "/v1/users/{user}/sessions", tag = "sessions", security(("api_key" = [])),
+    params(("user" = String, Path)),
+    responses((status = 202, description = "ending"), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn end_all<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
     Path(user): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -193,7 +203,12 @@ async fn end_all<A: FleetAdmin>(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn end_one<A: FleetAdmin>(
+/// End one session of a user.
+#[utoipa::path(delete, path = "/v1/users/{user}/sessions/{id}", tag = "sessions", security(("api_key" = [])),
+    params(("user" = String, Path), ("id" = String, Path, description = "a session id, URL-encoded (it holds `/`)")),
+    responses((status = 202, description = "ending"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn end_one<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
     Path((user, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -209,11 +224,23 @@ async fn end_one<A: FleetAdmin>(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn fleet<A: FleetAdmin>(State(admin): State<Arc<A>>) -> Result<Json<FleetView>, ApiError> {
+/// Every node with its load and the rooms on it (admin scope).
+#[utoipa::path(get, path = "/v1/admin/fleet", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, body = FleetView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn fleet<A: FleetAdmin>(
+    State(admin): State<Arc<A>>,
+) -> Result<Json<FleetView>, ApiError> {
     Ok(Json(admin.fleet().await?))
 }
 
-async fn drain<A: FleetAdmin>(
+/// Drain a node: it takes no new members and reports draining, so the operator moves its rooms
+/// and their members get `moved` (admin scope).
+#[utoipa::path(post, path = "/v1/admin/nodes/{node}/drain", tag = "admin", security(("api_key" = [])),
+    params(("node" = String, Path)),
+    responses((status = 202, description = "draining"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn drain<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
     Path(node): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -229,7 +256,13 @@ async fn drain<A: FleetAdmin>(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn broadcast<A: FleetAdmin>(
+/// Send a `system` notice to every room of the fleet, or to one (admin scope).
+#[utoipa::path(post, path = "/v1/admin/broadcast", tag = "admin", security(("api_key" = [])),
+    request_body = BroadcastRequest,
+    responses((status = 202, description = "sent"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn broadcast<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
     body: Result<Json<BroadcastRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::TokenKeys;
 use crate::directory::http_base;
@@ -25,7 +26,7 @@ use crate::wire::RoomId;
 use crate::wire::frames::{Member, Role};
 
 /// A request to open a room.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     /// Defaults to `default`.
@@ -51,6 +52,7 @@ pub struct CreateRoom {
     pub participants: Vec<TokenRequest>,
     /// From the `Idempotency-Key` header: the same key always names the same room.
     #[serde(skip)]
+    #[schema(ignore)]
     pub idempotency_key: Option<String>,
 }
 
@@ -74,7 +76,7 @@ impl CreateRoom {
 }
 
 /// A room as the API shows it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct RoomView {
     pub id: RoomId,
     pub namespace: String,
@@ -89,7 +91,7 @@ pub struct RoomView {
 }
 
 /// The answer to opening a room.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct CreatedRoom {
     #[serde(flatten)]
     pub room: RoomView,
@@ -101,7 +103,7 @@ pub struct CreatedRoom {
 }
 
 /// A request for a join token.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub user: String,
@@ -120,7 +122,7 @@ fn default_role() -> Role {
 }
 
 /// A minted join token.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct TokenView {
     pub room: RoomId,
     pub user: String,
@@ -183,23 +185,28 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error's body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `unauthorized`, `forbidden`, `bad_request`, `invalid_request`, `not_found`,
+    /// `room_closed`, `not_placed`, `unavailable`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
+                code: self.code.to_owned(),
+                message: self.message,
             },
         };
         (self.status, Json(body)).into_response()
@@ -381,7 +388,20 @@ fn room_id(namespace: &str, room: &str) -> Result<RoomId, ApiError> {
     RoomId::new(namespace, room).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-async fn create<D: RoomDirectory>(
+/// Open a room, with a join token for each participant.
+///
+/// Idempotent: with `Idempotency-Key` (and no `name`) the key names the room, so a retry after
+/// a timeout finds the room the first call opened (200, `created: false`).
+#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "names the room on retries")),
+    request_body = CreateRoom,
+    responses(
+        (status = 201, description = "opened", body = CreatedRoom),
+        (status = 200, description = "it already existed", body = CreatedRoom),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "`unavailable`, or behind the operator `not_placed` in time", body = ErrorBody),
+    ))]
+pub(crate) async fn create<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     headers: HeaderMap,
     body: Result<Json<CreateRoom>, JsonRejection>,
@@ -411,12 +431,15 @@ async fn create<D: RoomDirectory>(
     Ok((status, Json(created)))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RoomList {
     pub rooms: Vec<RoomView>,
 }
 
-async fn list<D: RoomDirectory>(
+/// Every room with its member count.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("api_key" = [])),
+    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn list<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
 ) -> Result<Json<RoomList>, ApiError> {
     Ok(Json(RoomList {
@@ -424,7 +447,12 @@ async fn list<D: RoomDirectory>(
     }))
 }
 
-async fn show<D: RoomDirectory>(
+/// One room.
+#[utoipa::path(get, path = "/v1/rooms/{namespace}/{room}", tag = "rooms", security(("api_key" = [])),
+    params(("namespace" = String, Path), ("room" = String, Path)),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn show<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     Path((namespace, room)): Path<(String, String)>,
 ) -> Result<Json<RoomView>, ApiError> {
@@ -433,7 +461,12 @@ async fn show<D: RoomDirectory>(
     ))
 }
 
-async fn remove<D: RoomDirectory>(
+/// Close a room: its members get `closed`, its history is dropped, old tokens cannot reopen it.
+#[utoipa::path(delete, path = "/v1/rooms/{namespace}/{room}", tag = "rooms", security(("api_key" = [])),
+    params(("namespace" = String, Path), ("room" = String, Path)),
+    responses((status = 204, description = "closed"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn remove<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     Path((namespace, room)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -441,7 +474,14 @@ async fn remove<D: RoomDirectory>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn token<D: RoomDirectory>(
+/// Mint a join token (invite another agent).
+#[utoipa::path(post, path = "/v1/rooms/{namespace}/{room}/tokens", tag = "rooms", security(("api_key" = [])),
+    params(("namespace" = String, Path), ("room" = String, Path)),
+    request_body = TokenRequest,
+    responses((status = 201, body = TokenView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "`room_closed`, or `not_placed` yet", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub(crate) async fn token<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     Path((namespace, room)): Path<(String, String)>,
     body: Result<Json<TokenRequest>, JsonRejection>,
@@ -453,7 +493,12 @@ async fn token<D: RoomDirectory>(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
-async fn history<D: RoomDirectory>(
+/// One page of a room's retained history, oldest first.
+#[utoipa::path(get, path = "/v1/rooms/{namespace}/{room}/history", tag = "rooms", security(("api_key" = [])),
+    params(("namespace" = String, Path), ("room" = String, Path), HistoryQuery),
+    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn history<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     Path((namespace, room)): Path<(String, String)>,
     query: Result<Query<HistoryQuery>, QueryRejection>,

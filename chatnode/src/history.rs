@@ -3,6 +3,7 @@
 //! fleet). Shared by the node's directory and the operator's.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::store::{Backend, StoreError};
 use crate::wire::RoomId;
@@ -14,8 +15,9 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
 
 /// `?since=&limit=` of `GET /v1/rooms/{namespace}/{room}/history`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Return messages with a larger id (0: from the oldest retained).
     #[serde(default)]
@@ -26,7 +28,7 @@ pub struct HistoryQuery {
 }
 
 /// One page of a room's history, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub struct HistoryView {
     pub room: RoomId,
     pub messages: Vec<Message>,

@@ -10,13 +10,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::admin_api;
-use crate::api::{self, ApiError, ApiKeys};
+use crate::api::{self, ApiError, ApiKeys, ErrorBody};
 use crate::auth::AuthError;
 use crate::directory::NodeDirectory;
 use crate::hub::Hub;
 use crate::node_admin::NodeAdmin;
+use crate::openapi;
 use crate::session::{self, Admission, SessionLimits};
 use crate::wire::RoomId;
 use crate::wire::frames::{Member, Role};
@@ -43,22 +45,29 @@ pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
         .with_state(state)
         .merge(api::router(directory, api_keys.clone()))
         .merge(admin_api::router(admin, api_keys))
+        .merge(openapi::router(openapi::node_document()))
 }
 
 const CHAT_PAGE: &str = include_str!("../web/index.html");
 
-async fn chat_page() -> Html<&'static str> {
+/// The chat page: join with a token link (or a name under dev auth), talk, see who is there.
+#[utoipa::path(get, path = "/", tag = "node", responses((status = 200, description = "HTML", content_type = "text/html")))]
+pub(crate) async fn chat_page() -> Html<&'static str> {
     Html(CHAT_PAGE)
 }
 
 /// Liveness: the process serves HTTP. Independent of Redis on purpose, so an outage does not
 /// get every node restarted.
-async fn healthz() -> &'static str {
+#[utoipa::path(get, path = "/healthz", tag = "node", responses((status = 200, description = "`ok`: the process serves HTTP")))]
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: takes new joins (not draining, Redis reachable).
-async fn readyz(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "node", responses(
+    (status = 200, description = "`ready`: takes new joins"),
+    (status = 503, description = "`draining`, or `redis unreachable`")))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let hub = &state.hub;
     if hub.is_ready() {
         (StatusCode::OK, "ready").into_response()
@@ -69,7 +78,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -80,8 +91,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct JoinQuery {
+/// The query of a join; `docs/protocol.md` describes the protocol after the upgrade.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct JoinQuery {
+    /// The join token (or `Authorization: Bearer`).
     token: Option<String>,
     /// Resume after this message id.
     since: Option<u64>,
@@ -94,8 +108,16 @@ struct JoinQuery {
 /// The smallest WebSocket message limit, whatever --max-message-bytes says.
 const MIN_WS_MESSAGE_LIMIT: usize = 64 * 1024;
 
-/// Authenticates before the upgrade: a bad token never gets a WebSocket.
-async fn join_room(
+/// Join a room over WebSocket. Authenticates before the upgrade: a bad token never gets a
+/// WebSocket. After the upgrade the frames of `docs/protocol.md` flow.
+#[utoipa::path(get, path = "/v1/rooms/{namespace}/{room}/ws", tag = "node",
+    params(("namespace" = String, Path), ("room" = String, Path), JoinQuery),
+    responses(
+        (status = 101, description = "upgraded; the first frame is `welcome`, or an `error` and a close if the join is refused"),
+        (status = 400, description = "`bad_room`", body = ErrorBody),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`", body = ErrorBody),
+        (status = 403, description = "`token_wrong_room`", body = ErrorBody)))]
+pub(crate) async fn join_room(
     State(state): State<AppState>,
     Path((namespace, room)): Path<(String, String)>,
     Query(query): Query<JoinQuery>,
@@ -172,7 +194,8 @@ fn authenticate(
     }
 }
 
-/// JSON for a quick look at the node, used by the chat page.
+/// JSON for a quick look at the node, used by the chat page: `{"node", "dev_auth"}`.
+#[utoipa::path(get, path = "/v1/node", tag = "node", responses((status = 200, description = "the node's name and whether dev auth is on")))]
 pub async fn node_info(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "node": state.hub.node_name(),

@@ -25,6 +25,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 pub mod node_admin;
+pub mod openapi;
 pub mod outbox;
 pub mod rate;
 pub mod room;

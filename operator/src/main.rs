@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chatnode::api::ApiKeys;
+use chatnode::openapi::ApiDoc;
 use clap::Parser;
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -19,6 +20,7 @@ use operator::http::{HttpState, router};
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
 use operator::room_api::{DirectorySettings, KubeDirectory};
+use utoipa::OpenApi;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -45,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         );
         app = app.merge(chatnode::api::router(Arc::new(directory), keys.clone()));
         tracing::info!("serving the room API at /v1/rooms");
+        let mut doc = ApiDoc::openapi();
         match &config.default_fleet {
             Some(fleet) => {
                 let admin =
@@ -52,8 +55,14 @@ async fn main() -> anyhow::Result<()> {
                 app = app.merge(chatnode::admin_api::router(Arc::new(admin), keys));
                 tracing::info!(%fleet, "serving the admin routes at /v1/users and /v1/admin");
             }
-            None => tracing::warn!("no --default-fleet: the admin routes are off"),
+            None => {
+                tracing::warn!("no --default-fleet: the admin routes are off");
+                doc.paths
+                    .paths
+                    .retain(|path, _| path.starts_with("/v1/rooms"));
+            }
         }
+        app = app.merge(chatnode::openapi::router(doc));
     } else {
         tracing::warn!("no --api-keys or --admin-api-keys: the room API is off");
     }

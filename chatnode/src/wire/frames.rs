@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::RoomId;
 
 /// What a member is in a room; it decides what the member may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,
@@ -103,7 +103,7 @@ pub struct Resume {
 }
 
 /// A chat message. `id` increases by one per message in a room, across the whole fleet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: u64,
     #[serde(flatten)]
@@ -111,7 +111,7 @@ pub struct Message {
 }
 
 /// Everything in a message but its id, which only the room's log assigns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageContent {
     pub room: RoomId,
     pub from: String,

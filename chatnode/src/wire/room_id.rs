@@ -47,6 +47,21 @@ impl RoomId {
     }
 }
 
+/// In the OpenAPI document a room id is what it is on the wire: a `namespace/name` string.
+impl utoipa::PartialSchema for RoomId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "`namespace/name`, both DNS labels (1-63 of a-z, 0-9, '-')",
+            ))
+            .examples(["support/case-1"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RoomId {}
+
 /// True when `value` is a DNS-1123 label.
 pub fn is_dns_label(value: &str) -> bool {
     let bytes = value.as_bytes();

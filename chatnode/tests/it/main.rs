@@ -8,6 +8,7 @@ mod chat;
 mod drain;
 mod fleet;
 mod limits;
+mod openapi;
 mod resume;
 mod sessions;
 mod support;
