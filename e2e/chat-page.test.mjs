@@ -2,51 +2,23 @@
 // token links from the room API work, and a dropped connection resumes without loss.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { here, startNode, stop, launchBrowser } from "./support.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const CHATNODE = process.env.CHATNODE_BIN || join(here, "..", "target", "debug", "chatnode");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const API_KEY = "e2e-key";
 
 let node;
 let base;
 let browser;
 
-async function startNode() {
-  const child = spawn(CHATNODE, ["--listen", "127.0.0.1:0", "--insecure-dev-auth", "--api-key", API_KEY], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  let out = "";
-  child.stdout.setEncoding("utf8");
-  for await (const chunk of child.stdout) {
-    out += chunk;
-    const match = out.match(/listening on (http:\/\/[\d.:]+)/);
-    if (match) return { child, base: match[1] };
-  }
-  throw new Error(`chatnode exited before listening: ${out}`);
-}
-
 before(async () => {
-  ({ child: node, base } = await startNode());
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    // Playwright gives every launch a fresh, empty profile of its own.
-  });
+  ({ child: node, base } = await startNode(["--insecure-dev-auth", "--api-key", API_KEY]));
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  node?.kill();
-  if (node) await once(node, "exit");
+  await stop(node);
 });
 
 async function send(page, text) {

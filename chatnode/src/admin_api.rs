@@ -10,7 +10,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,16 @@ pub fn router<A: FleetAdmin>(admin: Arc<A>, keys: ApiKeys) -> Router {
             (keys, Scope::Admin),
             require_scope,
         ));
-    users.merge(admin_routes)
+    users.merge(admin_routes).route("/admin", get(admin_page))
+}
+
+const ADMIN_PAGE: &str = include_str!("../web/admin.html");
+
+/// The admin page: the fleet's nodes and rooms with their load, updating live; drain, close,
+/// broadcast, end sessions. It asks for the admin key and calls the routes with it.
+#[utoipa::path(get, path = "/admin", tag = "pages", responses((status = 200, description = "HTML", content_type = "text/html")))]
+pub(crate) async fn admin_page() -> Html<&'static str> {
+    Html(ADMIN_PAGE)
 }
 
 async fn require_scope(

@@ -1,9 +1,13 @@
 //! The OpenAPI document of the HTTP API, generated from the handlers' `#[utoipa::path]`
 //! annotations, and the page that renders it. [`ApiDoc`] covers the routes every server of
 //! the API has (rooms, sessions, admin: the node and the operator); a node adds its own routes
-//! (the WebSocket join, health, metrics, the chat page) in [`node_document`].
+//! (the WebSocket join, health, metrics, the chat page) in [`node_document`]. The pages
+//! (`/api`, `/admin`) need no key: they ask for one and call the routes with it.
+
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -33,9 +37,15 @@ use crate::{admin_api, api, http};
         (name = "sessions", description = "A user's sessions across the fleet (room scope)"),
         (name = "admin", description = "The fleet's nodes, drains and broadcasts (admin scope)"),
         (name = "node", description = "Served by chat nodes only"),
+        (name = "pages", description = "This document and the pages for people"),
     )
 )]
 pub struct ApiDoc;
+
+/// The pages every server of the API has; none needs a key.
+#[derive(OpenApi)]
+#[openapi(paths(document, api_page, admin_api::admin_page))]
+struct PageRoutes;
 
 #[derive(OpenApi)]
 #[openapi(paths(
@@ -48,9 +58,16 @@ pub struct ApiDoc;
 ))]
 struct NodeRoutes;
 
-/// The document a chat node serves: the API plus the node's own routes.
-pub fn node_document() -> utoipa::openapi::OpenApi {
+/// The document the operator serves: the API and its pages.
+pub fn api_document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(PageRoutes::openapi());
+    doc
+}
+
+/// The document a chat node serves: the API, its pages, and the node's own routes.
+pub fn node_document() -> utoipa::openapi::OpenApi {
+    let mut doc = api_document();
     doc.merge(NodeRoutes::openapi());
     doc
 }
@@ -70,15 +87,28 @@ impl Modify for ApiKeyHeader {
 
 const API_PAGE: &str = include_str!("../web/api.html");
 
-/// `/openapi.json` and `/api` (the page that renders it); neither needs a key.
+/// This document (no key needed).
+#[utoipa::path(get, path = "/openapi.json", tag = "pages", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+pub(crate) async fn document(State(json): State<Arc<String>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json.as_str().to_owned(),
+    )
+}
+
+/// A page that renders this document (no key needed).
+#[utoipa::path(get, path = "/api", tag = "pages", responses((status = 200, description = "HTML", content_type = "text/html")))]
+pub(crate) async fn api_page() -> Html<&'static str> {
+    Html(API_PAGE)
+}
+
+/// `/openapi.json` serving `doc`, and `/api`.
 pub fn router(doc: utoipa::openapi::OpenApi) -> Router {
-    let json = doc.to_json().expect("the OpenAPI document serializes");
+    let json = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     Router::new()
-        .route(
-            "/openapi.json",
-            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
-        )
-        .route("/api", get(|| async { Html(API_PAGE).into_response() }))
+        .route("/openapi.json", get(document))
+        .route("/api", get(api_page))
+        .with_state(json)
 }
 
 #[cfg(test)]

@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     // Plain lines on stdout: what a person (and the test harness) needs to get going.
     println!("chatnode {} listening on http://{bound}", hub.node_name());
     println!("chat page: http://{bound}/");
+    println!("admin page: http://{bound}/admin   API reference: http://{bound}/api");
     if generated_key {
         println!("room API key (generated for this run): {api_key}");
     }

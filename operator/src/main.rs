@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chatnode::api::ApiKeys;
-use chatnode::openapi::ApiDoc;
 use clap::Parser;
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -20,7 +19,6 @@ use operator::http::{HttpState, router};
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
 use operator::room_api::{DirectorySettings, KubeDirectory};
-use utoipa::OpenApi;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -47,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         );
         app = app.merge(chatnode::api::router(Arc::new(directory), keys.clone()));
         tracing::info!("serving the room API at /v1/rooms");
-        let mut doc = ApiDoc::openapi();
+        let mut doc = chatnode::openapi::api_document();
         match &config.default_fleet {
             Some(fleet) => {
                 let admin =
@@ -57,9 +55,11 @@ async fn main() -> anyhow::Result<()> {
             }
             None => {
                 tracing::warn!("no --default-fleet: the admin routes are off");
-                doc.paths
-                    .paths
-                    .retain(|path, _| path.starts_with("/v1/rooms"));
+                doc.paths.paths.retain(|path, _| {
+                    !path.starts_with("/v1/admin")
+                        && !path.starts_with("/v1/users")
+                        && path != "/admin"
+                });
             }
         }
         app = app.merge(chatnode::openapi::router(doc));

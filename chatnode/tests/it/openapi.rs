@@ -10,6 +10,9 @@ use crate::support::Node;
 /// the document; this list is the check that none is forgotten.
 const ROUTES: &[&str] = &[
     "GET /",
+    "GET /api",
+    "GET /admin",
+    "GET /openapi.json",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
