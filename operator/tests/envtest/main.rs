@@ -10,17 +10,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatnode::api::{ApiKeys, CreatedRoom};
+use chatnode::history::HistoryView;
 use chatnode::wire::keys::RoomKeys;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use operator::context::{Context, Settings};
 use operator::controllers;
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomStatus, RoomPhase};
+use operator::fleet_admin::KubeFleetAdmin;
 use operator::metrics::Metrics;
 use operator::redis_pool::RedisPool;
+use operator::room_api::{DirectorySettings, KubeDirectory};
 use redis::AsyncCommands;
 use serde_json::json;
 use testkit::{Node, Redis};
@@ -73,6 +77,40 @@ async fn install_crds(client: &kube::Client) {
         })
         .await;
     }
+}
+
+async fn create_namespace(client: &kube::Client) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// Fleet `chat` of 2 nodes of 4 seats on `redis`, its token key in Secret `tokens` (the
+/// secret the test nodes use).
+async fn create_fleet(client: &kube::Client, redis: &Redis) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "tokens"}, "stringData": {"secret": testkit::SECRET}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let fleet: ChatFleet = serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+        "metadata": {"name": "chat"},
+        "spec": {"replicas": 2, "image": "chatfleet/chatnode:dev",
+                 "redis": {"url": redis.url()},
+                 "tokenSecret": {"name": "tokens", "key": "secret"},
+                 "limits": {"usersPerNode": 4}}
+    }))
+    .unwrap();
+    Api::<ChatFleet>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &fleet)
+        .await
+        .unwrap();
 }
 
 /// Runs the operator's controllers in this process.
@@ -169,12 +207,7 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
     let client = server.client.clone();
     let redis = Redis::start().await;
     install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&client).await;
 
     // A bad room is refused by the schema, with the rule's message.
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
@@ -195,19 +228,7 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
     );
 
     start_operator(&client);
-    let fleet: ChatFleet = serde_json::from_value(json!({
-        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
-        "metadata": {"name": "chat"},
-        "spec": {"replicas": 2, "image": "chatfleet/chatnode:dev",
-                 "redis": {"url": redis.url()},
-                 "tokenSecret": {"name": "tokens", "key": "secret"},
-                 "limits": {"usersPerNode": 4}}
-    }))
-    .unwrap();
-    Api::<ChatFleet>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &fleet)
-        .await
-        .unwrap();
+    create_fleet(&client, &redis).await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     eventually("the fleet's StatefulSet", || async {
         sets.get("chat").await.ok()
@@ -263,4 +284,80 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
         .await
         .unwrap();
     assert!(closed, "the room's tombstone keeps old tokens out");
+}
+
+/// The room API and admin routes, served by the operator's Kubernetes backends over the real
+/// API server: one call opens a placed room with working tokens, a retry finds the same room,
+/// history and the fleet view come from the fleet's Redis, and the key scopes hold.
+#[tokio::test]
+async fn the_room_api_opens_a_support_session_through_the_api_server() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    start_operator(&client);
+    create_fleet(&client, &redis).await;
+    let _node = node_pod(&client, &redis, "chat-0").await;
+
+    let pool = Arc::new(RedisPool::new(Duration::from_secs(60)));
+    let settings = DirectorySettings {
+        namespace: NS.into(),
+        fleet: Some("chat".into()),
+        placement_wait: PATIENCE / 2,
+    };
+    let directory = KubeDirectory::new(client.clone(), settings, pool.clone());
+    let admin = KubeFleetAdmin::new(client.clone(), NS, "chat", pool);
+    let keys = ApiKeys::scoped(vec!["room-key".into()], vec!["admin-key".into()]);
+    let app = chatnode::api::router(Arc::new(directory), keys.clone())
+        .merge(chatnode::admin_api::router(Arc::new(admin), keys));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    let http = reqwest::Client::new();
+
+    let open = || {
+        http.post(format!("{base}/v1/rooms"))
+            .header("x-api-key", "room-key")
+            .header("idempotency-key", "ticket-4711")
+            .json(&json!({"participants": [
+                {"user": "cust-1", "name": "Dana"}, {"user": "agent-1", "role": "agent"}]}))
+            .send()
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let created: CreatedRoom = first.json().await.unwrap();
+    assert_eq!(created.room.node, "chat-0");
+    assert_eq!(created.tokens.len(), 2);
+    let again = open().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: CreatedRoom = again.json().await.unwrap();
+    assert_eq!(
+        again.room.id, created.room.id,
+        "a retry finds the same room"
+    );
+
+    let (mut dana, _) = testkit::Client::join(&created.tokens[0].ws_url).await;
+    dana.say("my order is stuck").await;
+    dana.message().await;
+    let history: HistoryView = http
+        .get(format!("{base}/v1/rooms/{}/history", created.room.id))
+        .header("x-api-key", "room-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.messages[0].content.body, "my order is stuck");
+
+    let fleet = |key: &'static str| {
+        http.get(format!("{base}/v1/admin/fleet"))
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(fleet("room-key").await.unwrap().status(), 403);
+    let view: serde_json::Value = fleet("admin-key").await.unwrap().json().await.unwrap();
+    assert_eq!(view["nodes"][0]["node"], "chat-0");
 }
