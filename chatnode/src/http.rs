@@ -35,7 +35,7 @@ pub struct AppState {
 pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
     let directory = Arc::new(NodeDirectory::new(state.hub.clone()));
     let admin = Arc::new(NodeAdmin::new(state.hub.clone()));
-    Router::new()
+    let app = Router::new()
         .route("/", get(chat_page))
         .route("/v1/rooms/{namespace}/{room}/ws", get(join_room))
         .route("/healthz", get(healthz))
@@ -45,7 +45,8 @@ pub fn router(state: AppState, api_keys: ApiKeys) -> Router {
         .with_state(state)
         .merge(api::router(directory, api_keys.clone()))
         .merge(admin_api::router(admin, api_keys))
-        .merge(openapi::router(openapi::node_document()))
+        .merge(openapi::router(openapi::node_document()));
+    api::with_json_fallbacks(app)
 }
 
 const CHAT_PAGE: &str = include_str!("../web/index.html");

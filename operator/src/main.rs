@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing::warn!("no --api-keys or --admin-api-keys: the room API is off");
     }
+    let app = chatnode::api::with_json_fallbacks(app);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "serving /healthz, /readyz and /metrics");
     tokio::spawn(axum::serve(listener, app).into_future());

@@ -320,3 +320,18 @@ async fn history_pages_through_a_rooms_messages_from_any_node() {
         (404, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_json_errors() {
+    let node = Node::start(&[]).await;
+    let (status, body) = call(&node, reqwest::Method::GET, "/v1/nothing-here", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("no_route"))
+    );
+    let (status, body) = call(&node, reqwest::Method::PUT, "/v1/rooms", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}
