@@ -4,6 +4,7 @@
 //! Every route needs `X-API-Key`; every error is JSON `{"error":{"code","message"}}` with a
 //! stable code. `docs/room-api.md` documents the routes.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::TokenKeys;
 use crate::directory::http_base;
@@ -50,6 +51,9 @@ pub struct CreateRoom {
     /// People to mint a join token for at once: the customer, the agents.
     #[serde(default)]
     pub participants: Vec<TokenRequest>,
+    /// Labels to find the room by later (`GET /v1/rooms?label=key=value`), e.g. a ticket id.
+    #[serde(default)]
+    pub labels: Labels,
     /// From the `Idempotency-Key` header: the same key always names the same room.
     #[serde(skip)]
     #[schema(ignore)]
@@ -88,6 +92,60 @@ pub struct RoomView {
     pub node: String,
     /// WebSocket URL to join (add `?token=`).
     pub endpoint: String,
+    /// The fleet hosting the room (behind the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// A room's labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// Most labels on one room.
+const MAX_LABELS: usize = 16;
+
+/// `?fleet=&label=key=value` of `GET /v1/rooms`: both must match when both are given.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RoomFilter {
+    /// Only rooms of this fleet (a standalone node belongs to none).
+    pub fleet: Option<String>,
+    /// Only rooms opened with this label, as `key=value`.
+    pub label: Option<String>,
+}
+
+impl RoomFilter {
+    /// Whether a room of `fleet` with `labels` passes.
+    pub fn matches(&self, fleet: Option<&str>, labels: &Labels) -> bool {
+        let fleet_ok = self.fleet.as_deref().is_none_or(|f| Some(f) == fleet);
+        let label_ok = self.label.as_deref().is_none_or(|label| {
+            label
+                .split_once('=')
+                .is_some_and(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+        });
+        fleet_ok && label_ok
+    }
+
+    fn check(&self) -> Result<(), ApiError> {
+        match &self.label {
+            Some(label) if !label.contains('=') => Err(ApiError::invalid(format!(
+                "label must be key=value, got {label:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_labels(labels: &Labels) -> Result<(), ApiError> {
+    let bad = |s: &str| s.len() > 63 || s.contains('=') || s.chars().any(char::is_control);
+    if labels.len() > MAX_LABELS || labels.iter().any(|(k, v)| k.is_empty() || bad(k) || bad(v)) {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_LABELS} labels; keys 1 to 63 characters, values at most 63, no '='"
+        )));
+    }
+    Ok(())
 }
 
 /// The answer to opening a room.
@@ -305,7 +363,10 @@ pub trait RoomDirectory: Send + Sync + 'static {
         &self,
         request: CreateRoom,
     ) -> impl Future<Output = Result<CreatedRoom, ApiError>> + Send;
-    fn list_rooms(&self) -> impl Future<Output = Result<Vec<RoomView>, ApiError>> + Send;
+    fn list_rooms(
+        &self,
+        filter: &RoomFilter,
+    ) -> impl Future<Output = Result<Vec<RoomView>, ApiError>> + Send;
     fn get_room(&self, room: &RoomId) -> impl Future<Output = Result<RoomView, ApiError>> + Send;
     fn close_room(&self, room: &RoomId) -> impl Future<Output = Result<(), ApiError>> + Send;
     fn mint_token(
@@ -435,6 +496,7 @@ pub(crate) async fn create<D: RoomDirectory>(
         .and_then(|v| v.to_str().ok())
         .filter(|key| !key.is_empty())
         .map(str::to_owned);
+    check_labels(&request.labels)?;
     if request.participants.len() > MAX_PARTICIPANTS {
         return Err(ApiError::invalid(format!(
             "at most {MAX_PARTICIPANTS} participants per request"
@@ -459,14 +521,19 @@ pub struct RoomList {
     pub rooms: Vec<RoomView>,
 }
 
-/// Every room with its member count.
+/// Every room with its member count, optionally only a fleet's or a label's.
 #[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("api_key" = [])),
-    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    params(RoomFilter),
+    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn list<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
+    filter: Result<Query<RoomFilter>, QueryRejection>,
 ) -> Result<Json<RoomList>, ApiError> {
+    let Query(filter) = filter?;
+    filter.check()?;
     Ok(Json(RoomList {
-        rooms: directory.list_rooms().await?,
+        rooms: directory.list_rooms(&filter).await?,
     }))
 }
 

@@ -3,12 +3,12 @@
 //! It knows the rooms created through this node's API and the rooms with members here. A
 //! fleet-wide directory, over every node, is the operator's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use crate::api::{
-    ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomView, TokenRequest, TokenView,
-    mint_token_view,
+    ApiError, CreateRoom, CreatedRoom, Labels, RoomDirectory, RoomFilter, RoomView, TokenRequest,
+    TokenView, mint_token_view,
 };
 use crate::auth::unix_millis;
 use crate::history::{self, HistoryQuery, HistoryView};
@@ -21,7 +21,8 @@ const DEFAULT_NAMESPACE: &str = "default";
 
 pub struct NodeDirectory {
     hub: Arc<Hub>,
-    created: Mutex<BTreeSet<RoomId>>,
+    /// Rooms opened through this node's API, with their labels.
+    created: Mutex<BTreeMap<RoomId, Labels>>,
 }
 
 impl NodeDirectory {
@@ -38,7 +39,7 @@ impl NodeDirectory {
         let settings = backend.settings(room).await?;
         let known = handle.is_some()
             || settings.is_some()
-            || self.created.lock().expect("lock").contains(room);
+            || self.created.lock().expect("lock").contains_key(room);
         if !known || backend.is_closed(room).await? {
             return Ok(None);
         }
@@ -52,6 +53,14 @@ impl NodeDirectory {
             max_members,
             node: self.hub.node_name().to_owned(),
             endpoint: ws_endpoint(self.hub.advertise_url(), room),
+            fleet: None,
+            labels: self
+                .created
+                .lock()
+                .expect("lock")
+                .get(room)
+                .cloned()
+                .unwrap_or_default(),
         }))
     }
 }
@@ -97,7 +106,11 @@ impl RoomDirectory for NodeDirectory {
             created_ms: unix_millis(),
         };
         backend.create_room(&room, settings).await?;
-        self.created.lock().expect("lock").insert(room.clone());
+        self.created
+            .lock()
+            .expect("lock")
+            .entry(room.clone())
+            .or_insert(request.labels);
         let view = self
             .view(&room)
             .await?
@@ -109,12 +122,15 @@ impl RoomDirectory for NodeDirectory {
         })
     }
 
-    async fn list_rooms(&self) -> Result<Vec<RoomView>, ApiError> {
-        let mut ids: BTreeSet<RoomId> = self.created.lock().expect("lock").clone();
+    async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
+        let mut ids: BTreeSet<RoomId> =
+            self.created.lock().expect("lock").keys().cloned().collect();
         ids.extend(self.hub.rooms().iter().map(|r| r.id().clone()));
         let mut views = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(view) = self.view(&id).await? {
+            if let Some(view) = self.view(&id).await?
+                && filter.matches(None, &view.labels)
+            {
                 views.push(view);
             }
         }

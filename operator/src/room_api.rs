@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chatnode::api::{
-    ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomView, TokenRequest, TokenView,
-    mint_token_view,
+    ApiError, CreateRoom, CreatedRoom, RoomDirectory, RoomFilter, RoomView, TokenRequest,
+    TokenView, mint_token_view,
 };
 use chatnode::auth::TokenKeys;
 use chatnode::history::{self, HistoryQuery, HistoryView};
@@ -129,7 +129,8 @@ impl RoomDirectory for KubeDirectory {
             purpose: request.purpose.clone(),
             ttl_seconds_after_empty: None,
         };
-        let room = ChatRoom::new(&name, spec);
+        let mut room = ChatRoom::new(&name, spec);
+        room.metadata.labels = Some(request.labels.clone()).filter(|l| !l.is_empty());
         let created = match self
             .rooms(&namespace)
             .create(&PostParams::default(), &room)
@@ -150,7 +151,7 @@ impl RoomDirectory for KubeDirectory {
         })
     }
 
-    async fn list_rooms(&self) -> Result<Vec<RoomView>, ApiError> {
+    async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
         let rooms = Api::<ChatRoom>::all(self.client.clone())
             .list(&ListParams::default())
             .await
@@ -162,6 +163,7 @@ impl RoomDirectory for KubeDirectory {
         Ok(rooms
             .items
             .iter()
+            .filter(|room| filter.matches(Some(&room.spec.fleet), room.labels()))
             .map(|room| {
                 let limit = fleets
                     .items
@@ -263,6 +265,8 @@ fn view(room: &ChatRoom, fleet_limit: u32) -> RoomView {
         max_members: room.spec.max_members.unwrap_or(fleet_limit),
         node: status.node.unwrap_or_default(),
         endpoint: status.endpoint.unwrap_or_default(),
+        fleet: Some(room.spec.fleet.clone()),
+        labels: room.labels().clone(),
     }
 }
 

@@ -335,3 +335,54 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         (405, Some("method_not_allowed"))
     );
 }
+
+#[tokio::test]
+async fn rooms_can_be_listed_by_label() {
+    let node = Node::start(&[]).await;
+    for (name, ticket) in [("case-a", "4711"), ("case-b", "4712")] {
+        let (status, body) = call(
+            &node,
+            reqwest::Method::POST,
+            "/v1/rooms",
+            Some(json!({"namespace": "support", "name": name, "labels": {"ticket": ticket}})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["labels"]["ticket"], ticket);
+    }
+    let names = |body: Value| -> Vec<String> {
+        let list: RoomList = serde_json::from_value(body).unwrap();
+        list.rooms.into_iter().map(|r| r.name).collect()
+    };
+    let (status, body) = call(
+        &node,
+        reqwest::Method::GET,
+        "/v1/rooms?label=ticket=4712",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(body), ["case-b"]);
+    let (_, body) = call(&node, reqwest::Method::GET, "/v1/rooms", None).await;
+    assert_eq!(names(body), ["case-a", "case-b"]);
+    // A standalone node belongs to no fleet.
+    let (_, body) = call(&node, reqwest::Method::GET, "/v1/rooms?fleet=chat", None).await;
+    assert!(names(body).is_empty());
+
+    let (status, body) = call(&node, reqwest::Method::GET, "/v1/rooms?label=ticket", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
+    let (status, body) = call(
+        &node,
+        reqwest::Method::POST,
+        "/v1/rooms",
+        Some(json!({"labels": {"": "x"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
+}

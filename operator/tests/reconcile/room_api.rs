@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatnode::api::{CreateRoom, RoomDirectory, TokenRequest};
+use chatnode::api::{CreateRoom, RoomDirectory, RoomFilter, TokenRequest};
 use chatnode::auth::TokenKeys;
 use chatnode::wire::frames::Role;
 use http::{Method, StatusCode};
@@ -185,4 +185,78 @@ async fn tokens_are_signed_with_the_fleets_key_and_point_at_the_rooms_node() {
         .expect("the node, which trims the Secret the same way, accepts it");
     assert_eq!(claims.sub, "cust-9");
     assert_eq!(claims.room, id);
+}
+
+#[tokio::test]
+async fn rooms_are_opened_with_labels_and_listed_by_fleet_and_label() {
+    let name = open("ticket-6", 2).room_name();
+    let (client, api) = MockApi::start(api_server(Some(placed_room(&name)), false));
+    let mut request = open("ticket-6", 2);
+    request.labels = [("ticket".to_owned(), "4711".to_owned())].into();
+    directory(client).create_room(request).await.unwrap();
+    let posted = api.find(Method::POST, ROOMS).pop().unwrap().body;
+    assert_eq!(posted["metadata"]["labels"], json!({"ticket": "4711"}));
+
+    let labelled = |name: &str, fleet: &str, ticket: &str| {
+        let mut room = placed_room(name);
+        room.spec.fleet = fleet.into();
+        room.metadata.labels = Some([("ticket".to_owned(), ticket.to_owned())].into());
+        room
+    };
+    let rooms = vec![
+        labelled("a", "chat", "1"),
+        labelled("b", "chat", "2"),
+        labelled("c", "other", "2"),
+    ];
+    let list = json!({"apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoomList",
+                      "metadata": {}, "items": rooms});
+    let (client, _api) = MockApi::start(move |call: &crate::mock::Call| match call.path() {
+        "/apis/chatfleet.dev/v1alpha1/chatrooms" => (StatusCode::OK, list.clone()),
+        "/apis/chatfleet.dev/v1alpha1/chatfleets" => (
+            StatusCode::OK,
+            json!({"apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleetList",
+                       "metadata": {}, "items": [fleet()]}),
+        ),
+        _ => not_found(),
+    });
+    let directory = directory(client);
+    let names = |views: Vec<chatnode::api::RoomView>| -> Vec<String> {
+        views.into_iter().map(|v| v.name).collect()
+    };
+    let by = |fleet: Option<&str>, label: Option<&str>| RoomFilter {
+        fleet: fleet.map(str::to_owned),
+        label: label.map(str::to_owned),
+    };
+    assert_eq!(
+        names(directory.list_rooms(&by(None, None)).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        names(directory.list_rooms(&by(Some("chat"), None)).await.unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(
+            directory
+                .list_rooms(&by(None, Some("ticket=2")))
+                .await
+                .unwrap()
+        ),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(
+            directory
+                .list_rooms(&by(Some("chat"), Some("ticket=2")))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    let view = directory
+        .list_rooms(&by(None, Some("ticket=1")))
+        .await
+        .unwrap();
+    assert_eq!(view[0].fleet.as_deref(), Some("chat"));
+    assert_eq!(view[0].labels["ticket"], "1");
 }
