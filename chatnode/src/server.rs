@@ -89,6 +89,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let keys = ApiKeys::scoped(vec![api_key.clone()], vec![admin_key.clone()]);
     let app = http::router(state, keys);
 
+    let shutdown = ShutdownSignal::install();
     // Plain lines on stdout: what a person (and the test harness) needs to get going.
     println!("chatnode {} listening on http://{bound}", hub.node_name());
     println!("chat page: http://{bound}/");
@@ -115,7 +116,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let notice = config.drain_notice();
     let deadline = config.drain_deadline();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown.received().await;
         drain(&drain_hub, report_ttl, notice, deadline).await;
     });
     let result = server.await.map_err(Error::Serve);
@@ -154,24 +155,40 @@ async fn drain(hub: &Arc<Hub>, report_ttl: Duration, notice: Duration, deadline:
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or Ctrl-C. Installed before the node says it listens, so a signal that comes
+/// right after start is a graceful shutdown too, not the default (abrupt) death.
+struct ShutdownSignal {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    }
+
+    async fn received(self) {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match self.term {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
     }
 }
 
