@@ -7,16 +7,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Html;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiKeys, ErrorBody, Scope};
+use crate::api::{ApiError, ApiKeys, ErrorBody, Scope, require_scope};
 use crate::wire::RoomId;
 use crate::wire::load::{LoadReport, RoomLoad};
 
@@ -169,23 +169,6 @@ const ADMIN_PAGE: &str = include_str!("../web/admin.html");
 #[utoipa::path(get, path = "/admin", tag = "pages", responses((status = 200, description = "HTML", content_type = "text/html")))]
 pub(crate) async fn admin_page() -> Html<&'static str> {
     Html(ADMIN_PAGE)
-}
-
-async fn require_scope(
-    State((keys, needed)): State<(ApiKeys, Scope)>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match (keys.scope_of(presented), needed) {
-        (None, _) => ApiError::unauthorized().into_response(),
-        (Some(Scope::Room), Scope::Admin) => ApiError::forbidden().into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 /// A user's live sessions across the fleet.

@@ -431,10 +431,6 @@ impl ApiKeys {
             None
         }
     }
-
-    fn accepts(&self, presented: &str) -> bool {
-        self.scope_of(presented).is_some()
-    }
 }
 
 /// The room API's routes, every one behind `X-API-Key`.
@@ -448,11 +444,16 @@ pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
         .route("/v1/rooms/{namespace}/{room}/tokens", post(token::<D>))
         .route("/v1/rooms/{namespace}/{room}/history", get(history::<D>))
         .with_state(directory)
-        .layer(middleware::from_fn_with_state(keys, require_api_key))
+        .layer(middleware::from_fn_with_state(
+            (keys, Scope::Room),
+            require_scope,
+        ))
 }
 
-async fn require_api_key(
-    State(keys): State<ApiKeys>,
+/// Lets a request through when its `X-API-Key` has the `needed` scope: 401 for no key or a
+/// wrong one, 403 for a room key on an admin route.
+pub(crate) async fn require_scope(
+    State((keys, needed)): State<(ApiKeys, Scope)>,
     headers: HeaderMap,
     request: Request,
     next: Next,
@@ -461,10 +462,10 @@ async fn require_api_key(
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if keys.accepts(presented) {
-        next.run(request).await
-    } else {
-        ApiError::unauthorized().into_response()
+    match (keys.scope_of(presented), needed) {
+        (None, _) => ApiError::unauthorized().into_response(),
+        (Some(Scope::Room), Scope::Admin) => ApiError::forbidden().into_response(),
+        _ => next.run(request).await,
     }
 }
 
