@@ -179,6 +179,21 @@ impl Node {
         }
     }
 
+    /// A node of the fleet sharing `redis`, named `name`, reporting every 200 ms, plus `args`.
+    pub async fn in_fleet(redis: &Redis, name: &str, args: &[&str]) -> Node {
+        let url = redis.url();
+        let mut all = vec![
+            "--redis-url",
+            &url,
+            "--node-name",
+            name,
+            "--heartbeat-ms",
+            "200",
+        ];
+        all.extend_from_slice(args);
+        Node::start(&all).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

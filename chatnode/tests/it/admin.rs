@@ -11,15 +11,7 @@ use serde_json::json;
 use crate::support::{ADMIN_KEY, API_KEY, Client, Node, Redis, assert_error, eventually};
 
 async fn fleet_node(redis: &Redis, name: &str) -> Node {
-    Node::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-name",
-        name,
-        "--heartbeat-ms",
-        "200",
-    ])
-    .await
+    Node::in_fleet(redis, name, &[]).await
 }
 
 async fn join(node: &Node, room: &str, user: &str) -> Client {

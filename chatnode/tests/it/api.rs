@@ -255,11 +255,8 @@ async fn one_call_opens_a_room_with_tokens_and_retries_find_it() {
 #[tokio::test]
 async fn history_pages_through_a_rooms_messages_from_any_node() {
     let redis = crate::support::Redis::start().await;
-    let fleet = |name: &'static str| {
-        let url = redis.url();
-        async move { Node::start(&["--redis-url", &url, "--node-name", name]).await }
-    };
-    let (first, second) = (fleet("chat-0").await, fleet("chat-1").await);
+    let first = Node::in_fleet(&redis, "chat-0", &[]).await;
+    let second = Node::in_fleet(&redis, "chat-1", &[]).await;
     let (status, _) = call(
         &first,
         reqwest::Method::POST,

@@ -9,18 +9,12 @@ use crate::support::{Client, Node, Redis, assert_error, eventually};
 const MAX: usize = 3;
 
 async fn fleet_node(redis: &Redis, name: &str) -> Node {
-    Node::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-name",
+    let max = MAX.to_string();
+    Node::in_fleet(
+        redis,
         name,
-        "--max-user-sessions",
-        &MAX.to_string(),
-        "--session-ttl-seconds",
-        "2",
-        "--heartbeat-ms",
-        "200",
-    ])
+        &["--max-user-sessions", &max, "--session-ttl-seconds", "2"],
+    )
     .await
 }
 

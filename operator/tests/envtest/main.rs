@@ -148,17 +148,7 @@ async fn node_pod(client: &kube::Client, redis: &Redis, name: &str) -> Node {
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     set_ready(client, name, true).await;
-    Node::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-name",
-        name,
-        "--max-node-users",
-        "4",
-        "--heartbeat-ms",
-        "200",
-    ])
-    .await
+    Node::in_fleet(redis, name, &["--max-node-users", "4"]).await
 }
 
 async fn set_ready(client: &kube::Client, pod: &str, ready: bool) {

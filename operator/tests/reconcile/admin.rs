@@ -43,15 +43,7 @@ fn api_server(redis_url: String) -> impl Fn(&mock::Call) -> Reply {
 }
 
 async fn fleet_node(redis: &Redis) -> Node {
-    Node::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--node-name",
-        "chat-0",
-        "--heartbeat-ms",
-        "200",
-    ])
-    .await
+    Node::in_fleet(redis, "chat-0", &[]).await
 }
 
 fn pool() -> Arc<RedisPool> {

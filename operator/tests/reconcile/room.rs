@@ -477,21 +477,8 @@ async fn draining_a_node_moves_its_rooms_and_their_members() {
     use testkit::{Client, Node};
 
     let redis = Redis::start().await;
-    let node = |name: &'static str| {
-        let url = redis.url();
-        async move {
-            Node::start(&[
-                "--redis-url",
-                &url,
-                "--node-name",
-                name,
-                "--heartbeat-ms",
-                "200",
-            ])
-            .await
-        }
-    };
-    let (chat_0, chat_1) = (node("chat-0").await, node("chat-1").await);
+    let chat_0 = Node::in_fleet(&redis, "chat-0", &[]).await;
+    let chat_1 = Node::in_fleet(&redis, "chat-1", &[]).await;
     let mut status = placed_on("chat-0").unwrap();
     status.endpoint = Some(
         chat_0
