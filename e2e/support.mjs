@@ -11,19 +11,38 @@ export const here = dirname(fileURLToPath(import.meta.url));
 const CHATNODE = process.env.CHATNODE_BIN || join(here, "..", "target", "debug", "chatnode");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
+/**
+ * Resolves with the first match of `pattern` in the child's stdout. It keeps reading stdout
+ * afterwards: a pipe nobody reads, or one that is closed, would stall or kill the child at its
+ * next line.
+ */
+function firstMatch(child, pattern, what) {
+  return new Promise((resolve, reject) => {
+    let out = "";
+    let found = false;
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk) => {
+      if (found) return;
+      out += chunk;
+      const match = out.match(pattern);
+      if (match) {
+        found = true;
+        resolve(match);
+      }
+    });
+    child.on("exit", (code) => {
+      if (!found) reject(new Error(`${what} exited (${code}) before it was ready: ${out}`));
+    });
+  });
+}
+
 /** Starts a chatnode with `args`; resolves to { child, base } once it prints its address. */
 export async function startNode(args) {
   const child = spawn(CHATNODE, ["--listen", "127.0.0.1:0", ...args], {
     stdio: ["ignore", "pipe", "ignore"],
   });
-  let out = "";
-  child.stdout.setEncoding("utf8");
-  for await (const chunk of child.stdout) {
-    out += chunk;
-    const match = out.match(/listening on (http:\/\/[\d.:]+)/);
-    if (match) return { child, base: match[1] };
-  }
-  throw new Error(`chatnode exited before listening: ${out}`);
+  const match = await firstMatch(child, /listening on (http:\/\/[\d.:]+)/, "chatnode");
+  return { child, base: match[1] };
 }
 
 async function freePort() {
@@ -42,13 +61,8 @@ export async function startRedis() {
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
     stdio: ["ignore", "pipe", "ignore"],
   });
-  let out = "";
-  child.stdout.setEncoding("utf8");
-  for await (const chunk of child.stdout) {
-    out += chunk;
-    if (out.includes("Ready to accept connections")) return { child, url: `redis://127.0.0.1:${port}` };
-  }
-  throw new Error(`redis-server exited: ${out}`);
+  await firstMatch(child, /Ready to accept connections/, "redis-server");
+  return { child, url: `redis://127.0.0.1:${port}` };
 }
 
 export async function stop(child) {
