@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chatnode::wire::RoomId;
 use chatnode::wire::keys;
-use chatnode::wire::load::{Limits, LoadReport, RoomLoad};
+use chatnode::wire::load::{LoadReport, RoomLoad};
 use operator::seats::{SeatStore, Seats};
 use redis::AsyncCommands;
 use testkit::Redis;
@@ -18,29 +18,10 @@ async fn store(redis: &Redis) -> SeatStore {
 /// Writes a node's load report as a chat node's heartbeat would.
 async fn report(redis: &Redis, node: &str, users: u32, limit: u32, draining: bool) {
     let report = LoadReport {
-        node: node.into(),
-        advertise_url: format!("ws://{node}:8080"),
-        users,
-        rooms: 0,
-        msg_rate: 0.0,
-        limits: Limits {
-            max_node_users: limit,
-            max_room_members: 300,
-        },
         draining,
-        version: "test".into(),
-        ts_ms: 1,
+        ..testkit::load_report(node, users, limit, 0.0)
     };
-    let _: () = redis
-        .conn()
-        .await
-        .set_ex(
-            keys::node_report(node),
-            serde_json::to_string(&report).unwrap(),
-            60,
-        )
-        .await
-        .unwrap();
+    redis.write_report(&report).await;
 }
 
 fn room(n: usize) -> RoomId {

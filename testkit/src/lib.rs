@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chatnode::auth::TokenKeys;
 use chatnode::wire::RoomId;
 use chatnode::wire::frames::{ClientFrame, Member, Role, ServerFrame};
+use chatnode::wire::load::{Limits, LoadReport};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -114,6 +115,18 @@ impl Redis {
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
+    }
+
+    /// Writes `report` under its node's key, as the node's heartbeat would (expiring in 60 s).
+    pub async fn write_report(&self, report: &LoadReport) {
+        let _: () = redis::AsyncCommands::set_ex(
+            &mut self.conn().await,
+            chatnode::wire::keys::node_report(&report.node),
+            serde_json::to_string(report).unwrap(),
+            60,
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -271,6 +284,25 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A load report of `node` (at `ws://<node>.chat.support.svc:8080`) with `users` of
+/// `max_users` seats taken, `msg_rate` messages a second, not draining.
+pub fn load_report(node: &str, users: u32, max_users: u32, msg_rate: f64) -> LoadReport {
+    LoadReport {
+        node: node.into(),
+        advertise_url: format!("ws://{node}.chat.support.svc:8080"),
+        users,
+        rooms: 0,
+        msg_rate,
+        limits: Limits {
+            max_node_users: max_users,
+            max_room_members: 300,
+        },
+        draining: false,
+        version: "test".into(),
+        ts_ms: 1,
     }
 }
 

@@ -2,67 +2,39 @@
 
 use std::sync::Arc;
 
-use chatnode::wire::keys;
-use chatnode::wire::load::{Limits, LoadReport};
+use chatnode::wire::load::LoadReport;
 use http::{Method, StatusCode};
-use operator::crd::{ChatFleet, ChatFleetSpec};
+use operator::crd::ChatFleet;
 use operator::fleet::reconcile;
-use redis::AsyncCommands;
-use serde_json::json;
 use testkit::Redis;
 
-use crate::mock::{MockApi, context, meta, pod};
+use crate::mock::{self, Call, MockApi, Reply, context, pod};
 
 const NS: &str = "/namespaces/support";
 
-#[tokio::test]
-async fn a_fleet_becomes_a_stateful_set_a_headless_service_and_a_budget() {
-    let redis = Redis::start().await;
-    let report = LoadReport {
-        node: "chat-0".into(),
-        advertise_url: "ws://chat-0.chat.support.svc:8080".into(),
-        users: 40,
-        rooms: 7,
-        msg_rate: 1.0,
-        limits: Limits {
-            max_node_users: 300,
-            max_room_members: 300,
-        },
-        draining: false,
-        version: "test".into(),
-        ts_ms: 1,
-    };
-    let _: () = redis
-        .conn()
-        .await
-        .set_ex(
-            keys::node_report("chat-0"),
-            serde_json::to_string(&report).unwrap(),
-            60,
-        )
-        .await
-        .unwrap();
-    let spec: ChatFleetSpec = serde_json::from_value(json!({
-        "replicas": 2,
-        "image": "chatnode:dev",
-        "redis": {"url": redis.url()},
-        "tokenSecret": {"name": "tokens", "key": "secret"},
-    }))
-    .unwrap();
-    let fleet = ChatFleet {
-        metadata: meta("chat"),
-        spec,
-        status: None,
-    };
-    let answer = serde_json::to_value(&fleet).unwrap();
-    // Applies echo what was applied; reads and status patches of the fleet return the fleet.
-    let (client, api) = MockApi::start(move |call| {
+/// Applies echo what was applied; reads and status patches of the fleet return `fleet`.
+fn api_server(fleet: &ChatFleet) -> impl Fn(&Call) -> Reply + use<> {
+    let answer = serde_json::to_value(fleet).unwrap();
+    move |call| {
         if call.path().contains("/chatfleets/") {
             (StatusCode::OK, answer.clone())
         } else {
             (StatusCode::OK, call.body.clone())
         }
-    });
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_becomes_a_stateful_set_a_headless_service_and_a_budget() {
+    let redis = Redis::start().await;
+    let report = LoadReport {
+        rooms: 7,
+        ..testkit::load_report("chat-0", 40, 300, 1.0)
+    };
+    redis.write_report(&report).await;
+    let mut fleet = mock::fleet(&redis.url());
+    fleet.spec.replicas = 2;
+    let (client, api) = MockApi::start(api_server(&fleet));
     let ctx = context(
         client,
         vec![pod("chat", "chat-0", true), pod("chat", "chat-1", false)],
@@ -104,25 +76,8 @@ async fn a_fleet_becomes_a_stateful_set_a_headless_service_and_a_budget() {
 #[tokio::test]
 async fn a_fleet_whose_redis_is_down_says_so_in_its_status() {
     let nowhere = format!("redis://127.0.0.1:{}", testkit::free_port());
-    let spec: ChatFleetSpec = serde_json::from_value(json!({
-        "image": "chatnode:dev",
-        "redis": {"url": nowhere},
-        "tokenSecret": {"name": "tokens", "key": "secret"},
-    }))
-    .unwrap();
-    let fleet = ChatFleet {
-        metadata: meta("chat"),
-        spec,
-        status: None,
-    };
-    let answer = serde_json::to_value(&fleet).unwrap();
-    let (client, api) = MockApi::start(move |call| {
-        if call.path().contains("/chatfleets/") {
-            (StatusCode::OK, answer.clone())
-        } else {
-            (StatusCode::OK, call.body.clone())
-        }
-    });
+    let fleet = mock::fleet(&nowhere);
+    let (client, api) = MockApi::start(api_server(&fleet));
     let ctx = context(client, vec![pod("chat", "chat-0", true)]);
 
     let error = reconcile(Arc::new(fleet), ctx).await.unwrap_err();

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatnode::wire::keys::{self, RoomKeys};
-use chatnode::wire::load::{Limits, LoadReport};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -51,30 +50,9 @@ fn placed_on(node: &str) -> Option<ChatRoomStatus> {
 
 /// A node's heartbeat, as the chat node writes it.
 async fn report(redis: &Redis, node: &str, users: u32, msg_rate: f64) {
-    let report = LoadReport {
-        node: node.into(),
-        advertise_url: format!("ws://{node}.chat.support.svc:8080"),
-        users,
-        rooms: 0,
-        msg_rate,
-        limits: Limits {
-            max_node_users: 10,
-            max_room_members: 300,
-        },
-        draining: false,
-        version: "test".into(),
-        ts_ms: 1,
-    };
-    let _: () = redis
-        .conn()
-        .await
-        .set_ex(
-            keys::node_report(node),
-            serde_json::to_string(&report).unwrap(),
-            60,
-        )
-        .await
-        .unwrap();
+    redis
+        .write_report(&testkit::load_report(node, users, 10, msg_rate))
+        .await;
 }
 
 /// An API server that knows the fleet (or not) and accepts every write.
