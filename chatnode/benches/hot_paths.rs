@@ -5,10 +5,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use chatnode::auth::TokenKeys;
-use chatnode::outbox::{Outbound, outbox};
-use chatnode::wire::RoomId;
-use chatnode::wire::frames::{Member, MessageContent, Role, message_json, message_tail};
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{Member, MessageContent, Role, message_json, message_tail};
+use chatfleet_wire::token::TokenKeys;
+use chatnode::node::outbox::{Outbound, outbox};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn content(room: &RoomId) -> MessageContent {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::wire::load::Limits;
+use chatfleet_wire::load::Limits;
 
 /// A chatfleet chat node: WebSocket chat rooms, a room API and a chat page on one port.
 ///

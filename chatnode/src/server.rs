@@ -1,27 +1,46 @@
 //! Assembles a node from its configuration and runs it until it has drained.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatfleet_api::ApiKeys;
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{Member, Role};
+use chatfleet_wire::token::TokenKeys;
+use chatfleet_wire::urls::http_base;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiKeys;
-use crate::auth::TokenKeys;
 use crate::config::Config;
-use crate::directory::http_base;
 use crate::error::Error;
-use crate::heartbeat;
+use crate::fleet::{heartbeat, live};
 use crate::http::{self, AppState};
-use crate::hub::{Hub, HubSettings};
-use crate::live;
-use crate::session::SessionLimits;
-use crate::store::{Backend, MemoryStore, RedisStore};
-use crate::wire::RoomId;
-use crate::wire::frames::{Member, Role};
+use crate::node::connection::ConnectionLimits;
+use crate::node::{Hub, HubSettings};
+use crate::store::{Backend, FleetStore, MemoryStore};
 
-/// Runs the node until SIGTERM or Ctrl-C, then drains and returns.
+/// Runs the node on `config.listen` until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    // Installed before the node says it listens, so a signal that comes right after start is
+    // a graceful shutdown too, not the default (abrupt) death.
+    let shutdown = ShutdownSignal::install();
+    serve(listener, config, shutdown.received()).await
+}
+
+/// Serves a node on `listener` until `shutdown` completes, then drains and returns. Tests that
+/// need no process of their own run a node this way.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let tokens = TokenKeys::from_secret(&token_secret(&config)?);
     let (api_key, generated_key) = given_or_random(&config.api_key);
     let (admin_key, generated_admin_key) = given_or_random(&config.admin_api_key);
@@ -31,12 +50,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
         );
     }
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
     let bound = listener.local_addr().map_err(Error::Serve)?;
     let settings = HubSettings {
         node_name: config.node_name.clone(),
@@ -51,7 +64,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let room_ttl = Duration::from_secs(config.room_ttl_seconds.max(60));
     let (backend, live_requests) = match &config.redis_url {
         Some(url) => {
-            let (store, requests) = RedisStore::new(url, config.history_len, room_ttl)?;
+            let (store, requests) = FleetStore::new(url, config.history_len, room_ttl)?;
             (Backend::Redis(store), Some(requests))
         }
         None => (Backend::Memory(MemoryStore::new(config.history_len)), None),
@@ -76,7 +89,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let state = AppState {
         hub: hub.clone(),
-        session: SessionLimits {
+        connection: ConnectionLimits {
             max_message_bytes: config.max_message_bytes,
             rate_per_second: config.rate_per_second,
             rate_burst: config.rate_burst,
@@ -89,7 +102,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let keys = ApiKeys::scoped(vec![api_key.clone()], vec![admin_key.clone()]);
     let app = http::router(state, keys);
 
-    let shutdown = ShutdownSignal::install();
     // Plain lines on stdout: what a person (and the test harness) needs to get going.
     println!("chatnode {} listening on http://{bound}", hub.node_name());
     println!("chat page: http://{bound}/");
@@ -116,13 +128,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let notice = config.drain_notice();
     let deadline = config.drain_deadline();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.received().await;
+        shutdown.await;
         drain(&drain_hub, report_ttl, notice, deadline).await;
     });
     let result = server.await.map_err(Error::Serve);
     stop.cancel();
     if let Backend::Redis(store) = hub.backend()
-        && let Err(error) = store.remove_report(hub.node_name()).await
+        && let Err(error) = store.state().reports.remove(hub.node_name()).await
     {
         tracing::warn!(%error, "could not remove the load report; it expires by itself");
     }
@@ -155,8 +167,7 @@ async fn drain(hub: &Arc<Hub>, report_ttl: Duration, notice: Duration, deadline:
     }
 }
 
-/// SIGTERM or Ctrl-C. Installed before the node says it listens, so a signal that comes
-/// right after start is a graceful shutdown too, not the default (abrupt) death.
+/// SIGTERM or Ctrl-C.
 struct ShutdownSignal {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,

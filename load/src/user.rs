@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use chatnode::wire::frames::ClientFrame;
+use chatfleet_wire::frames::ClientFrame;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};

@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use operator::placement::{NodeLoad, Strategy, place};
+use operator::decide::placement::{NodeLoad, Strategy, place};
 
 fn fleet() -> Vec<NodeLoad> {
     (0..30)

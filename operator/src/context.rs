@@ -10,8 +10,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::backoff::Backoff;
+use crate::fleet_redis::RedisPool;
 use crate::metrics::Metrics;
-use crate::redis_pool::RedisPool;
 
 /// Tunables of the reconcilers.
 #[derive(Debug, Clone)]
@@ -48,6 +48,28 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context for reconcilers that report Events as `instance` (this replica).
+    pub fn new(
+        client: Client,
+        pods: Store<Pod>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Self {
+        Self {
+            client,
+            redis: RedisPool::new(settings.room_ttl),
+            pods,
+            reporter: Reporter {
+                controller: "chatfleet-operator".into(),
+                instance,
+            },
+            metrics,
+            settings,
+            backoff: Backoff::default(),
+        }
+    }
+
     pub fn recorder(&self) -> Recorder {
         Recorder::new(self.client.clone(), self.reporter.clone())
     }

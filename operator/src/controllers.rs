@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 
 use crate::context::Context;
 use crate::crd::{ChatFleet, ChatRoom};
-use crate::{fleet, room};
+use crate::reconcile::{fleet, room};
 
 /// Label selector of every chat node pod.
 pub const NODE_PODS: &str = "app.kubernetes.io/name=chatnode";

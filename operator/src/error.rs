@@ -6,8 +6,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("room state in Redis: {0}")]
-    Store(#[from] chatnode::store::StoreError),
+    #[error("shared state in Redis: {0}")]
+    State(#[from] chatfleet_state::StateError),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("seats kept being taken by others: {0}")]
@@ -26,7 +26,8 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Redis(_) => "redis",
-            Error::Store(_) => "store",
+            Error::State(chatfleet_state::StateError::Redis(_)) => "redis",
+            Error::State(_) => "store",
             Error::Finalizer(_) => "finalizer",
             Error::Contended(_) => "contended",
             Error::Config(_) => "config",

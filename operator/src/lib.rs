@@ -1,20 +1,19 @@
-//! The chatfleet operator. Its decisions (placement, the resources a fleet needs) are pure
-//! functions free of I/O; the reconcilers read Kubernetes and Redis, call them, and write the
-//! results back. `main.rs` only wires them together.
+//! The chatfleet operator. Its decisions (placement, where a room goes, the resources a fleet
+//! needs) are pure functions in [`decide`]; the reconcilers in [`reconcile`] read Kubernetes
+//! and Redis, call them, and write the results back. [`api`] serves the room API over
+//! Kubernetes. `main.rs` only wires them together.
 
+pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod controllers;
 pub mod crd;
+pub mod decide;
 pub mod error;
-pub mod fleet;
-pub mod fleet_admin;
+pub mod fleet_redis;
 pub mod http;
+pub mod leader;
 pub mod metrics;
-pub mod placement;
-pub mod redis_pool;
-pub mod room;
-pub mod room_api;
-pub mod seats;
-pub mod workload;
+pub mod reconcile;
+pub mod secrets;

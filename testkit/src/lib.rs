@@ -7,10 +7,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use chatnode::auth::TokenKeys;
-use chatnode::wire::RoomId;
-use chatnode::wire::frames::{ClientFrame, Member, Role, ServerFrame};
-use chatnode::wire::load::{Limits, LoadReport};
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{ClientFrame, Member, Role, ServerFrame};
+use chatfleet_wire::load::{Limits, LoadReport};
+use chatfleet_wire::token::TokenKeys;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -121,12 +121,22 @@ impl Redis {
     pub async fn write_report(&self, report: &LoadReport) {
         let _: () = redis::AsyncCommands::set_ex(
             &mut self.conn().await,
-            chatnode::wire::keys::node_report(&report.node),
+            chatfleet_wire::keys::node_report(&report.node),
             serde_json::to_string(report).unwrap(),
             60,
         )
         .await
         .unwrap();
+    }
+
+    /// The fleet's shared state in this server, as chatfleet's components see it.
+    pub fn state(&self) -> chatfleet_state::FleetState {
+        let redis = chatfleet_state::Redis::open(
+            &self.url(),
+            chatfleet_state::ConnectionSettings::OPERATOR,
+        )
+        .unwrap();
+        chatfleet_state::FleetState::new(redis, Duration::from_secs(86_400))
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -340,7 +350,7 @@ impl Client {
     }
 
     /// Connects and reads the welcome.
-    pub async fn join(url: &str) -> (Client, chatnode::wire::frames::Welcome) {
+    pub async fn join(url: &str) -> (Client, chatfleet_wire::frames::Welcome) {
         let mut client = Self::connect(url).await;
         match client.recv().await {
             ServerFrame::Welcome(welcome) => (client, welcome),
@@ -384,7 +394,7 @@ impl Client {
     }
 
     /// The next chat message, skipping presence.
-    pub async fn message(&mut self) -> chatnode::wire::frames::Message {
+    pub async fn message(&mut self) -> chatfleet_wire::frames::Message {
         match self.recv_skip_presence().await {
             ServerFrame::Message(message) => message,
             other => panic!("expected a message, got {other:?}"),
@@ -433,7 +443,7 @@ impl Client {
 }
 
 /// Expects an `error` frame with `code`.
-pub fn assert_error(frame: &ServerFrame, code: chatnode::wire::frames::ErrorCode) {
+pub fn assert_error(frame: &ServerFrame, code: chatfleet_wire::frames::ErrorCode) {
     match frame {
         ServerFrame::Error(error) => assert_eq!(error.code, code, "{error:?}"),
         other => panic!("expected error {code}, got {other:?}"),

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{LoggedFrame, RoomSettings, StoreError};
-use crate::wire::RoomId;
-use crate::wire::frames::message_json;
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::message_json;
+
+use super::{LoggedFrame, RoomSettings, StateError};
 
 #[derive(Debug, Default)]
 struct RoomLog {
@@ -42,11 +43,11 @@ impl MemoryStore {
         self.rooms.lock().expect("room map lock").get(room).cloned()
     }
 
-    pub fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StoreError> {
+    pub fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StateError> {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
         if log.closed {
-            return Err(StoreError::RoomClosed);
+            return Err(StateError::RoomClosed);
         }
         log.latest_id += 1;
         let id = log.latest_id;
@@ -85,11 +86,11 @@ impl MemoryStore {
         &self,
         room: &RoomId,
         settings: RoomSettings,
-    ) -> Result<RoomSettings, StoreError> {
+    ) -> Result<RoomSettings, StateError> {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
         if log.closed {
-            return Err(StoreError::RoomClosed);
+            return Err(StateError::RoomClosed);
         }
         Ok(*log.settings.get_or_insert(settings))
     }
@@ -146,7 +147,7 @@ mod tests {
         assert!(store.is_closed(&room()));
         assert!(matches!(
             store.append(&room(), "}"),
-            Err(StoreError::RoomClosed)
+            Err(StateError::RoomClosed)
         ));
         assert!(store.read_range(&room(), 0, 10).is_empty());
     }

@@ -3,40 +3,26 @@
 //! Standalone nodes keep it in memory; fleet nodes keep it in Redis, so a client that
 //! reconnects to another node finds the same history and the same message ids.
 
+mod fleet;
 mod memory;
-pub mod redis;
 
 use axum::extract::ws::Utf8Bytes;
+pub use chatfleet_state::StateError;
+pub use chatfleet_state::rooms::RoomSettings;
+use chatfleet_wire::RoomId;
 
+pub use self::fleet::{FleetStore, LiveSync};
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
-use crate::wire::RoomId;
 
-/// A message as the log holds it: its id and its encoded frame.
+/// A message as the node hands it around: its id and its encoded frame, shared by every
+/// member's queue without copying.
 pub type LoggedFrame = (u64, Utf8Bytes);
 
-/// A room's settings, set when it is created through the room API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomSettings {
-    pub max_members: u32,
-    pub created_ms: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    #[error("the room's live channel could not be subscribed")]
-    LiveUnavailable,
-    #[error("the room was closed")]
-    RoomClosed,
-}
-
-/// The log behind every room of this node.
+/// The log behind every room of this node: in memory standalone, the fleet's Redis otherwise.
 #[derive(Clone)]
 pub enum Backend {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(FleetStore),
 }
 
 impl Backend {
@@ -55,18 +41,21 @@ impl Backend {
         room: &RoomId,
         tail: &str,
         floor: u64,
-    ) -> Result<LoggedFrame, StoreError> {
+    ) -> Result<LoggedFrame, StateError> {
         match self {
             Backend::Memory(m) => m.append(room, tail),
-            Backend::Redis(r) => r.append(room, tail, floor).await,
+            Backend::Redis(r) => {
+                let (id, frame) = r.log().append(room, tail, floor).await?;
+                Ok((id, frame.into()))
+            }
         }
     }
 
     /// The newest message id (0 when there is none).
-    pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StoreError> {
+    pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
         match self {
             Backend::Memory(m) => Ok(m.latest_id(room)),
-            Backend::Redis(r) => r.latest_id(room).await,
+            Backend::Redis(r) => r.state().rooms.latest_id(room).await,
         }
     }
 
@@ -76,20 +65,23 @@ impl Backend {
         room: &RoomId,
         after: u64,
         upto: u64,
-    ) -> Result<Vec<LoggedFrame>, StoreError> {
+    ) -> Result<Vec<LoggedFrame>, StateError> {
         if upto <= after {
             return Ok(Vec::new());
         }
         match self {
             Backend::Memory(m) => Ok(m.read_range(room, after, upto)),
-            Backend::Redis(r) => r.read_range(room, after, upto).await,
+            Backend::Redis(r) => {
+                let frames = r.state().rooms.read_range(room, after, upto).await?;
+                Ok(frames.into_iter().map(|(id, f)| (id, f.into())).collect())
+            }
         }
     }
 
-    pub async fn settings(&self, room: &RoomId) -> Result<Option<RoomSettings>, StoreError> {
+    pub async fn settings(&self, room: &RoomId) -> Result<Option<RoomSettings>, StateError> {
         match self {
             Backend::Memory(m) => Ok(m.settings(room)),
-            Backend::Redis(r) => r.settings(room).await,
+            Backend::Redis(r) => r.state().rooms.settings(room).await,
         }
     }
 
@@ -98,29 +90,29 @@ impl Backend {
         &self,
         room: &RoomId,
         settings: RoomSettings,
-    ) -> Result<RoomSettings, StoreError> {
+    ) -> Result<RoomSettings, StateError> {
         match self {
             Backend::Memory(m) => m.create_room(room, settings),
-            Backend::Redis(r) => r.create_room(room, settings).await,
+            Backend::Redis(r) => r.state().rooms.create(room, settings).await,
         }
     }
 
-    pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StoreError> {
+    pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StateError> {
         match self {
             Backend::Memory(m) => Ok(m.is_closed(room)),
-            Backend::Redis(r) => r.is_closed(room).await,
+            Backend::Redis(r) => r.state().rooms.is_closed(room).await,
         }
     }
 
     /// Marks the room closed for good and drops its history. In Redis this also tells every
     /// node hosting the room, through its live channel.
-    pub async fn close_room(&self, room: &RoomId, closed_frame: &str) -> Result<(), StoreError> {
+    pub async fn close_room(&self, room: &RoomId, closed_frame: &str) -> Result<(), StateError> {
         match self {
             Backend::Memory(m) => {
                 m.close_room(room);
                 Ok(())
             }
-            Backend::Redis(r) => r.close_room(room, closed_frame).await,
+            Backend::Redis(r) => r.state().rooms.close(room, closed_frame).await,
         }
     }
 }

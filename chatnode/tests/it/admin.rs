@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chatnode::wire::frames::{ErrorCode, ServerFrame, close};
+use chatfleet_wire::frames::{ErrorCode, ServerFrame, close};
 use reqwest::Method;
 use serde_json::json;
 

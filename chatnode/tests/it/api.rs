@@ -1,8 +1,8 @@
 //! The room API on a standalone node: API key, create, list, get, mint tokens, close.
 
-use chatnode::api::{CreatedRoom, RoomList, RoomView, TokenView};
-use chatnode::history::HistoryView;
-use chatnode::wire::frames::{Role, ServerFrame, close};
+use chatfleet_api::history::HistoryView;
+use chatfleet_api::rooms::{CreatedRoom, RoomList, RoomView, TokenView};
+use chatfleet_wire::frames::{Role, ServerFrame, close};
 use serde_json::{Value, json};
 
 use crate::support::{API_KEY, Client, Node};
@@ -156,7 +156,7 @@ async fn open_a_room_invite_people_and_close_it() {
     let mut stale = Client::connect(&customer.ws_url).await;
     crate::support::assert_error(
         &stale.recv().await,
-        chatnode::wire::frames::ErrorCode::RoomClosed,
+        chatfleet_wire::frames::ErrorCode::RoomClosed,
     );
 }
 

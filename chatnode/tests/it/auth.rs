@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chatnode::wire::frames::Role;
+use chatfleet_wire::frames::Role;
 use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -1,6 +1,6 @@
 //! Members of a room exchange messages, standalone and across two nodes sharing Redis.
 
-use chatnode::wire::frames::{PresenceEvent, Role, ServerFrame};
+use chatfleet_wire::frames::{PresenceEvent, Role, ServerFrame};
 
 use crate::support::{Client, Node, Redis, token};
 
@@ -78,7 +78,7 @@ async fn observers_read_but_may_not_send() {
     observer.say("can I?").await;
     crate::support::assert_error(
         &observer.recv().await,
-        chatnode::wire::frames::ErrorCode::ReadOnly,
+        chatfleet_wire::frames::ErrorCode::ReadOnly,
     );
     agent.say("you may watch").await;
     assert_eq!(observer.message().await.content.body, "you may watch");

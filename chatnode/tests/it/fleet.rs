@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use chatnode::wire::frames::{ErrorCode, ServerFrame};
-use chatnode::wire::keys;
-use chatnode::wire::load::LoadReport;
+use chatfleet_wire::frames::{ErrorCode, ServerFrame};
+use chatfleet_wire::keys;
+use chatfleet_wire::load::LoadReport;
 use redis::AsyncCommands;
 
 use crate::support::{Client, Node, Redis, assert_error, eventually};

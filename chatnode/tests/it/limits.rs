@@ -1,7 +1,7 @@
 //! Hard limits at admission and per connection: the refused client learns why, everyone else
 //! carries on undisturbed.
 
-use chatnode::wire::frames::{ErrorCode, ServerFrame, close};
+use chatfleet_wire::frames::{ErrorCode, ServerFrame, close};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,7 +1,7 @@
 //! The per-user session limit, fleet-wide: exactly N of many concurrent joins succeed across
 //! two nodes, a clean leave frees a slot at once, a killed node's slots expire.
 
-use chatnode::wire::frames::{ErrorCode, ServerFrame};
+use chatfleet_wire::frames::{ErrorCode, ServerFrame};
 use futures_util::future::join_all;
 
 use crate::support::{Client, Node, Redis, assert_error, eventually};

@@ -10,21 +10,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatnode::api::{ApiKeys, CreatedRoom};
-use chatnode::history::HistoryView;
-use chatnode::wire::keys::RoomKeys;
+use chatfleet_api::ApiKeys;
+use chatfleet_api::history::HistoryView;
+use chatfleet_api::rooms::CreatedRoom;
+use chatfleet_wire::keys::RoomKeys;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
+use operator::api::admin::KubeFleetAdmin;
+use operator::api::rooms::{DirectorySettings, KubeDirectory};
 use operator::context::{Context, Settings};
 use operator::controllers;
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomStatus, RoomPhase};
-use operator::fleet_admin::KubeFleetAdmin;
+use operator::fleet_redis::RedisPool;
 use operator::metrics::Metrics;
-use operator::redis_pool::RedisPool;
-use operator::room_api::{DirectorySettings, KubeDirectory};
 use redis::AsyncCommands;
 use serde_json::json;
 use testkit::{Node, Redis};
@@ -300,8 +301,8 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
     let directory = KubeDirectory::new(client.clone(), settings, pool.clone());
     let admin = KubeFleetAdmin::new(client.clone(), NS, "chat", pool);
     let keys = ApiKeys::scoped(vec!["room-key".into()], vec!["admin-key".into()]);
-    let app = chatnode::api::router(Arc::new(directory), keys.clone())
-        .merge(chatnode::admin_api::router(Arc::new(admin), keys));
+    let app = chatfleet_api::rooms::router(Arc::new(directory), keys.clone())
+        .merge(chatfleet_api::admin::router(Arc::new(admin), keys));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, app).into_future());

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatnode::admin_api::{BroadcastRequest, FleetAdmin};
-use chatnode::api::RoomDirectory;
-use chatnode::history::HistoryQuery;
-use chatnode::wire::frames::{ErrorCode, ServerFrame};
+use chatfleet_api::admin::{BroadcastRequest, FleetAdmin};
+use chatfleet_api::history::HistoryQuery;
+use chatfleet_api::rooms::RoomDirectory;
+use chatfleet_wire::frames::{ErrorCode, ServerFrame};
 use http::{Method, StatusCode};
+use operator::api::admin::KubeFleetAdmin;
+use operator::api::rooms::{DirectorySettings, KubeDirectory};
 use operator::crd::{ChatRoom, ChatRoomSpec};
-use operator::fleet_admin::KubeFleetAdmin;
-use operator::redis_pool::RedisPool;
-use operator::room_api::{DirectorySettings, KubeDirectory};
+use operator::fleet_redis::RedisPool;
 use testkit::{Client, Node, Redis, assert_error, eventually};
 
 use crate::mock::{self, MockApi, Reply, meta, not_found};

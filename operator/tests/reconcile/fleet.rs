@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use chatnode::wire::load::LoadReport;
+use chatfleet_wire::load::LoadReport;
 use http::{Method, StatusCode};
 use operator::crd::ChatFleet;
-use operator::fleet::reconcile;
+use operator::reconcile::fleet::reconcile;
 use testkit::Redis;
 
 use crate::mock::{self, Call, MockApi, Reply, context, pod};

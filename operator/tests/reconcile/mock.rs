@@ -13,8 +13,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use operator::context::{Context, Settings};
 use operator::crd::{ChatFleet, ChatFleetSpec};
+use operator::fleet_redis::RedisPool;
 use operator::metrics::Metrics;
-use operator::redis_pool::RedisPool;
 use serde_json::{Value, json};
 
 /// One request the reconciler made.

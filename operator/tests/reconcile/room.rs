@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatnode::wire::keys::{self, RoomKeys};
+use chatfleet_wire::keys::{self, RoomKeys};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
-use operator::room::{FINALIZER, reconcile};
+use operator::reconcile::room::{FINALIZER, reconcile};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use testkit::Redis;
@@ -448,10 +448,10 @@ async fn a_new_room_may_reuse_the_name_of_a_deleted_one() {
 /// chat-0 gets `moved` and resumes on chat-1 without losing a message.
 #[tokio::test]
 async fn draining_a_node_moves_its_rooms_and_their_members() {
-    use chatnode::admin_api::FleetAdmin;
-    use chatnode::wire::frames::ServerFrame;
-    use operator::fleet_admin::KubeFleetAdmin;
-    use operator::redis_pool::RedisPool;
+    use chatfleet_api::admin::FleetAdmin;
+    use chatfleet_wire::frames::ServerFrame;
+    use operator::api::admin::KubeFleetAdmin;
+    use operator::fleet_redis::RedisPool;
     use testkit::{Client, Node};
 
     let redis = Redis::start().await;
@@ -499,7 +499,7 @@ async fn draining_a_node_moves_its_rooms_and_their_members() {
     let token = testkit::token(
         "support/case-1",
         "ann",
-        chatnode::wire::frames::Role::Customer,
+        chatfleet_wire::frames::Role::Customer,
     );
     let (mut resumed, welcome) =
         Client::join(&format!("{endpoint}?token={token}&since={}", seen - 1)).await;

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatnode::api::{CreateRoom, RoomDirectory, RoomFilter, TokenRequest};
-use chatnode::auth::TokenKeys;
-use chatnode::wire::frames::Role;
+use chatfleet_api::rooms::{CreateRoom, RoomDirectory, RoomFilter, TokenRequest};
+use chatfleet_wire::frames::Role;
+use chatfleet_wire::token::TokenKeys;
 use http::{Method, StatusCode};
+use operator::api::rooms::{DirectorySettings, KubeDirectory};
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
-use operator::redis_pool::RedisPool;
-use operator::room_api::{DirectorySettings, KubeDirectory};
+use operator::fleet_redis::RedisPool;
 use serde_json::json;
 
 use crate::mock::{self, Call, MockApi, Reply, meta, not_found};
@@ -220,7 +220,7 @@ async fn rooms_are_opened_with_labels_and_listed_by_fleet_and_label() {
         _ => not_found(),
     });
     let directory = directory(client);
-    let names = |views: Vec<chatnode::api::RoomView>| -> Vec<String> {
+    let names = |views: Vec<chatfleet_api::rooms::RoomView>| -> Vec<String> {
         views.into_iter().map(|v| v.name).collect()
     };
     let by = |fleet: Option<&str>, label: Option<&str>| RoomFilter {

@@ -1,0 +1,63 @@
+//! [`RedisAdmin`]: the admin routes over a fleet's Redis. Reports and session slots are read
+//! there, commands go out on the control channel to every node. A fleet node serves it, and so
+//! does the operator for its default fleet.
+
+use chatfleet_state::FleetState;
+use chatfleet_wire::control::Control;
+use chatfleet_wire::frames::ServerFrame;
+
+use crate::ApiError;
+use crate::admin::{BroadcastRequest, FleetAdmin, FleetView, NodeView, SessionsView};
+
+#[derive(Clone)]
+pub struct RedisAdmin {
+    state: FleetState,
+}
+
+impl RedisAdmin {
+    pub fn new(state: FleetState) -> Self {
+        Self { state }
+    }
+}
+
+impl FleetAdmin for RedisAdmin {
+    async fn user_sessions(&self, user: &str) -> Result<SessionsView, ApiError> {
+        let sessions = self.state.sessions.list(user).await?;
+        Ok(SessionsView::new(user, sessions))
+    }
+
+    async fn end_sessions(&self, user: &str, session: Option<&str>) -> Result<(), ApiError> {
+        Ok(self.state.sessions.end(user, session).await?)
+    }
+
+    async fn fleet(&self) -> Result<FleetView, ApiError> {
+        let nodes = self.state.reports.fleet().await?;
+        Ok(FleetView {
+            nodes: nodes
+                .into_iter()
+                .map(|(report, rooms)| NodeView::new(report, rooms))
+                .collect(),
+        })
+    }
+
+    async fn drain(&self, node: &str) -> Result<(), ApiError> {
+        let command = Control::Drain {
+            node: node.to_owned(),
+        };
+        Ok(self.state.control.publish(&command).await?)
+    }
+
+    async fn broadcast(&self, request: BroadcastRequest) -> Result<(), ApiError> {
+        match request.room {
+            Some(room) => {
+                let frame = ServerFrame::system(&request.body).to_json();
+                Ok(self.state.rooms.publish(&room, &frame).await?)
+            }
+            None => Ok(self
+                .state
+                .control
+                .publish(&Control::Broadcast { body: request.body })
+                .await?),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The node's subscription to the live channels of the rooms it hosts (fleet mode only).
+//!
+//! One task owns the pub/sub connection. It subscribes exactly to the rooms the hub has,
+//! routes each frame to its room, and after a reconnect subscribes again and has every room
+//! catch up from its log, so a Redis outage loses no message.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::control::Control;
+use chatfleet_wire::frames::{FrameHeader, ServerFrame};
+use chatfleet_wire::keys::{self, RoomKeys};
+
+use crate::node::Hub;
+use crate::store::{FleetStore, LiveSync};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    hub: Arc<Hub>,
+    store: FleetStore,
+    mut requests: mpsc::UnboundedReceiver<LiveSync>,
+    stop: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    while !stop.is_cancelled() {
+        match store.state().redis.client().get_async_pubsub().await {
+            Ok(pubsub) => {
+                backoff = MIN_BACKOFF;
+                let (sink, stream) = pubsub.split();
+                serve(&hub, &store, sink, stream, &mut requests, &stop).await;
+                store.set_live_ok(false);
+                hub.metrics().backend_up.set(0);
+                if !stop.is_cancelled() {
+                    tracing::warn!("lost the live-channel connection to Redis; reconnecting");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "cannot reach Redis for live channels");
+            }
+        }
+        // Wait before retrying, answering requests meanwhile: nothing can be subscribed now.
+        let retry = tokio::time::sleep(backoff);
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = &mut retry => break,
+                _ = stop.cancelled() => return,
+                request = requests.recv() => match request {
+                    Some(request) => answer(request, false),
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn serve(
+    hub: &Arc<Hub>,
+    store: &FleetStore,
+    mut sink: PubSubSink,
+    mut stream: redis::aio::PubSubStream,
+    requests: &mut mpsc::UnboundedReceiver<LiveSync>,
+    stop: &CancellationToken,
+) {
+    let mut subscribed = HashSet::new();
+    if sink.subscribe(keys::control_channel()).await.is_err() {
+        return;
+    }
+    for room in hub.rooms().all() {
+        if sink.subscribe(RoomKeys::new(room.id()).live).await.is_err() {
+            return;
+        }
+        subscribed.insert(room.id().clone());
+    }
+    store.set_live_ok(true);
+    hub.metrics().backend_up.set(1);
+    tracing::info!(rooms = subscribed.len(), "live channels subscribed");
+    // Whatever was published while we were away is in the logs.
+    for room in hub.rooms().all() {
+        room.mark_lagged();
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            message = stream.next() => match message {
+                Some(message) => route(hub, &message),
+                None => return,
+            },
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                let ok = sync(hub, &mut sink, &mut subscribed, &request.room).await;
+                answer(request, ok);
+                if !ok {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes or unsubscribes so the connection follows the hub's rooms.
+async fn sync(
+    hub: &Hub,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashSet<RoomId>,
+    room: &RoomId,
+) -> bool {
+    let channel = RoomKeys::new(room).live;
+    let wanted = hub.rooms().hosts(room);
+    let has = subscribed.contains(room);
+    if wanted && !has {
+        if sink.subscribe(&channel).await.is_err() {
+            return false;
+        }
+        subscribed.insert(room.clone());
+    } else if !wanted && has {
+        if sink.unsubscribe(&channel).await.is_err() {
+            return false;
+        }
+        subscribed.remove(room);
+    }
+    true
+}
+
+fn answer(request: LiveSync, ok: bool) {
+    if let Some(done) = request.done {
+        let _ = done.send(ok);
+    }
+}
+
+/// Hands a frame from a live channel to the room it belongs to, and a control command to
+/// the node.
+fn route(hub: &Arc<Hub>, message: &redis::Msg) {
+    if message.get_channel_name() == keys::control_channel() {
+        match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
+            Ok(command) => {
+                let hub = hub.clone();
+                tokio::spawn(async move { super::control::apply(&hub, command).await });
+            }
+            Err(error) => tracing::warn!(%error, "ignored a malformed control command"),
+        }
+        return;
+    }
+    let Some(room) = room_of_channel(message.get_channel_name()) else {
+        return;
+    };
+    let Some(handle) = hub.rooms().get(&room) else {
+        return;
+    };
+    let Ok(json) = std::str::from_utf8(message.get_payload_bytes()) else {
+        return;
+    };
+    let Ok(header) = serde_json::from_str::<FrameHeader>(json) else {
+        tracing::warn!(%room, "ignored a malformed frame on a live channel");
+        return;
+    };
+    let frame = Utf8Bytes::from(json.to_owned());
+    match (header.kind.as_str(), header.id) {
+        ("message", Some(id)) => handle.deliver((id, frame)),
+        ("closed", _) => {
+            tokio::spawn(async move { handle.close(frame).await });
+        }
+        ("moved", _) => {
+            // Members already on the room's new node stay; everyone else reconnects there.
+            if !moved_here(json, hub.advertise_url()) {
+                tokio::spawn(async move { handle.relocate(frame).await });
+            }
+        }
+        _ => {
+            tokio::spawn(async move { handle.broadcast(frame).await });
+        }
+    }
+}
+
+/// Whether a `moved` frame points at this node.
+fn moved_here(json: &str, advertise_url: &str) -> bool {
+    match serde_json::from_str::<ServerFrame>(json) {
+        Ok(ServerFrame::Moved { endpoint, .. }) => {
+            endpoint.starts_with(&format!("{advertise_url}/"))
+        }
+        _ => false,
+    }
+}
+
+/// `chatfleet:room:{ns/name}:live` → `ns/name`.
+fn room_of_channel(channel: &str) -> Option<RoomId> {
+    let start = channel.find('{')? + 1;
+    let end = channel[start..].find('}')? + start;
+    channel[start..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_room_back_from_its_channel_name() {
+        let room: RoomId = "support/case-3".parse().unwrap();
+        assert_eq!(room_of_channel(&RoomKeys::new(&room).live), Some(room));
+        assert_eq!(room_of_channel("chatfleet:other"), None);
+    }
+}

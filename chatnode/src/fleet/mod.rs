@@ -1,0 +1,7 @@
+//! The node's background tasks: the heartbeat that reports its load ([`heartbeat`]), its
+//! subscription to the live channels of its rooms and the control channel ([`live`]), and
+//! carrying out the fleet's control commands ([`control`]).
+
+pub mod control;
+pub mod heartbeat;
+pub mod live;

@@ -1,0 +1,185 @@
+//! The standalone room directory: the room API served from this node's own rooms.
+//!
+//! It knows the rooms created through this node's API and the rooms with members here. A
+//! fleet-wide directory, over every node, is the operator's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use chatfleet_api::ApiError;
+use chatfleet_api::history::{self, HistoryQuery, HistoryView, MessageSource};
+use chatfleet_api::rooms::{
+    CreateRoom, CreatedRoom, Labels, RoomDirectory, RoomFilter, RoomView, TokenRequest, TokenView,
+};
+use chatfleet_api::tokens::mint_token_view;
+use chatfleet_state::rooms::LoggedMessage;
+use chatfleet_wire::RoomId;
+use chatfleet_wire::clock::unix_millis;
+use chatfleet_wire::frames::ServerFrame;
+use chatfleet_wire::urls::ws_endpoint;
+
+use crate::node::Hub;
+use crate::store::{Backend, RoomSettings, StateError};
+
+const DEFAULT_NAMESPACE: &str = "default";
+
+pub struct NodeDirectory {
+    hub: Arc<Hub>,
+    /// Rooms opened through this node's API, with their labels.
+    created: Mutex<BTreeMap<RoomId, Labels>>,
+}
+
+impl NodeDirectory {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            hub,
+            created: Mutex::default(),
+        }
+    }
+
+    async fn view(&self, room: &RoomId) -> Result<Option<RoomView>, ApiError> {
+        let backend = self.hub.backend();
+        let handle = self.hub.rooms().get(room);
+        let settings = backend.settings(room).await?;
+        let known = handle.is_some()
+            || settings.is_some()
+            || self.created.lock().expect("lock").contains_key(room);
+        if !known || backend.is_closed(room).await? {
+            return Ok(None);
+        }
+        let node_limit = self.hub.limits().max_room_members;
+        let max_members = settings.map_or(node_limit, |s| s.max_members.min(node_limit));
+        Ok(Some(RoomView {
+            id: room.clone(),
+            namespace: room.namespace().to_owned(),
+            name: room.name().to_owned(),
+            members: handle.map_or(0, |h| h.members()),
+            max_members,
+            node: self.hub.node_name().to_owned(),
+            endpoint: ws_endpoint(self.hub.advertise_url(), room),
+            fleet: None,
+            labels: self
+                .created
+                .lock()
+                .expect("lock")
+                .get(room)
+                .cloned()
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+impl RoomDirectory for NodeDirectory {
+    async fn create_room(&self, request: CreateRoom) -> Result<CreatedRoom, ApiError> {
+        let name = request.room_name();
+        let namespace = request
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let room = RoomId::new(&namespace, &name).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let limit = self.hub.limits().max_room_members;
+        let max_members = request.max_members.unwrap_or(limit);
+        if max_members == 0 || max_members > limit {
+            return Err(ApiError::invalid(format!(
+                "max_members must be between 1 and {limit}"
+            )));
+        }
+        let backend = self.hub.backend();
+        let existed = backend.settings(&room).await?.is_some();
+        let settings = RoomSettings {
+            max_members,
+            created_ms: unix_millis(),
+        };
+        backend.create_room(&room, settings).await?;
+        self.created
+            .lock()
+            .expect("lock")
+            .entry(room.clone())
+            .or_insert(request.labels);
+        let view = self
+            .view(&room)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&room))?;
+        Ok(CreatedRoom {
+            room: view,
+            created: !existed,
+            tokens: Vec::new(),
+        })
+    }
+
+    async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
+        let mut ids: BTreeSet<RoomId> =
+            self.created.lock().expect("lock").keys().cloned().collect();
+        ids.extend(self.hub.rooms().all().iter().map(|r| r.id().clone()));
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(view) = self.view(&id).await?
+                && filter.matches(None, &view.labels)
+            {
+                views.push(view);
+            }
+        }
+        Ok(views)
+    }
+
+    async fn get_room(&self, room: &RoomId) -> Result<RoomView, ApiError> {
+        self.view(room)
+            .await?
+            .ok_or_else(|| ApiError::not_found(room))
+    }
+
+    async fn close_room(&self, room: &RoomId) -> Result<(), ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        let frame = ServerFrame::Closed {
+            room: room.clone(),
+            reason: "closed through the room API".into(),
+        }
+        .to_json();
+        self.hub.backend().close_room(room, &frame).await?;
+        self.created.lock().expect("lock").remove(room);
+        if let Some(handle) = self.hub.rooms().get(room) {
+            handle.close(frame.into()).await;
+        }
+        Ok(())
+    }
+
+    async fn mint_token(
+        &self,
+        room: &RoomId,
+        request: TokenRequest,
+    ) -> Result<TokenView, ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        let endpoint = ws_endpoint(self.hub.advertise_url(), room);
+        mint_token_view(self.hub.tokens(), room, request, &endpoint)
+    }
+
+    async fn history(&self, room: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        Ok(history::read_page(self.hub.backend(), room, query).await?)
+    }
+}
+
+/// History pages read the node's log, in memory or in Redis.
+impl MessageSource for Backend {
+    async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
+        Backend::latest_id(self, room).await
+    }
+
+    async fn read_range(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<LoggedMessage>, StateError> {
+        let frames = Backend::read_range(self, room, after, upto).await?;
+        Ok(frames
+            .into_iter()
+            .map(|(id, frame)| (id, frame.as_str().to_owned()))
+            .collect())
+    }
+}

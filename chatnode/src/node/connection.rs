@@ -1,0 +1,381 @@
+//! One client's WebSocket connection: admission, then a loop that reads the client's frames,
+//! writes its room's frames, pings it, and ends it cleanly on drain, overflow or silence.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::clock::unix_millis;
+use chatfleet_wire::frames::{
+    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, close, message_tail,
+};
+
+use super::admission::Refusal;
+use super::hub::Hub;
+use super::outbox::{Outbound, OutboxReceiver, outbox};
+use super::room::{ConnId, JoinRequest, RoomHandle};
+use crate::store::StateError;
+
+/// Limits one connection enforces on its client.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub max_message_bytes: usize,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    pub outbound_queue_bytes: usize,
+    pub ping_interval: Duration,
+}
+
+/// Who is joining which room.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub room: RoomId,
+    pub member: Member,
+    pub since: Option<u64>,
+}
+
+/// Frames written to the socket before one flush.
+const WRITE_BATCH: usize = 64;
+/// Rate-limit rejections per second, in bursts, after which a client counts as flooding.
+const FLOOD_REJECTIONS_PER_BURST: u32 = 4;
+/// Close reason for a client cut off for reading too slowly.
+const SLOW_CONSUMER: &str = "slow_consumer";
+/// Longest client-chosen `client_id`.
+const MAX_CLIENT_ID: usize = 128;
+
+/// Runs the session until the client leaves or is sent away.
+pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: ConnectionLimits, who: Admission) {
+    let seat = match hub.take_seat() {
+        Ok(seat) => seat,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
+    };
+    // Held for the whole session; dropping it frees the user's slot.
+    let slot = match Box::pin(hub.user_sessions().claim(&who.member.user)).await {
+        Ok(slot) => slot,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
+    };
+    let conn = hub.next_conn_id();
+    let (out, mut queue) = outbox(limits.outbound_queue_bytes);
+    let request = JoinRequest {
+        conn,
+        member: who.member.clone(),
+        outbox: out,
+        since: who.since,
+    };
+    let room = match Box::pin(hub.rooms().join(&who.room, request)).await {
+        Ok(room) => room,
+        Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
+    };
+    tracing::debug!(room = %who.room, user = %who.member.user, conn, "joined");
+
+    let mut session = Connection {
+        hub: hub.clone(),
+        room: room.clone(),
+        member: who.member,
+        limits: limits.clone(),
+        limiter: RateLimiter::direct(quota(&limits)),
+        rejections: (0, Instant::now()),
+        flooding: false,
+    };
+    let overflow = queue.overflow_token();
+    let drain = hub.drain_token();
+    let ended = slot.ended().clone();
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+
+    let end: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
+            _ = ended.cancelled() => {
+                let frame = ServerFrame::error(ErrorCode::SessionEnded, "an administrator ended this session");
+                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
+                break Some((close::POLICY, "session ended"));
+            }
+            _ = drain.cancelled() => {
+                let frame = ServerFrame::Draining { reason: "the node is shutting down; reconnect with since".into() };
+                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
+                break Some((close::SERVICE_RESTART, "draining"));
+            }
+            item = queue.recv() => {
+                // A client that stops reading must not hold its session forever: the write
+                // gives up on overflow, or when it has not finished by the next ping.
+                let write = Box::pin(write_batch(&mut socket, &mut queue, item));
+                tokio::select! {
+                    written = tokio::time::timeout(limits.ping_interval, write) => match written {
+                        Ok(Ok(None)) => {}
+                        Ok(Ok(Some(close))) => break Some(close),
+                        Ok(Err(())) => break None,
+                        Err(_) => break Some((close::GOING_AWAY, "write timeout")),
+                    },
+                    _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
+                }
+            }
+            inbound = socket.recv() => {
+                let Some(Ok(message)) = inbound else { break None };
+                awaiting_pong = false;
+                match message {
+                    Message::Text(text_frame) => {
+                        // Boxed: the append's future is large and only lives for this call,
+                        // so it should not widen every idle session's task.
+                        if let Some(reply) = Box::pin(session.on_text(&text_frame)).await
+                            && Box::pin(socket.send(text(reply.to_json()))).await.is_err()
+                        {
+                            break None;
+                        }
+                        if session.flooding {
+                            break Some((close::POLICY, "flooding"));
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let reply = ServerFrame::error(ErrorCode::BadFrame, "binary frames are not part of the protocol; send JSON text");
+                        if Box::pin(socket.send(text(reply.to_json()))).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    break Some((close::GOING_AWAY, "ping timeout"));
+                }
+                if Box::pin(socket.send(Message::Ping(Default::default()))).await.is_err() {
+                    break None;
+                }
+                awaiting_pong = true;
+            }
+        }
+    };
+    // Boxed, like the other rare steps, to keep an idle session's task small.
+    Box::pin(finish(socket, end, &room, conn)).await;
+    drop(seat);
+    tracing::debug!(room = %who.room, conn, ?end, "left");
+}
+
+/// Says goodbye (when there is something to say), closes, and leaves the room.
+async fn finish(
+    mut socket: WebSocket,
+    end: Option<(u16, &'static str)>,
+    room: &RoomHandle,
+    conn: ConnId,
+) {
+    if let Some((_, SLOW_CONSUMER)) = end {
+        let frame = ServerFrame::error(
+            ErrorCode::SlowConsumer,
+            "you read too slowly and missed messages; reconnect with since",
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), socket.send(text(frame.to_json()))).await;
+    }
+    if let Some((code, reason)) = end {
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+        // Finish the closing handshake: read what the client still sends until its close, so
+        // the socket is not reset with unread data (which could swallow our close frame).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    room.leave(conn).await;
+}
+
+fn quota(limits: &ConnectionLimits) -> Quota {
+    let rate = NonZeroU32::new(limits.rate_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(rate);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+fn text(json: String) -> Message {
+    Message::Text(json.into())
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once. Returns the close to
+/// perform if the queue asked for one.
+async fn write_batch(
+    socket: &mut WebSocket,
+    queue: &mut OutboxReceiver,
+    first: Outbound,
+) -> Result<Option<(u16, &'static str)>, ()> {
+    let mut item = Some(first);
+    let mut written = 0;
+    while let Some(next) = item.take() {
+        match next {
+            Outbound::Frame(frame) => {
+                let len = frame.len();
+                socket.feed(Message::Text(frame)).await.map_err(|_| ())?;
+                queue.written(len);
+            }
+            Outbound::Close(code, reason) => {
+                socket.flush().await.map_err(|_| ())?;
+                return Ok(Some((code, reason)));
+            }
+        }
+        written += 1;
+        if written < WRITE_BATCH {
+            item = queue.try_recv();
+        }
+    }
+    socket.flush().await.map_err(|_| ())?;
+    Ok(None)
+}
+
+/// Sends the refusal and closes.
+async fn refuse(mut socket: WebSocket, hub: &Hub, refusal: Refusal) {
+    let code = refusal.code();
+    hub.metrics().refused(code);
+    tracing::debug!(%code, "join refused");
+    let frame = ServerFrame::error(code, refusal.to_string());
+    let _ = socket.send(text(frame.to_json())).await;
+    let close_code = match refusal {
+        Refusal::Draining => close::SERVICE_RESTART,
+        Refusal::RoomClosed => close::NORMAL,
+        Refusal::SessionLimit => close::POLICY,
+        Refusal::NodeFull | Refusal::RoomFull | Refusal::Unavailable => close::TRY_AGAIN_LATER,
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code,
+        reason: Utf8Bytes::from(code.as_str()),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+}
+
+/// What a connection knows to handle its client's frames.
+struct Connection {
+    hub: Arc<Hub>,
+    room: RoomHandle,
+    member: Member,
+    limits: ConnectionLimits,
+    limiter: DefaultDirectRateLimiter,
+    /// Rate-limit rejections in the current one-second window, and when it began.
+    rejections: (u32, Instant),
+    /// Set when the client keeps sending far past its rate limit.
+    flooding: bool,
+}
+
+impl Connection {
+    /// A client that ignores `rate_limited` and keeps sending costs the node a reply per frame;
+    /// past a few bursts' worth in a second it is disconnected instead.
+    fn count_rejection(&mut self) {
+        let (count, since) = &mut self.rejections;
+        if since.elapsed() >= Duration::from_secs(1) {
+            *count = 0;
+            *since = Instant::now();
+        }
+        *count += 1;
+        if *count > FLOOD_REJECTIONS_PER_BURST * self.limits.rate_burst.max(1) {
+            self.flooding = true;
+        }
+    }
+
+    /// Handles one text frame; returns the error to send back, if any. Errors never end the
+    /// session and never reach the room.
+    async fn on_text(&mut self, frame: &str) -> Option<ServerFrame> {
+        // A frame much larger than any valid send is refused before parsing it.
+        if frame.len() > self.limits.max_message_bytes + 1024 {
+            return Some(too_large(self.limits.max_message_bytes));
+        }
+        let (body, client_id) = match serde_json::from_str::<ClientFrame>(frame) {
+            Ok(ClientFrame::Send { body, client_id }) => (body, client_id),
+            Err(error) => {
+                return Some(ServerFrame::error(
+                    ErrorCode::BadFrame,
+                    format!("not a valid client frame: {error}"),
+                ));
+            }
+        };
+        if body.len() > self.limits.max_message_bytes {
+            return Some(too_large(self.limits.max_message_bytes));
+        }
+        if body.trim().is_empty() {
+            return Some(ServerFrame::error(
+                ErrorCode::BadFrame,
+                "the message body is empty",
+            ));
+        }
+        if client_id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_CLIENT_ID)
+        {
+            return Some(ServerFrame::error(
+                ErrorCode::BadFrame,
+                format!("client_id is longer than {MAX_CLIENT_ID} bytes"),
+            ));
+        }
+        if !self.member.role.may_send() {
+            return Some(ServerFrame::error(
+                ErrorCode::ReadOnly,
+                "observers may not send",
+            ));
+        }
+        if self.limiter.check().is_err() {
+            self.count_rejection();
+            return Some(ServerFrame::error(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            ));
+        }
+        if !self.room.take_budget() {
+            return Some(ServerFrame::error(
+                ErrorCode::RateLimited,
+                "the room is over its message budget; slow down",
+            ));
+        }
+        let content = MessageContent {
+            room: self.room.id().clone(),
+            from: self.member.user.clone(),
+            name: self.member.name.clone(),
+            role: self.member.role,
+            body,
+            ts: unix_millis(),
+            client_id,
+        };
+        let tail = message_tail(&content);
+        match self
+            .hub
+            .backend()
+            .append(self.room.id(), &tail, self.room.last_id())
+            .await
+        {
+            Ok(logged) => {
+                self.hub.count_message_in();
+                // Deliver at once; a fleet's live channel brings the same id again, and the
+                // room drops the duplicate.
+                self.room.deliver(logged);
+                None
+            }
+            Err(StateError::RoomClosed) => Some(ServerFrame::error(
+                ErrorCode::RoomClosed,
+                "the room was closed",
+            )),
+            Err(error @ (StateError::Redis(_) | StateError::LiveUnavailable)) => {
+                tracing::warn!(%error, "could not append a message");
+                Some(ServerFrame::error(
+                    ErrorCode::Unavailable,
+                    "the message was not sent: shared state is unreachable; retry shortly",
+                ))
+            }
+        }
+    }
+}
+
+fn too_large(max: usize) -> ServerFrame {
+    ServerFrame::error(
+        ErrorCode::MessageTooLarge,
+        format!("message bodies are limited to {max} bytes"),
+    )
+}

@@ -1,0 +1,221 @@
+//! The node: its seat count, its rooms, its drain state and the load it reports.
+//!
+//! Connections take a seat from the hub before they join a room; the seat count is the node's
+//! user count. Rooms live in the hub's [`RoomRegistry`] while they have a task running.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatfleet_wire::clock::unix_millis;
+use chatfleet_wire::load::{Limits, LoadReport};
+use chatfleet_wire::token::TokenKeys;
+use tokio_util::sync::CancellationToken;
+
+use super::admission::{NodeState, Refusal, admit_to_node};
+use super::rate::RateWindow;
+use super::registry::RoomRegistry;
+use super::room::{ConnId, RoomEnv};
+use super::user_sessions::UserSessions;
+use crate::metrics::Metrics;
+use crate::store::Backend;
+
+/// Settings the hub needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub node_name: String,
+    pub advertise_url: String,
+    pub limits: Limits,
+    /// Deliveries per second one room may cause.
+    pub room_deliveries_per_second: u32,
+    /// Sessions one user may hold at once, fleet-wide.
+    pub max_user_sessions: u32,
+    /// How long a session's slot outlives the node's last refresh.
+    pub session_ttl: Duration,
+}
+
+pub struct Hub {
+    settings: HubSettings,
+    backend: Backend,
+    tokens: TokenKeys,
+    metrics: Arc<Metrics>,
+    rooms: Arc<RoomRegistry>,
+    users: AtomicU32,
+    draining: AtomicBool,
+    drain: CancellationToken,
+    next_conn: AtomicU64,
+    messages_in: AtomicU64,
+    rate: Mutex<(Instant, RateWindow)>,
+    user_sessions: Arc<UserSessions>,
+}
+
+/// A session's place on the node; dropping it frees the place.
+pub struct Seat {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.hub.users.fetch_sub(1, Ordering::AcqRel);
+        self.hub.metrics.connections.dec();
+    }
+}
+
+impl Hub {
+    pub fn new(settings: HubSettings, backend: Backend, tokens: TokenKeys) -> Arc<Self> {
+        let user_sessions = UserSessions::new(
+            &settings.node_name,
+            settings.max_user_sessions,
+            settings.session_ttl,
+            backend.clone(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let rooms = RoomRegistry::new(RoomEnv {
+            backend: backend.clone(),
+            node_name: settings.node_name.clone(),
+            limits: settings.limits,
+            deliveries_per_second: settings.room_deliveries_per_second,
+            metrics: metrics.clone(),
+        });
+        Arc::new(Self {
+            settings,
+            backend,
+            tokens,
+            metrics,
+            rooms,
+            users: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            next_conn: AtomicU64::new(1),
+            messages_in: AtomicU64::new(0),
+            rate: Mutex::new((Instant::now(), RateWindow::default())),
+            user_sessions,
+        })
+    }
+
+    /// The per-user session limit.
+    pub fn user_sessions(&self) -> &Arc<UserSessions> {
+        &self.user_sessions
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.tokens
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.settings.node_name
+    }
+
+    pub fn advertise_url(&self) -> &str {
+        &self.settings.advertise_url
+    }
+
+    pub fn users(&self) -> u32 {
+        self.users.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready for new joins: not draining and, in a fleet, Redis reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.backend.is_ready()
+    }
+
+    /// Cancelled when the node starts draining; sessions listen for it.
+    pub fn drain_token(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
+    /// Starts the drain: refuse new joins from now on.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Tells every session to go (they send `draining` and close with 1012).
+    pub fn send_everyone_away(&self) {
+        self.drain.cancel();
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes a seat if the admission rules allow, atomically with respect to other joins.
+    pub fn take_seat(self: &Arc<Self>) -> Result<Seat, Refusal> {
+        let result = self
+            .users
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |users| {
+                let state = NodeState {
+                    users,
+                    max_users: self.settings.limits.max_node_users,
+                    draining: self.is_draining(),
+                    backend_ready: self.backend.is_ready(),
+                };
+                admit_to_node(state).ok().map(|()| users + 1)
+            });
+        match result {
+            Ok(_) => {
+                self.metrics.connections.inc();
+                Ok(Seat { hub: self.clone() })
+            }
+            // Recompute the reason the update refused.
+            Err(users) => Err(admit_to_node(NodeState {
+                users,
+                max_users: self.settings.limits.max_node_users,
+                draining: self.is_draining(),
+                backend_ready: self.backend.is_ready(),
+            })
+            .err()
+            .unwrap_or(Refusal::Unavailable)),
+        }
+    }
+
+    /// The rooms with a task on this node.
+    pub fn rooms(&self) -> &RoomRegistry {
+        &self.rooms
+    }
+
+    /// Counts a message accepted from a client.
+    pub fn count_message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages_in.inc();
+    }
+
+    /// Samples the message counter; called once per heartbeat.
+    pub fn sample_rate(&self) -> f64 {
+        let mut rate = self.rate.lock().expect("rate lock");
+        let (start, window) = &mut *rate;
+        window.record(start.elapsed(), self.messages_in.load(Ordering::Relaxed));
+        window.per_second()
+    }
+
+    /// The load report for this moment, with the rate from the last sample.
+    pub fn load_report(&self, msg_rate: f64) -> LoadReport {
+        let rooms = self.rooms.all();
+        LoadReport {
+            node: self.settings.node_name.clone(),
+            advertise_url: self.settings.advertise_url.clone(),
+            users: self.users(),
+            rooms: rooms.iter().filter(|r| r.members() > 0).count() as u32,
+            msg_rate,
+            limits: self.settings.limits,
+            draining: self.is_draining(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ts_ms: unix_millis(),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The node itself, free of HTTP and Redis: who may join ([`admission`]), the node's seats and
+//! drain ([`hub`]), its rooms ([`registry`], [`room`]), each client's connection
+//! ([`connection`]) and the queue that feeds it ([`outbox`]), and the per-user session limit
+//! ([`user_sessions`]).
+
+pub mod admission;
+pub mod connection;
+pub mod hub;
+pub mod outbox;
+pub mod rate;
+pub mod registry;
+pub mod room;
+pub mod user_sessions;
+
+pub use hub::{Hub, HubSettings};

@@ -1,0 +1,660 @@
+//! A room: one task per room that owns its members and fans messages out to them.
+//!
+//! Everything that changes a room goes through its command queue, so a room needs no locks and
+//! rooms never wait on each other. Messages carry ids from the room's log; the task delivers
+//! them strictly in id order, filling any gap from the log, so every member sees the same
+//! sequence with nothing missing and nothing twice, whichever node the message came through.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{mpsc, oneshot};
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{
+    Member, Presence, PresenceEvent, Resume, ServerFrame, Welcome, close,
+};
+use chatfleet_wire::load::Limits;
+
+use super::admission::{Refusal, admit_to_room};
+use super::outbox::Outbox;
+use crate::metrics::Metrics;
+use crate::store::{Backend, LoggedFrame, StateError};
+
+/// Identifies one WebSocket session on this node.
+pub type ConnId = u64;
+
+/// Commands a room's queue holds before it is considered lagging.
+const QUEUE_LEN: usize = 1024;
+/// How often a room checks whether it lags or may retire.
+const TICK: Duration = Duration::from_secs(1);
+/// How long an empty room stays, so a quick reconnect does not rebuild it.
+const IDLE_GRACE: Duration = Duration::from_secs(30);
+
+/// What every room of a node shares: where its log is, the node's limits and metrics. A room
+/// gets this, not the whole node.
+pub struct RoomEnv {
+    pub backend: Backend,
+    pub node_name: String,
+    pub limits: Limits,
+    /// Deliveries per second one room may cause.
+    pub deliveries_per_second: u32,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Called once when a room's task ends, so whoever keeps the node's rooms drops this one.
+pub type OnRetire = Arc<dyn Fn(&RoomHandle) + Send + Sync>;
+
+/// A session asking to join.
+#[derive(Clone)]
+pub struct JoinRequest {
+    pub conn: ConnId,
+    pub member: Member,
+    pub outbox: Outbox,
+    /// Resume after this message id.
+    pub since: Option<u64>,
+}
+
+/// Kept small (the join is boxed): every room preallocates a block of these.
+enum Command {
+    Join(Box<(JoinRequest, oneshot::Sender<Result<(), Refusal>>)>),
+    Leave(ConnId),
+    Deliver(LoggedFrame),
+    /// The room was closed: send this frame to everyone, then close them.
+    Close(Utf8Bytes),
+    /// A frame for every member, outside the message sequence (system notices).
+    Broadcast(Utf8Bytes),
+    /// The room moved to another node: send this `moved` frame to everyone, then close them
+    /// with 1012 so they reconnect to its endpoint.
+    Move(Utf8Bytes),
+}
+
+/// The room's task is gone (it retired); look the room up again.
+#[derive(Debug)]
+pub struct Gone;
+
+/// A cheap, cloneable way to talk to a room's task.
+#[derive(Clone)]
+pub struct RoomHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: RoomId,
+    tx: mpsc::Sender<Command>,
+    /// Set when a live delivery found the queue full; the task then catches up from the log.
+    lagged: AtomicBool,
+    members: AtomicU32,
+    max_members: AtomicU32,
+    /// The newest message id the room delivered, for appends to stay above.
+    last_id: AtomicU64,
+    /// The room's delivery budget; a message costs one cell per member.
+    budget: DefaultDirectRateLimiter,
+    budget_cells: NonZeroU32,
+}
+
+impl RoomHandle {
+    /// Starts the room's task.
+    pub fn spawn(id: RoomId, env: Arc<RoomEnv>, on_retire: OnRetire) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let budget_cells = NonZeroU32::new(env.deliveries_per_second).unwrap_or(NonZeroU32::MAX);
+        let shared = Arc::new(Shared {
+            id,
+            tx,
+            lagged: AtomicBool::new(false),
+            members: AtomicU32::new(0),
+            max_members: AtomicU32::new(env.limits.max_room_members),
+            last_id: AtomicU64::new(0),
+            budget: RateLimiter::direct(Quota::per_second(budget_cells).allow_burst(budget_cells)),
+            budget_cells,
+        });
+        let handle = Self { shared };
+        let task = RoomTask {
+            handle: handle.clone(),
+            env,
+            on_retire,
+            members: HashMap::new(),
+            last_id: 0,
+            closed: false,
+            empty_since: Some(Instant::now()),
+        };
+        tokio::spawn(task.run(rx));
+        handle
+    }
+
+    pub fn id(&self) -> &RoomId {
+        &self.shared.id
+    }
+
+    /// Sessions in the room on this node.
+    pub fn members(&self) -> u32 {
+        self.shared.members.load(Ordering::Relaxed)
+    }
+
+    /// The newest message id the room delivered.
+    pub fn last_id(&self) -> u64 {
+        self.shared.last_id.load(Ordering::Acquire)
+    }
+
+    pub fn max_members(&self) -> u32 {
+        self.shared.max_members.load(Ordering::Relaxed)
+    }
+
+    /// Takes one message's deliveries from the room's budget; false when the room is over it.
+    pub fn take_budget(&self) -> bool {
+        let cost = self.members().clamp(1, self.shared.budget_cells.get());
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        matches!(self.shared.budget.check_n(cost), Ok(Ok(())))
+    }
+
+    pub fn same(&self, other: &RoomHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<Result<(), Refusal>, Gone> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Join(Box::new((request, reply))))
+            .await
+            .map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
+    }
+
+    /// Removes a session; waits for queue space, since a lost leave would leak a seat.
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.shared.tx.send(Command::Leave(conn)).await;
+    }
+
+    /// Hands a logged message to the room without waiting. A full queue marks the room as
+    /// lagging instead, and the room reads what it missed from the log.
+    pub fn deliver(&self, message: LoggedFrame) {
+        if self.shared.tx.try_send(Command::Deliver(message)).is_err() {
+            self.shared.lagged.store(true, Ordering::Release);
+        }
+    }
+
+    /// Asks the room to read whatever the log has that it has not delivered.
+    pub fn mark_lagged(&self) {
+        self.shared.lagged.store(true, Ordering::Release);
+    }
+
+    pub async fn close(&self, closed_frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Close(closed_frame)).await;
+    }
+
+    pub async fn relocate(&self, moved_frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Move(moved_frame)).await;
+    }
+
+    pub async fn broadcast(&self, frame: Utf8Bytes) {
+        let _ = self.shared.tx.send(Command::Broadcast(frame)).await;
+    }
+}
+
+struct Joined {
+    member: Member,
+    outbox: Outbox,
+    /// Messages up to this id were already replayed or seen elsewhere; skip them live.
+    seen_upto: u64,
+}
+
+struct RoomTask {
+    handle: RoomHandle,
+    env: Arc<RoomEnv>,
+    on_retire: OnRetire,
+    members: HashMap<ConnId, Joined>,
+    /// The newest message id delivered to members.
+    last_id: u64,
+    closed: bool,
+    empty_since: Option<Instant>,
+}
+
+impl RoomTask {
+    fn id(&self) -> &RoomId {
+        &self.handle.shared.id
+    }
+
+    fn backend(&self) -> &Backend {
+        &self.env.backend
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        if let Err(error) = self.start().await {
+            tracing::warn!(room = %self.id(), %error, "room could not start");
+            self.retire(&mut rx, Some(Refusal::Unavailable));
+            return;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if self.handle.shared.lagged.swap(false, Ordering::AcqRel) {
+                        self.catch_up(None).await;
+                    }
+                    let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
+                    if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.retire(&mut rx, None);
+    }
+
+    /// Learns where the room's log stands and, in a fleet, subscribes to its live channel
+    /// first, so no message falls between the two.
+    async fn start(&mut self) -> Result<(), StateError> {
+        if let Backend::Redis(redis) = self.backend()
+            && !redis.sync_live(self.id()).await
+        {
+            return Err(StateError::LiveUnavailable);
+        }
+        let backend = self.backend().clone();
+        let latest = backend.latest_id(self.id()).await?;
+        self.advance_to(latest);
+        self.closed = backend.is_closed(self.id()).await?;
+        let node_limit = self.env.limits.max_room_members;
+        let max = match backend.settings(self.id()).await? {
+            Some(settings) => settings.max_members.min(node_limit),
+            None => node_limit,
+        };
+        self.handle.shared.max_members.store(max, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Leaves the node's rooms; joins still queued get no answer and look the room up again.
+    fn retire(&mut self, rx: &mut mpsc::Receiver<Command>, refuse: Option<Refusal>) {
+        (self.on_retire)(&self.handle);
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let (Command::Join(join), Some(refusal)) = (command, refuse) {
+                let _ = join.1.send(Err(refusal));
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Join(join) => {
+                let (request, reply) = *join;
+                let result = self.join(request).await;
+                let _ = reply.send(result);
+            }
+            Command::Leave(conn) => self.remove(vec![conn]),
+            Command::Deliver((id, frame)) => self.deliver(id, frame).await,
+            Command::Close(frame) => self.close(frame),
+            Command::Broadcast(frame) => self.fan_out(&frame, 0),
+            Command::Move(frame) => self.send_away(frame),
+        }
+    }
+
+    async fn join(&mut self, request: JoinRequest) -> Result<(), Refusal> {
+        if self.closed {
+            return Err(Refusal::RoomClosed);
+        }
+        admit_to_room(self.members.len() as u32, self.handle.max_members())?;
+
+        let (resume, replay) = match request.since {
+            Some(since) => {
+                let replay = self
+                    .backend()
+                    .read_range(self.id(), since, self.last_id)
+                    .await
+                    .map_err(|_| Refusal::Unavailable)?;
+                let complete =
+                    since >= self.last_id || replay.first().is_some_and(|(id, _)| *id == since + 1);
+                let resume = Resume {
+                    since,
+                    replayed: replay.len() as u64,
+                    complete,
+                };
+                (Some(resume), replay)
+            }
+            None => (None, Vec::new()),
+        };
+
+        let mut members: Vec<Member> = self.members.values().map(|j| j.member.clone()).collect();
+        members.push(request.member.clone());
+        members.sort_by(|a, b| a.user.cmp(&b.user));
+        members.dedup_by(|a, b| a.user == b.user);
+        let welcome = ServerFrame::Welcome(Welcome {
+            room: self.id().clone(),
+            user: request.member.clone(),
+            members,
+            node: self.env.node_name.clone(),
+            last_id: self.last_id,
+            resume,
+        });
+        request.outbox.push_replay(welcome.to_json().into());
+        for (_, frame) in replay {
+            request.outbox.push_replay(frame);
+        }
+
+        let seen_upto = request.since.unwrap_or(0).max(self.last_id);
+        let member = request.member.clone();
+        self.members.insert(
+            request.conn,
+            Joined {
+                member: request.member,
+                outbox: request.outbox,
+                seen_upto,
+            },
+        );
+        self.members_changed();
+        let presence = self.presence(PresenceEvent::Joined, &member);
+        self.fan_out_except(&presence, request.conn);
+        Ok(())
+    }
+
+    fn presence(&self, event: PresenceEvent, member: &Member) -> Utf8Bytes {
+        ServerFrame::Presence(Presence {
+            event,
+            user: member.user.clone(),
+            name: member.name.clone(),
+            role: member.role,
+            members: self.members.len(),
+        })
+        .to_json()
+        .into()
+    }
+
+    fn members_changed(&mut self) {
+        let count = self.members.len() as u32;
+        self.handle.shared.members.store(count, Ordering::Relaxed);
+        self.empty_since = (count == 0).then(Instant::now);
+    }
+
+    fn advance_to(&mut self, id: u64) {
+        self.last_id = id;
+        self.handle.shared.last_id.store(id, Ordering::Release);
+    }
+
+    /// Delivers message `id`, first reading any earlier messages this room has not seen.
+    async fn deliver(&mut self, id: u64, frame: Utf8Bytes) {
+        if id <= self.last_id {
+            return; // already delivered, through the other path
+        }
+        if id > self.last_id + 1 && !self.catch_up(Some(id - 1)).await {
+            // The log is unreachable: keep order, let the tick retry from the log.
+            self.handle.mark_lagged();
+            return;
+        }
+        self.advance_to(id);
+        self.fan_out(&frame, id);
+    }
+
+    /// Delivers what the log holds after `last_id` (up to `upto`, or its end). False when the
+    /// log could not be read.
+    async fn catch_up(&mut self, upto: Option<u64>) -> bool {
+        let backend = self.backend().clone();
+        let upto = match upto {
+            Some(upto) => upto,
+            None => match backend.latest_id(self.id()).await {
+                Ok(latest) => latest,
+                Err(_) => {
+                    self.handle.mark_lagged();
+                    return false;
+                }
+            },
+        };
+        if upto <= self.last_id {
+            return true;
+        }
+        match backend.read_range(self.id(), self.last_id, upto).await {
+            Ok(missed) => {
+                if missed.first().is_some_and(|(id, _)| *id > self.last_id + 1) {
+                    tracing::warn!(room = %self.id(), from = self.last_id + 1, "messages left the history before delivery");
+                }
+                for (id, frame) in missed {
+                    self.fan_out(&frame, id);
+                }
+                // Ids beyond the retained history cannot be delivered; move past them.
+                self.advance_to(upto);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `frame` to every member; `id` is the message id (0 for frames outside the
+    /// message sequence). Members that overflow are removed.
+    fn fan_out(&mut self, frame: &Utf8Bytes, id: u64) {
+        let started = Instant::now();
+        let mut overflowed = Vec::new();
+        let mut sent = 0u64;
+        for (conn, joined) in &self.members {
+            if id != 0 && id <= joined.seen_upto {
+                continue;
+            }
+            match joined.outbox.push(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(_) => overflowed.push(*conn),
+            }
+        }
+        let metrics = &self.env.metrics;
+        metrics.messages_out.inc_by(sent);
+        metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !overflowed.is_empty() {
+            metrics.slow_consumers.inc_by(overflowed.len() as u64);
+            self.remove(overflowed);
+        }
+    }
+
+    fn fan_out_except(&mut self, frame: &Utf8Bytes, except: ConnId) {
+        let mut overflowed = Vec::new();
+        for (conn, joined) in &self.members {
+            if *conn != except && joined.outbox.push(frame.clone()).is_err() {
+                overflowed.push(*conn);
+            }
+        }
+        if !overflowed.is_empty() {
+            self.env
+                .metrics
+                .slow_consumers
+                .inc_by(overflowed.len() as u64);
+            self.remove(overflowed);
+        }
+    }
+
+    /// Removes members and tells the others, which may overflow further members in turn.
+    fn remove(&mut self, mut conns: Vec<ConnId>) {
+        while let Some(conn) = conns.pop() {
+            let Some(left) = self.members.remove(&conn) else {
+                continue;
+            };
+            self.members_changed();
+            let presence = self.presence(PresenceEvent::Left, &left.member);
+            for (other, joined) in &self.members {
+                if joined.outbox.push(presence.clone()).is_err() && !conns.contains(other) {
+                    conns.push(*other);
+                }
+            }
+        }
+    }
+
+    /// Everyone reconnects elsewhere; the room itself stays open (it lives on another node).
+    fn send_away(&mut self, frame: Utf8Bytes) {
+        for (_, joined) in self.members.drain() {
+            joined.outbox.push_replay(frame.clone());
+            joined.outbox.close(close::SERVICE_RESTART, "moved");
+        }
+        self.members_changed();
+    }
+
+    fn close(&mut self, frame: Utf8Bytes) {
+        self.closed = true;
+        for (_, joined) in self.members.drain() {
+            joined.outbox.push_replay(frame.clone());
+            joined.outbox.close(close::NORMAL, "room closed");
+        }
+        self.members_changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chatfleet_wire::frames::{MessageContent, Role, message_tail};
+
+    use super::*;
+    use crate::node::outbox::{Outbound, OutboxReceiver, outbox};
+    use crate::store::MemoryStore;
+
+    fn room_id() -> RoomId {
+        "support/case-1".parse().unwrap()
+    }
+
+    /// A room on a standalone node whose log holds at most `history_len` messages.
+    fn room(history_len: usize) -> (RoomHandle, Backend) {
+        let backend = Backend::Memory(MemoryStore::new(history_len));
+        let env = Arc::new(RoomEnv {
+            backend: backend.clone(),
+            node_name: "test".into(),
+            limits: Limits::default(),
+            deliveries_per_second: 10_000,
+            metrics: Arc::new(Metrics::new()),
+        });
+        let handle = RoomHandle::spawn(room_id(), env, Arc::new(|_: &RoomHandle| {}));
+        (handle, backend)
+    }
+
+    /// Appends to the log without telling the room, as another node's message would be.
+    async fn append(backend: &Backend, body: &str) -> LoggedFrame {
+        let content = MessageContent {
+            room: room_id(),
+            from: "ann".into(),
+            name: "Ann".into(),
+            role: Role::Customer,
+            body: body.into(),
+            ts: 1,
+            client_id: None,
+        };
+        backend
+            .append(&room_id(), &message_tail(&content), 0)
+            .await
+            .unwrap()
+    }
+
+    async fn join(room: &RoomHandle, conn: ConnId, since: Option<u64>) -> OutboxReceiver {
+        let (out, queue) = outbox(1 << 20);
+        let member = Member {
+            user: format!("user-{conn}"),
+            name: "U".into(),
+            role: Role::Agent,
+        };
+        let request = JoinRequest {
+            conn,
+            member,
+            outbox: out,
+            since,
+        };
+        room.join(request).await.unwrap().unwrap();
+        queue
+    }
+
+    async fn next(queue: &mut OutboxReceiver) -> ServerFrame {
+        let item = tokio::time::timeout(Duration::from_secs(5), queue.recv())
+            .await
+            .expect("a frame in time");
+        match item {
+            Outbound::Frame(frame) => serde_json::from_str(frame.as_str()).unwrap(),
+            Outbound::Close(code, reason) => panic!("closed with {code} {reason}"),
+        }
+    }
+
+    /// The ids of the next `n` message frames, skipping presence.
+    async fn message_ids(queue: &mut OutboxReceiver, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            match next(queue).await {
+                ServerFrame::Message(message) => ids.push(message.id),
+                ServerFrame::Presence(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn delivers_in_id_order_reading_a_gap_from_the_log() {
+        let (room, backend) = room(100);
+        let mut queue = join(&room, 1, None).await;
+        assert!(matches!(next(&mut queue).await, ServerFrame::Welcome(_)));
+        let _first = append(&backend, "one").await;
+        let _second = append(&backend, "two").await;
+        let third = append(&backend, "three").await;
+        // Only the third arrives live: the first two come from the log, before it.
+        room.deliver(third);
+        assert_eq!(message_ids(&mut queue, 3).await, [1, 2, 3]);
+        assert_eq!(room.last_id(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_arrives_twice_is_delivered_once() {
+        let (room, backend) = room(100);
+        let mut queue = join(&room, 1, None).await;
+        assert!(matches!(next(&mut queue).await, ServerFrame::Welcome(_)));
+        let first = append(&backend, "one").await;
+        let second = append(&backend, "two").await;
+        // Once straight from the sender, once more over the live channel.
+        room.deliver(first.clone());
+        room.deliver(first);
+        room.deliver(second.clone());
+        room.deliver(second);
+        assert_eq!(message_ids(&mut queue, 2).await, [1, 2]);
+        let late = append(&backend, "three").await;
+        room.deliver(late);
+        assert_eq!(
+            message_ids(&mut queue, 1).await,
+            [3],
+            "no duplicate in between"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resume_replays_what_was_missed_and_says_whether_it_is_complete() {
+        let (room, backend) = room(3);
+        // The room learns where the log stands when it starts: at the first join.
+        let mut first = join(&room, 1, None).await;
+        assert!(matches!(next(&mut first).await, ServerFrame::Welcome(_)));
+        for body in ["a", "b", "c", "d", "e"] {
+            let logged = append(&backend, body).await;
+            room.deliver(logged);
+        }
+        assert_eq!(message_ids(&mut first, 5).await, [1, 2, 3, 4, 5]);
+
+        let mut back = join(&room, 2, Some(3)).await;
+        let ServerFrame::Welcome(welcome) = next(&mut back).await else {
+            panic!("a welcome first");
+        };
+        let resume = welcome.resume.unwrap();
+        assert_eq!(
+            (welcome.last_id, resume.replayed, resume.complete),
+            (5, 2, true)
+        );
+        assert_eq!(message_ids(&mut back, 2).await, [4, 5]);
+
+        // Only the last three are retained: a resume from 0 misses 1 and 2, and says so.
+        let mut late = join(&room, 3, Some(0)).await;
+        let ServerFrame::Welcome(welcome) = next(&mut late).await else {
+            panic!("a welcome first");
+        };
+        let resume = welcome.resume.unwrap();
+        assert_eq!((resume.replayed, resume.complete), (3, false));
+        assert_eq!(message_ids(&mut late, 3).await, [3, 4, 5]);
+    }
+}

@@ -1,0 +1,100 @@
+//! The node's side of the fleet's Redis: the shared state it reads and writes (through
+//! `chatfleet_state`), the link to its live-channel subscriber, and whether both are healthy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chatfleet_state::rooms::MessageLog;
+use chatfleet_state::{ConnectionSettings, FleetState, Redis};
+use chatfleet_wire::RoomId;
+use tokio::sync::{mpsc, oneshot};
+
+/// A request to the live-channel subscriber (`crate::fleet::live`).
+#[derive(Debug)]
+pub struct LiveSync {
+    pub room: RoomId,
+    /// Answered once the subscription matches the node's rooms; `false` when Redis is down.
+    pub done: Option<oneshot::Sender<bool>>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct FleetStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: FleetState,
+    log: MessageLog,
+    /// The last heartbeat reached Redis.
+    heartbeat_ok: AtomicBool,
+    /// The live-channel subscription is connected.
+    live_ok: AtomicBool,
+    live: mpsc::UnboundedSender<LiveSync>,
+}
+
+impl FleetStore {
+    /// Prepares the store without waiting for Redis: a node starts, and reports not ready,
+    /// while Redis is down. Returns the receiver that `crate::fleet::live::run` serves.
+    pub fn new(
+        url: &str,
+        history_len: usize,
+        room_ttl: Duration,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LiveSync>), redis::RedisError> {
+        let state = FleetState::new(Redis::open(url, ConnectionSettings::NODE)?, room_ttl);
+        let log = MessageLog::new(state.rooms.clone(), history_len);
+        let (live, live_rx) = mpsc::unbounded_channel();
+        let store = Self {
+            inner: Arc::new(Inner {
+                state,
+                log,
+                heartbeat_ok: AtomicBool::new(false),
+                live_ok: AtomicBool::new(false),
+                live,
+            }),
+        };
+        Ok((store, live_rx))
+    }
+
+    /// The fleet's shared state.
+    pub fn state(&self) -> &FleetState {
+        &self.inner.state
+    }
+
+    /// Where this node appends its rooms' messages.
+    pub fn log(&self) -> &MessageLog {
+        &self.inner.log
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.heartbeat_ok.load(Ordering::Acquire)
+            && self.inner.live_ok.load(Ordering::Acquire)
+    }
+
+    pub fn set_live_ok(&self, ok: bool) {
+        self.inner.live_ok.store(ok, Ordering::Release);
+    }
+
+    pub fn set_heartbeat_ok(&self, ok: bool) {
+        self.inner.heartbeat_ok.store(ok, Ordering::Release);
+    }
+
+    /// Asks the subscriber to make the room's live subscription match the node, and waits.
+    pub async fn sync_live(&self, room: &RoomId) -> bool {
+        let (done, rx) = oneshot::channel();
+        let sent = self.inner.live.send(LiveSync {
+            room: room.clone(),
+            done: Some(done),
+        });
+        sent.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Like [`sync_live`](Self::sync_live), without waiting.
+    pub fn sync_live_later(&self, room: &RoomId) {
+        let _ = self.inner.live.send(LiveSync {
+            room: room.clone(),
+            done: None,
+        });
+    }
+}

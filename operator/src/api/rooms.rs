@@ -1,0 +1,264 @@
+//! The room API served by the operator: the same routes as a standalone node
+//! (`chatfleet_api::rooms::router`), backed by `ChatRoom` resources. Opening a room creates a ChatRoom
+//! and waits a bounded time for the operator to place it; a token is signed with the key of the
+//! room's fleet. Every replica serves it: the writes are the Kubernetes API's, not ours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chatfleet_api::ApiError;
+use chatfleet_api::history::{self, HistoryQuery, HistoryView};
+use chatfleet_api::rooms::{
+    CreateRoom, CreatedRoom, RoomDirectory, RoomFilter, RoomView, TokenRequest, TokenView,
+};
+use chatfleet_api::tokens::mint_token_view;
+use chatfleet_wire::RoomId;
+use chatfleet_wire::token::TokenKeys;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+
+use crate::crd::{ChatFleet, ChatRoom, ChatRoomSpec};
+use crate::fleet_redis::RedisPool;
+use crate::secrets::{self, SecretError};
+
+/// Settings of the Kubernetes-backed directory.
+#[derive(Debug, Clone)]
+pub struct DirectorySettings {
+    /// Namespace of rooms opened without one.
+    pub namespace: String,
+    /// Fleet of rooms opened without one.
+    pub fleet: Option<String>,
+    /// How long opening a room waits for its placement.
+    pub placement_wait: Duration,
+}
+
+pub struct KubeDirectory {
+    client: Client,
+    settings: DirectorySettings,
+    /// The fleets' Redis, for room history.
+    redis: Arc<RedisPool>,
+}
+
+impl KubeDirectory {
+    pub fn new(client: Client, settings: DirectorySettings, redis: Arc<RedisPool>) -> Self {
+        Self {
+            client,
+            settings,
+            redis,
+        }
+    }
+
+    fn rooms(&self, namespace: &str) -> Api<ChatRoom> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn fleet(&self, namespace: &str, name: &str) -> Result<ChatFleet, ApiError> {
+        Api::<ChatFleet>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(kube_error)?
+            .ok_or_else(|| ApiError::invalid(format!("fleet {namespace}/{name} does not exist")))
+    }
+
+    async fn room(&self, id: &RoomId) -> Result<ChatRoom, ApiError> {
+        self.rooms(id.namespace())
+            .get_opt(id.name())
+            .await
+            .map_err(kube_error)?
+            .ok_or_else(|| ApiError::not_found(id))
+    }
+
+    /// Polls until the operator has written the room's endpoint.
+    async fn placed(&self, id: &RoomId) -> Result<ChatRoom, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.settings.placement_wait;
+        loop {
+            let room = self.room(id).await?;
+            if endpoint_of(&room).is_some() {
+                return Ok(room);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let reason = room
+                    .status
+                    .and_then(|s| s.reason)
+                    .unwrap_or_else(|| "not reconciled yet".to_owned());
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_placed",
+                    format!(
+                        "room {id} is not placed yet ({reason}); retry with the same Idempotency-Key"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl RoomDirectory for KubeDirectory {
+    async fn create_room(&self, request: CreateRoom) -> Result<CreatedRoom, ApiError> {
+        let name = request.room_name();
+        let namespace = request
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.settings.namespace.clone());
+        let id = RoomId::new(&namespace, &name).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let fleet_name = request
+            .fleet
+            .clone()
+            .or_else(|| self.settings.fleet.clone())
+            .ok_or_else(|| ApiError::invalid("fleet is required (the operator has no default)"))?;
+        let fleet = self.fleet(&namespace, &fleet_name).await?;
+        let limit = fleet.spec.limits.members_per_room;
+        if request
+            .max_members
+            .is_some_and(|max| max < 2 || max > limit)
+        {
+            return Err(ApiError::invalid(format!(
+                "max_members must be between 2 and {limit}"
+            )));
+        }
+        let expected = request
+            .expected_members
+            .unwrap_or(request.participants.len() as u32)
+            .max(2);
+        let spec = ChatRoomSpec {
+            fleet: fleet_name,
+            expected_members: expected,
+            max_members: request.max_members,
+            purpose: request.purpose.clone(),
+            ttl_seconds_after_empty: None,
+        };
+        let mut room = ChatRoom::new(&name, spec);
+        room.metadata.labels = Some(request.labels.clone()).filter(|l| !l.is_empty());
+        let created = match self
+            .rooms(&namespace)
+            .create(&PostParams::default(), &room)
+            .await
+        {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.code == 409 => false,
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                return Err(ApiError::invalid(status.message));
+            }
+            Err(error) => return Err(kube_error(error)),
+        };
+        let room = self.placed(&id).await?;
+        Ok(CreatedRoom {
+            room: view(&room, limit),
+            created,
+            tokens: Vec::new(),
+        })
+    }
+
+    async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
+        let rooms = Api::<ChatRoom>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_error)?;
+        let fleets = Api::<ChatFleet>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_error)?;
+        Ok(rooms
+            .items
+            .iter()
+            .filter(|room| filter.matches(Some(&room.spec.fleet), room.labels()))
+            .map(|room| {
+                let limit = fleets
+                    .items
+                    .iter()
+                    .find(|f| f.name_any() == room.spec.fleet && f.namespace() == room.namespace())
+                    .map_or(0, |f| f.spec.limits.members_per_room);
+                view(room, limit)
+            })
+            .collect())
+    }
+
+    async fn get_room(&self, id: &RoomId) -> Result<RoomView, ApiError> {
+        let room = self.room(id).await?;
+        let limit = self
+            .fleet(id.namespace(), &room.spec.fleet)
+            .await
+            .map_or(0, |f| f.spec.limits.members_per_room);
+        Ok(view(&room, limit))
+    }
+
+    async fn close_room(&self, id: &RoomId) -> Result<(), ApiError> {
+        match self
+            .rooms(id.namespace())
+            .delete(id.name(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(ApiError::not_found(id)),
+            Err(error) => Err(kube_error(error)),
+        }
+    }
+
+    async fn mint_token(&self, id: &RoomId, request: TokenRequest) -> Result<TokenView, ApiError> {
+        let room = self.room(id).await?;
+        let Some(endpoint) = endpoint_of(&room) else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_placed",
+                format!("room {id} is not placed yet"),
+            ));
+        };
+        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
+        let keys = self.token_keys(&fleet).await?;
+        mint_token_view(&keys, id, request, &endpoint)
+    }
+
+    async fn history(&self, id: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
+        let room = self.room(id).await?;
+        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
+        let redis = self
+            .redis
+            .for_fleet(&self.client, &fleet)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(history::read_page(&redis.rooms, id, query).await?)
+    }
+}
+
+impl KubeDirectory {
+    /// The fleet's join-token key, read from its Secret.
+    async fn token_keys(&self, fleet: &ChatFleet) -> Result<TokenKeys, ApiError> {
+        let namespace = fleet.namespace().unwrap_or_default();
+        let key = secrets::read_key(&self.client, &namespace, &fleet.spec.token_secret)
+            .await
+            .map_err(|error| match error {
+                SecretError::Kube(error) => kube_error(error),
+                other => ApiError::unavailable(other.to_string()),
+            })?;
+        Ok(TokenKeys::from_secret(&key))
+    }
+}
+
+fn endpoint_of(room: &ChatRoom) -> Option<String> {
+    room.status.as_ref().and_then(|s| s.endpoint.clone())
+}
+
+/// A ChatRoom as the API shows it; an unplaced room has no node or endpoint yet.
+fn view(room: &ChatRoom, fleet_limit: u32) -> RoomView {
+    let namespace = room.namespace().unwrap_or_default();
+    let name = room.name_any();
+    let status = room.status.clone().unwrap_or_default();
+    RoomView {
+        id: RoomId::new(&namespace, &name)
+            .unwrap_or_else(|_| RoomId::new("invalid", "invalid").expect("a valid placeholder id")),
+        namespace,
+        name,
+        members: status.members,
+        max_members: room.spec.max_members.unwrap_or(fleet_limit),
+        node: status.node.unwrap_or_default(),
+        endpoint: status.endpoint.unwrap_or_default(),
+        fleet: Some(room.spec.fleet.clone()),
+        labels: room.labels().clone(),
+    }
+}
+
+pub(crate) fn kube_error(error: kube::Error) -> ApiError {
+    ApiError::unavailable(format!("Kubernetes API: {error}"))
+}

@@ -1,0 +1,7 @@
+//! The operator's decisions, as pure functions over what the reconcilers read: where a room
+//! goes ([`placement`], [`room`]) and what a fleet's workload looks like ([`workload`]). No
+//! I/O here; everything is tested without a cluster or Redis.
+
+pub mod placement;
+pub mod room;
+pub mod workload;

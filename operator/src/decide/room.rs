@@ -1,0 +1,243 @@
+//! Where a room goes, decided from what the reconciler read: the room's spec and status, the
+//! fleet's limits, its Ready pods and their seats. Pure functions, tested without Kubernetes
+//! or Redis; `reconcile::room` does the reading and the writing around them.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::placement::Strategy;
+use super::workload::pod_url;
+use crate::crd::{ChatRoomSpec, ChatRoomStatus, PlacementStrategy};
+
+/// Why a room cannot be placed now, and when to look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The `Placed` condition's reason and the Event's: CamelCase, stable.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+    pub retry: Duration,
+}
+
+impl Waiting {
+    pub fn fleet_not_found(fleet: &str) -> Self {
+        Self {
+            reason: "FleetNotFound",
+            message: format!("fleet {fleet} does not exist"),
+            retry: Duration::from_secs(30),
+        }
+    }
+
+    /// No candidate had a live report (or there was no candidate at all).
+    pub fn no_candidate(candidates: &[String]) -> Self {
+        let message = if candidates.is_empty() {
+            "no other node of the fleet is Ready"
+        } else {
+            "no Ready node has a fresh, non-draining load report"
+        };
+        Self {
+            reason: "NoCandidate",
+            message: message.to_owned(),
+            retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The room's member limit under its fleet's, or why the spec cannot be honoured.
+pub fn max_members(spec: &ChatRoomSpec, fleet_limit: u32) -> Result<u32, Waiting> {
+    let max_members = spec.max_members.unwrap_or(fleet_limit);
+    if max_members > fleet_limit {
+        return Err(Waiting {
+            reason: "MaxMembersAboveFleetLimit",
+            message: format!(
+                "maxMembers {max_members} is above the fleet's limit of {fleet_limit}"
+            ),
+            retry: Duration::from_secs(60),
+        });
+    }
+    if spec.expected_members > max_members {
+        return Err(Waiting {
+            reason: "ExpectedAboveMaxMembers",
+            message: format!(
+                "expectedMembers {} is above the room's limit of {max_members}",
+                spec.expected_members
+            ),
+            retry: Duration::from_secs(60),
+        });
+    }
+    Ok(max_members)
+}
+
+/// The node a placed room may stay on: its own, while that pod is Ready. (It then stays if
+/// its node still reports and is not draining, which only the seats in Redis tell.)
+pub fn node_to_keep<'a>(status: Option<&'a ChatRoomStatus>, ready: &[String]) -> Option<&'a str> {
+    let node = status?.node.as_deref()?;
+    ready.iter().any(|pod| pod == node).then_some(node)
+}
+
+/// The nodes a room may be placed on: the Ready ones, except the one it is leaving.
+pub fn candidates(ready: &[String], moving_from: Option<&str>) -> Vec<String> {
+    ready
+        .iter()
+        .filter(|pod| Some(pod.as_str()) != moving_from)
+        .cloned()
+        .collect()
+}
+
+pub fn strategy(strategy: PlacementStrategy) -> Strategy {
+    match strategy {
+        PlacementStrategy::LeastLoaded => Strategy::LeastLoaded,
+        PlacementStrategy::Packed => Strategy::Packed,
+    }
+}
+
+/// Where clients reach a node: the fleet's public template when set (`{pod}`, `{namespace}`,
+/// `{fleet}`), else the address the node advertises, else its in-cluster address.
+pub fn node_base_url(
+    template: Option<&str>,
+    fleet: &str,
+    namespace: &str,
+    pod: &str,
+    advertised: Option<String>,
+) -> String {
+    let base = match template {
+        Some(template) => template
+            .replace("{pod}", pod)
+            .replace("{namespace}", namespace)
+            .replace("{fleet}", fleet),
+        None => advertised.unwrap_or_else(|| pod_url(fleet, namespace, pod)),
+    };
+    base.trim_end_matches('/').to_owned()
+}
+
+/// What to do about a room that may have been empty for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyRoom {
+    /// Look again after at most this long.
+    Recheck(Duration),
+    /// Empty past its `ttlSecondsAfterEmpty`: delete it (if no member is left anywhere).
+    Expired { empty_for: u64 },
+}
+
+/// Whether an empty room outlived its TTL; `resync` is the usual recheck.
+pub fn empty_room(
+    ttl_seconds: Option<u32>,
+    empty_since: Option<&str>,
+    now: Timestamp,
+    resync: Duration,
+) -> EmptyRoom {
+    let (Some(ttl), Some(since)) = (ttl_seconds, empty_since) else {
+        return EmptyRoom::Recheck(resync);
+    };
+    let since: Timestamp = since.parse().unwrap_or(now);
+    let empty_for = now.duration_since(since).as_secs().max(0) as u64;
+    if empty_for >= u64::from(ttl) {
+        EmptyRoom::Expired { empty_for }
+    } else {
+        EmptyRoom::Recheck(resync.min(Duration::from_secs(u64::from(ttl) - empty_for)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(expected: u32, max: Option<u32>) -> ChatRoomSpec {
+        ChatRoomSpec {
+            fleet: "chat".into(),
+            expected_members: expected,
+            max_members: max,
+            purpose: None,
+            ttl_seconds_after_empty: None,
+        }
+    }
+
+    #[test]
+    fn limits_follow_the_fleet_unless_the_spec_asks_for_more() {
+        assert_eq!(max_members(&spec(3, None), 300), Ok(300));
+        assert_eq!(max_members(&spec(3, Some(10)), 300), Ok(10));
+        let above = max_members(&spec(3, Some(301)), 300).unwrap_err();
+        assert_eq!(above.reason, "MaxMembersAboveFleetLimit");
+        let expected = max_members(&spec(11, Some(10)), 300).unwrap_err();
+        assert_eq!(expected.reason, "ExpectedAboveMaxMembers");
+        assert_eq!(expected.retry, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_room_keeps_only_a_ready_node() {
+        let ready = vec!["chat-0".to_owned(), "chat-1".to_owned()];
+        let on = |node: &str| ChatRoomStatus {
+            node: Some(node.into()),
+            ..ChatRoomStatus::default()
+        };
+        assert_eq!(node_to_keep(Some(&on("chat-1")), &ready), Some("chat-1"));
+        assert_eq!(node_to_keep(Some(&on("chat-2")), &ready), None);
+        assert_eq!(node_to_keep(Some(&ChatRoomStatus::default()), &ready), None);
+        assert_eq!(node_to_keep(None, &ready), None);
+        assert_eq!(candidates(&ready, Some("chat-0")), ["chat-1"]);
+        assert_eq!(candidates(&ready, None), ready);
+    }
+
+    #[test]
+    fn says_why_nothing_could_be_chosen() {
+        assert_eq!(
+            Waiting::no_candidate(&[]).message,
+            "no other node of the fleet is Ready"
+        );
+        assert_eq!(
+            Waiting::no_candidate(&["chat-0".into()]).message,
+            "no Ready node has a fresh, non-draining load report"
+        );
+    }
+
+    #[test]
+    fn endpoints_prefer_the_template_then_the_advertised_address() {
+        assert_eq!(
+            node_base_url(
+                Some("wss://{pod}.{fleet}.{namespace}.example/"),
+                "chat",
+                "ns",
+                "chat-0",
+                Some("ws://ignored".into()),
+            ),
+            "wss://chat-0.chat.ns.example"
+        );
+        assert_eq!(
+            node_base_url(
+                None,
+                "chat",
+                "ns",
+                "chat-0",
+                Some("ws://10.0.0.1:8080".into())
+            ),
+            "ws://10.0.0.1:8080"
+        );
+        assert_eq!(
+            node_base_url(None, "chat", "ns", "chat-0", None),
+            "ws://chat-0.chat.ns.svc:8080"
+        );
+    }
+
+    #[test]
+    fn an_empty_room_expires_after_its_ttl() {
+        let now: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let resync = Duration::from_secs(5);
+        assert_eq!(
+            empty_room(None, Some("2026-01-01T00:00:00Z"), now, resync),
+            EmptyRoom::Recheck(resync)
+        );
+        assert_eq!(
+            empty_room(Some(60), None, now, resync),
+            EmptyRoom::Recheck(resync)
+        );
+        assert_eq!(
+            empty_room(Some(600), Some("2026-01-01T00:00:00Z"), now, resync),
+            EmptyRoom::Expired { empty_for: 600 }
+        );
+        assert_eq!(
+            empty_room(Some(602), Some("2026-01-01T00:00:00Z"), now, resync),
+            EmptyRoom::Recheck(Duration::from_secs(2))
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The `ChatFleet` reconciler: applies the fleet's StatefulSet, headless Service and
+//! PodDisruptionBudget (owned by the fleet, so deleting it cleans up) and sums the nodes'
+//! load reports into its status.
+
+use std::sync::Arc;
+
+use chatfleet_state::seats::Seats;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::pods::ready_pods;
+use super::{status, writes};
+use crate::context::Context;
+use crate::crd::{ChatFleet, ChatFleetStatus};
+use crate::decide::workload;
+use crate::error::{Error, Result};
+use crate::metrics::{ControllerLabel, ErrorLabel};
+
+/// Field manager for server-side apply.
+pub const MANAGER: &str = "chatfleet-operator";
+
+pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabel {
+            controller: "fleet",
+        })
+        .inc();
+    let namespace = fleet
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(fleet.name_any()))?;
+    let name = fleet.name_any();
+    let apply = PatchParams::apply(MANAGER).force();
+    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::service(&fleet))),
+        )
+        .await?;
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::stateful_set(&fleet))),
+        )
+        .await?;
+    Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::disruption_budget(&fleet))),
+        )
+        .await?;
+
+    let status = match observe(&fleet, &namespace, &ctx).await {
+        Ok(status) => status,
+        Err(error @ (Error::Redis(_) | Error::State(_) | Error::Config(_) | Error::Kube(_))) => {
+            // The workload is applied; say in the status why the fleet cannot be measured.
+            let status = unmeasured(&fleet, &error.to_string());
+            writes::fleet_status(&fleet, &ctx, &status).await?;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    if changed(fleet.status.as_ref(), &status, &fleet) {
+        writes::fleet_status(&fleet, &ctx, &status).await?;
+    }
+    ctx.backoff.succeeded(&key(&fleet));
+    Ok(Action::requeue(ctx.settings.fleet_resync))
+}
+
+fn key(fleet: &ChatFleet) -> String {
+    format!(
+        "fleet:{}/{}",
+        fleet.namespace().unwrap_or_default(),
+        fleet.name_any()
+    )
+}
+
+/// Whether the status is worth writing: any change but small moves of the load figures, which
+/// change on every heartbeat and would otherwise make every write wake the controller again.
+fn changed(old: Option<&ChatFleetStatus>, new: &ChatFleetStatus, fleet: &ChatFleet) -> bool {
+    let Some(old) = old else { return true };
+    let capacity =
+        i64::from(fleet.spec.replicas.max(0)) * i64::from(fleet.spec.limits.users_per_node);
+    let tolerance = (capacity / 50).max(1);
+    let near = |a: i64, b: i64| (a - b).abs() < tolerance;
+    let settled = ChatFleetStatus {
+        users: old.users,
+        free_seats: old.free_seats,
+        ..new.clone()
+    };
+    settled != *old
+        || !near(i64::from(old.users), i64::from(new.users))
+        || !near(old.free_seats, new.free_seats)
+}
+
+/// The status when the fleet's Redis (or its Secret) cannot be read.
+fn unmeasured(fleet: &ChatFleet, why: &str) -> ChatFleetStatus {
+    let old = fleet.status.clone().unwrap_or_default();
+    let generation = fleet.meta().generation;
+    ChatFleetStatus {
+        ready_nodes: 0,
+        observed_generation: generation,
+        conditions: status::fleet_unmeasured(&old.conditions, why, generation, Timestamp::now()),
+        ..old
+    }
+}
+
+pub fn error_policy(fleet: Arc<ChatFleet>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(fleet = %fleet.name_any(), %error, "fleet reconcile failed");
+    ctx.metrics
+        .errors
+        .get_or_create(&ErrorLabel {
+            controller: "fleet",
+            kind: error.kind(),
+        })
+        .inc();
+    Action::requeue(ctx.backoff.failed(&key(&fleet)))
+}
+
+/// Server-side apply needs apiVersion and kind in the body.
+fn with_kind<K: Resource<DynamicType = ()> + serde::Serialize>(object: K) -> serde_json::Value {
+    let mut value = serde_json::to_value(&object).expect("objects serialize");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}
+
+/// The fleet as its Ready pods report it.
+async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<ChatFleetStatus> {
+    let ready = ready_pods(&ctx.pods.state(), namespace, &fleet.name_any());
+    let redis = ctx.redis.for_fleet(&ctx.client, fleet).await?;
+    let generation = fleet.meta().generation;
+    let mut status = ChatFleetStatus {
+        observed_generation: generation,
+        ..ChatFleetStatus::default()
+    };
+    for pod in &ready {
+        let Some(report) = redis.reports.report(pod).await? else {
+            continue;
+        };
+        status.ready_nodes += 1;
+        status.users += report.users;
+        status.rooms += report.rooms;
+        if let Seats::Free { free } = redis.seats.peek_node(pod).await?.seats {
+            status.free_seats += free.max(0);
+        }
+    }
+    let old = fleet
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let wanted = u32::try_from(fleet.spec.replicas).unwrap_or(0);
+    status.conditions = status::fleet_ready(
+        old,
+        status.ready_nodes,
+        wanted,
+        generation,
+        Timestamp::now(),
+    );
+    Ok(status)
+}

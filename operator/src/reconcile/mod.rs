@@ -1,0 +1,9 @@
+//! The two reconcilers. Each reads state (Kubernetes objects, the pod cache, the fleet's
+//! Redis), asks `crate::decide` what to do, and writes the result ([`writes`]). The statuses
+//! they write and the conditions they share are built in [`status`].
+
+pub mod fleet;
+pub mod pods;
+pub mod room;
+pub mod status;
+pub mod writes;

@@ -1,0 +1,386 @@
+//! The `ChatRoom` reconciler: keeps each room on a live node of its fleet.
+//!
+//! It reads the room's fleet, the fleet's Ready pods (from the pod cache) and their seats in
+//! Redis; decides with `crate::decide`; reserves atomically; and patches the status. A placed
+//! room stays on its node until the node's report expires, its pod goes away or it drains;
+//! then the room moves and its connected members get a `moved` frame. A finalizer closes the
+//! room on its nodes and releases its seats and history before the object goes.
+
+use std::sync::Arc;
+
+use chatfleet_state::FleetState;
+use chatfleet_state::rooms::RoomSettings;
+use chatfleet_state::seats::Seats;
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::ServerFrame;
+use chatfleet_wire::room_id::RoomIdError;
+use chatfleet_wire::urls::ws_endpoint;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+
+use super::pods::ready_pods;
+use super::status::{self, Placed};
+use super::writes;
+use crate::context::Context;
+use crate::crd::{ChatFleet, ChatRoom, RoomPhase};
+use crate::decide::placement::{self, NodeLoad, Placement};
+use crate::decide::room::{self as decide, EmptyRoom, Waiting};
+use crate::error::{Error, Result};
+use crate::metrics::{ControllerLabel, ErrorLabel};
+
+pub const FINALIZER: &str = "chatfleet.dev/room";
+/// Attempts at reserving before giving up for this reconcile (others may race for seats).
+const RESERVE_ATTEMPTS: usize = 5;
+
+/// Entry point for the controller.
+pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ControllerLabel { controller: "room" })
+        .inc();
+    let namespace = room
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(room.name_any()))?;
+    let key = format!("{namespace}/{}", room.name_any());
+    let api: Api<ChatRoom> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, room, |event| async {
+        match event {
+            Event::Apply(room) => apply(&room, &ctx).await,
+            Event::Cleanup(room) => cleanup(&room, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
+}
+
+/// Retry policy on errors: per room, doubling from one second.
+pub fn error_policy(room: Arc<ChatRoom>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(room = %room.name_any(), %error, "room reconcile failed");
+    ctx.metrics
+        .errors
+        .get_or_create(&ErrorLabel {
+            controller: "room",
+            kind: error.kind(),
+        })
+        .inc();
+    let key = format!(
+        "{}/{}",
+        room.namespace().unwrap_or_default(),
+        room.name_any()
+    );
+    Action::requeue(ctx.backoff.failed(&key))
+}
+
+/// The room's id on the chat nodes: `namespace/name`.
+pub fn room_id(room: &ChatRoom) -> Result<RoomId> {
+    let id = format!(
+        "{}/{}",
+        room.namespace().unwrap_or_default(),
+        room.name_any()
+    );
+    id.parse()
+        .map_err(|e: RoomIdError| Error::BadRoomId(id, e.to_string()))
+}
+
+async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
+    let id = room_id(room)?;
+    let namespace = room.namespace().unwrap_or_default();
+    let fleets: Api<ChatFleet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(fleet) = fleets.get_opt(&room.spec.fleet).await? else {
+        return wait(room, ctx, Waiting::fleet_not_found(&room.spec.fleet)).await;
+    };
+    let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
+    let max_members = match decide::max_members(&room.spec, fleet.spec.limits.members_per_room) {
+        Ok(max_members) => max_members,
+        Err(waiting) => return wait(room, ctx, waiting).await,
+    };
+    let settings = RoomSettings {
+        max_members,
+        created_ms: Timestamp::now().as_millisecond() as u64,
+    };
+
+    let ready = ready_pods(&ctx.pods.state(), &namespace, &fleet.name_any());
+    // A placed room stays while its pod is Ready and its node reports and is not draining.
+    if let Some(node) = decide::node_to_keep(room.status.as_ref(), &ready) {
+        let seats = redis
+            .seats
+            .force(node, &id, room.spec.expected_members)
+            .await?;
+        if matches!(seats.seats, Seats::Reserved { .. }) {
+            // Keeps the room's settings alive while nobody has joined it yet.
+            redis.rooms.create(&id, settings).await?;
+            return stay(room, &fleet, &redis, &id, node, &ready, ctx).await;
+        }
+    }
+
+    // Unplaced, or its node is gone or draining: choose one.
+    let old = room.status.clone().unwrap_or_default();
+    let moving_from = old.node.clone();
+    let mut version = room.resource_version();
+    if let Some(from) = &moving_from {
+        tracing::info!(room = %id, node = %from, "node is gone or draining; rescheduling");
+        redis.seats.release(from, &id).await?;
+        let status = status::rescheduling(&old, from, room.meta().generation, Timestamp::now());
+        version = writes::room_status(room, ctx, &status, version.as_deref()).await?;
+        ctx.metrics.reschedules.inc();
+    } else if room.status.is_none() {
+        // A new ChatRoom may reuse the name of one deleted earlier: its tombstone goes.
+        redis.rooms.reopen(&id).await?;
+    }
+    redis.rooms.create(&id, settings).await?;
+    let started = std::time::Instant::now();
+    let candidates = decide::candidates(&ready, moving_from.as_deref());
+    let Some((node, phase)) = choose_and_reserve(room, &fleet, &redis, &id, &candidates).await?
+    else {
+        return wait(room, ctx, Waiting::no_candidate(&candidates)).await;
+    };
+    ctx.metrics
+        .placement_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let result = async {
+        let endpoint = endpoint(&fleet, &redis, &node, &id).await?;
+        let placement = Placed {
+            fleet: &fleet.name_any(),
+            node: &node,
+            endpoint: &endpoint,
+            phase,
+            moving_from: moving_from.as_deref(),
+        };
+        record_placement(room, &redis, &id, &placement, version.as_deref(), ctx).await
+    }
+    .await;
+    if result.is_err() {
+        // Whatever failed, the seats must not stay held for a placement nobody recorded.
+        let _ = redis.seats.release(&node, &id).await;
+    }
+    result
+}
+
+/// Writes the placement into the status (only if nobody changed the room meanwhile), then
+/// tells members of a moved room where it went, and records an Event.
+async fn record_placement(
+    room: &ChatRoom,
+    redis: &FleetState,
+    id: &RoomId,
+    placement: &Placed<'_>,
+    version: Option<&str>,
+    ctx: &Context,
+) -> Result<Action> {
+    let old = room.status.clone().unwrap_or_default();
+    let (status, announcement) =
+        status::placed(&old, placement, room.meta().generation, Timestamp::now());
+    writes::room_status(room, ctx, &status, version).await?;
+    let (node, phase) = (placement.node, placement.phase);
+    tracing::info!(room = %id, %node, ?phase, "placed");
+    if placement.moving_from.is_some() {
+        let moved = ServerFrame::Moved {
+            room: id.clone(),
+            endpoint: placement.endpoint.to_owned(),
+        };
+        redis.rooms.publish(id, &moved.to_json()).await?;
+    }
+    if phase == RoomPhase::Overflow {
+        ctx.metrics.overflows.inc();
+    }
+    writes::room_event(
+        room,
+        ctx,
+        EventType::Normal,
+        announcement.reason,
+        announcement.note,
+    )
+    .await;
+    if phase == RoomPhase::Overflow {
+        // The condition and a warning make an overflow visible in `kubectl describe`.
+        writes::room_event(
+            room,
+            ctx,
+            EventType::Warning,
+            "FleetFull",
+            "no node had room".into(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(ctx.settings.room_resync))
+}
+
+/// Reads the candidates' seats, places, and reserves; retries when another reconcile took the
+/// seats first. `None` when no candidate has a live report.
+async fn choose_and_reserve(
+    room: &ChatRoom,
+    fleet: &ChatFleet,
+    redis: &FleetState,
+    id: &RoomId,
+    candidates: &[String],
+) -> Result<Option<(String, RoomPhase)>> {
+    let mut nodes = Vec::with_capacity(candidates.len());
+    for pod in candidates {
+        let seats = redis.seats.peek(pod, id).await?;
+        if let Seats::Free { free } = seats.seats {
+            nodes.push(NodeLoad {
+                name: pod.clone(),
+                free_seats: free,
+                msg_rate: seats.msg_rate,
+            });
+        }
+    }
+    let strategy = decide::strategy(fleet.spec.placement);
+    let expected = room.spec.expected_members;
+    for _ in 0..RESERVE_ATTEMPTS {
+        let (node, phase) = match placement::place(&nodes, expected, strategy) {
+            Placement::Fits { node } => (node, RoomPhase::Placed),
+            Placement::Overflow { node } => (node, RoomPhase::Overflow),
+            Placement::NoCandidate => return Ok(None),
+        };
+        let outcome = if phase == RoomPhase::Overflow {
+            redis.seats.force(&node, id, expected).await?
+        } else {
+            redis.seats.reserve(&node, id, expected).await?
+        };
+        match outcome.seats {
+            Seats::Reserved { .. } => return Ok(Some((node, phase))),
+            Seats::Full { free } => {
+                if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
+                    n.free_seats = free;
+                }
+            }
+            Seats::Gone | Seats::Draining { .. } | Seats::Free { .. } => {
+                nodes.retain(|n| n.name != node);
+            }
+        }
+    }
+    Err(Error::Contended(format!(
+        "no reservation for {id} after {RESERVE_ATTEMPTS} attempts"
+    )))
+}
+
+/// The room stays on its healthy node: refresh members, rate and the empty-room clock.
+async fn stay(
+    room: &ChatRoom,
+    fleet: &ChatFleet,
+    redis: &FleetState,
+    id: &RoomId,
+    node: &str,
+    ready: &[String],
+    ctx: &Context,
+) -> Result<Action> {
+    let load = redis.reports.room_load(node, id).await?;
+    let old = room.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let endpoint = endpoint(fleet, redis, node, id).await?;
+    let status = status::staying(&old, load, endpoint, room.meta().generation, now);
+    if status != old {
+        writes::room_status(room, ctx, &status, room.resource_version().as_deref()).await?;
+    }
+    let resync = ctx.settings.room_resync;
+    match decide::empty_room(
+        room.spec.ttl_seconds_after_empty,
+        status.empty_since.as_deref(),
+        now,
+        resync,
+    ) {
+        EmptyRoom::Recheck(next) => Ok(Action::requeue(next)),
+        EmptyRoom::Expired { empty_for } => {
+            // Members left behind on another node (after a move) still count.
+            if members_anywhere(redis, ready, id).await? > 0 {
+                return Ok(Action::requeue(resync));
+            }
+            tracing::info!(room = %id, empty_for, "empty past its TTL; deleting");
+            let api: Api<ChatRoom> =
+                Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+            api.delete(&room.name_any(), &DeleteParams::default())
+                .await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Members of the room on any Ready node of the fleet.
+async fn members_anywhere(redis: &FleetState, ready: &[String], id: &RoomId) -> Result<u32> {
+    let mut members = 0;
+    for pod in ready {
+        members += redis.reports.room_load(pod, id).await?.members;
+    }
+    Ok(members)
+}
+
+/// Finalizer: tell members the room is closed, drop its history and give back its seats.
+async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
+    let id = room_id(room)?;
+    let fleets: Api<ChatFleet> =
+        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    let fleet = fleets.get_opt(&room.spec.fleet).await?;
+    let Some(fleet) = fleet.filter(|f| f.meta().deletion_timestamp.is_none()) else {
+        // The fleet, its nodes and its Redis are going or gone: nobody is left to tell.
+        return Ok(Action::await_change());
+    };
+    let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
+    if let Some(old) = &room.status {
+        // Best effort: the room is going either way.
+        let _ = writes::room_status(room, ctx, &status::closing(old), None).await;
+    }
+    let closed = ServerFrame::Closed {
+        room: id.clone(),
+        reason: "the room was deleted".to_owned(),
+    };
+    redis.rooms.close(&id, &closed.to_json()).await?;
+    if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
+        redis.seats.release(node, &id).await?;
+    }
+    tracing::info!(room = %id, "closed");
+    writes::room_event(
+        room,
+        ctx,
+        EventType::Normal,
+        "Closed",
+        "members were told; seats and history released".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// The room's WebSocket URL on `node`.
+async fn endpoint(
+    fleet: &ChatFleet,
+    redis: &FleetState,
+    node: &str,
+    id: &RoomId,
+) -> Result<String> {
+    let template = fleet.spec.public_endpoint.as_deref();
+    let advertised = match template {
+        Some(_) => None,
+        None => redis.reports.report(node).await?.map(|r| r.advertise_url),
+    };
+    let namespace = fleet.namespace().unwrap_or_default();
+    let base = decide::node_base_url(template, &fleet.name_any(), &namespace, node, advertised);
+    Ok(ws_endpoint(&base, id))
+}
+
+/// Records why the room waits (once: only when the status changes), and when to look again.
+async fn wait(room: &ChatRoom, ctx: &Context, waiting: Waiting) -> Result<Action> {
+    let old = room.status.clone().unwrap_or_default();
+    let status = status::pending(&old, &waiting, room.meta().generation, Timestamp::now());
+    if status != old {
+        tracing::info!(room = %room.name_any(), reason = waiting.reason, message = %waiting.message, "pending");
+        writes::room_status(room, ctx, &status, room.resource_version().as_deref()).await?;
+        writes::room_event(
+            room,
+            ctx,
+            EventType::Warning,
+            waiting.reason,
+            waiting.message,
+        )
+        .await;
+    }
+    Ok(Action::requeue(waiting.retry))
+}

@@ -1,0 +1,80 @@
+//! Everything the reconcilers write to Kubernetes: status patches and Events.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::crd::{ChatFleet, ChatFleetStatus, ChatRoom, ChatRoomStatus};
+use crate::error::Result;
+
+/// Merge-patches a room's status, as a precondition on `version` when given (a stale cache then
+/// fails with a conflict instead of overwriting a newer placement), and returns the new
+/// resourceVersion. Fields that are `None` are sent as null, so a merge patch clears them.
+pub async fn room_status(
+    room: &ChatRoom,
+    ctx: &Context,
+    status: &ChatRoomStatus,
+    version: Option<&str>,
+) -> Result<Option<String>> {
+    let api: Api<ChatRoom> =
+        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    let mut body = serde_json::to_value(status).expect("statuses serialize");
+    for field in ["node", "endpoint", "reason", "emptySince"] {
+        body.as_object_mut()
+            .expect("a status is an object")
+            .entry(field)
+            .or_insert(serde_json::Value::Null);
+    }
+    let mut patch = json!({ "status": body });
+    if let Some(version) = version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    let updated = api
+        .patch_status(
+            &room.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(updated.resource_version())
+}
+
+/// Writes a fleet's status if it differs from the one it has.
+pub async fn fleet_status(
+    fleet: &ChatFleet,
+    ctx: &Context,
+    status: &ChatFleetStatus,
+) -> Result<()> {
+    if fleet.status.as_ref() != Some(status) {
+        Api::<ChatFleet>::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default())
+            .patch_status(
+                &fleet.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records an Event on a room. Best effort: a failure is logged, never fails the reconcile.
+pub async fn room_event(
+    room: &ChatRoom,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Place".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder().publish(&event, &room.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish an event");
+    }
+}

@@ -1,0 +1,113 @@
+//! Load reports: what each node tells the fleet about itself on every heartbeat, and the load
+//! of each room it hosts. Both expire with the report, so a dead node disappears by itself.
+
+use std::time::Duration;
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::keys;
+use chatfleet_wire::load::{LoadReport, RoomLoad};
+use redis::AsyncCommands;
+
+use crate::{Redis, StateError};
+
+/// A node's report and the load of each room on it.
+pub type NodeLoad = (LoadReport, Vec<(RoomId, RoomLoad)>);
+
+#[derive(Clone)]
+pub struct LoadReports {
+    redis: Redis,
+}
+
+impl LoadReports {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    /// Writes a node's report and the load of each room it hosts, both expiring after `ttl`,
+    /// and indexes the node. One transaction, so readers never see a report without its rooms.
+    pub async fn write(
+        &self,
+        report: &LoadReport,
+        rooms: &[(RoomId, RoomLoad)],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let json = serde_json::to_string(report).expect("load reports serialize");
+        let ttl_ms = ttl.as_millis() as u64;
+        let rooms_key = keys::node_rooms(&report.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_options(
+                keys::node_report(&report.node),
+                json,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+            )
+            .zadd(keys::node_index(), &report.node, report.ts_ms)
+            .del(&rooms_key);
+        if !rooms.is_empty() {
+            let fields: Vec<(String, String)> = rooms
+                .iter()
+                .map(|(room, load)| {
+                    let load = serde_json::to_string(load).expect("room loads serialize");
+                    (room.to_string(), load)
+                })
+                .collect();
+            pipe.hset_multiple(&rooms_key, &fields)
+                .pexpire(&rooms_key, ttl_ms as i64);
+        }
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(())
+    }
+
+    /// Removes a node's report at its clean exit, so placement forgets it at once.
+    pub async fn remove(&self, node: &str) -> Result<(), StateError> {
+        let _: () = redis::pipe()
+            .del(&[keys::node_report(node), keys::node_rooms(node)])
+            .zrem(keys::node_index(), node)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The node's load report, if fresh.
+    pub async fn report(&self, node: &str) -> Result<Option<LoadReport>, StateError> {
+        let json: Option<String> = self.redis.conn().get(keys::node_report(node)).await?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// How `room` is doing on `node`: zero members when it has none there.
+    pub async fn room_load(&self, node: &str, room: &RoomId) -> Result<RoomLoad, StateError> {
+        let json: Option<String> = self
+            .redis
+            .conn()
+            .hget(keys::node_rooms(node), room.to_string())
+            .await?;
+        Ok(json
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default())
+    }
+
+    /// Every node with a fresh report, with the load of each of its rooms.
+    pub async fn fleet(&self) -> Result<Vec<NodeLoad>, StateError> {
+        let mut conn = self.redis.conn();
+        let names: Vec<String> = conn.zrange(keys::node_index(), 0, -1).await?;
+        let mut nodes = Vec::new();
+        for name in names {
+            let Some(json): Option<String> = conn.get(keys::node_report(&name)).await? else {
+                continue;
+            };
+            let Ok(report) = serde_json::from_str::<LoadReport>(&json) else {
+                continue;
+            };
+            let fields: Vec<(String, String)> = conn.hgetall(keys::node_rooms(&name)).await?;
+            let mut rooms: Vec<(RoomId, RoomLoad)> = fields
+                .into_iter()
+                .filter_map(|(room, load)| {
+                    Some((room.parse().ok()?, serde_json::from_str(&load).ok()?))
+                })
+                .collect();
+            rooms.sort_by(|a, b| a.0.cmp(&b.0));
+            nodes.push((report, rooms));
+        }
+        Ok(nodes)
+    }
+}

@@ -1,0 +1,210 @@
+//! A room's shared state: its settings, its tombstone, its live channel and its message log.
+//!
+//! A room's keys share one hash tag (see `chatfleet_wire::keys::RoomKeys`), so every
+//! multi-key change below touches one slot.
+
+use std::time::Duration;
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{MESSAGE_PREFIX, message_json};
+use chatfleet_wire::keys::{self, LOG_FIELD, RoomKeys};
+use chatfleet_wire::token::MAX_TOKEN_TTL;
+use redis::AsyncCommands;
+
+use crate::{Redis, StateError, scripts};
+
+/// A message as the log holds it: its id and its encoded frame.
+pub type LoggedMessage = (u64, String);
+
+/// A room's settings, set when it is created (through the room API or by the operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomSettings {
+    pub max_members: u32,
+    pub created_ms: u64,
+}
+
+/// Rooms' state in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RoomStore {
+    redis: Redis,
+    /// How long a room's state lives without a node refreshing it.
+    ttl: Duration,
+}
+
+impl RoomStore {
+    pub fn new(redis: Redis, ttl: Duration) -> Self {
+        Self { redis, ttl }
+    }
+
+    fn ttl_seconds(&self) -> u64 {
+        self.ttl.as_secs().max(1)
+    }
+
+    /// The newest message id (0 when there is none).
+    pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
+        let id: Option<u64> = self.redis.conn().get(RoomKeys::new(room).seq).await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Retained messages with `after < id <= upto`, oldest first.
+    pub async fn read_range(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<LoggedMessage>, StateError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(RoomKeys::new(room).log)
+            .arg(keys::log_entry_id(after + 1))
+            .arg(keys::log_entry_id(upto))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(entry_id, fields)| {
+                let id = entry_id.split('-').next()?.parse().ok()?;
+                let (_, frame) = fields.into_iter().find(|(f, _)| f == LOG_FIELD)?;
+                Some((id, frame))
+            })
+            .collect())
+    }
+
+    pub async fn settings(&self, room: &RoomId) -> Result<Option<RoomSettings>, StateError> {
+        let (max_members, created_ms): (Option<u32>, Option<u64>) = redis::cmd("HMGET")
+            .arg(RoomKeys::new(room).meta)
+            .arg("max_members")
+            .arg("created_ms")
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(max_members.map(|max_members| RoomSettings {
+            max_members,
+            created_ms: created_ms.unwrap_or(0),
+        }))
+    }
+
+    /// Records a room's settings; an existing room keeps the ones it has. Refused for a room
+    /// that was closed.
+    pub async fn create(
+        &self,
+        room: &RoomId,
+        settings: RoomSettings,
+    ) -> Result<RoomSettings, StateError> {
+        let keys = RoomKeys::new(room);
+        if self.is_closed(room).await? {
+            return Err(StateError::RoomClosed);
+        }
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_nx(&keys.meta, "max_members", settings.max_members)
+            .hset_nx(&keys.meta, "created_ms", settings.created_ms)
+            .expire(&keys.meta, self.ttl_seconds() as i64)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(self.settings(room).await?.unwrap_or(settings))
+    }
+
+    pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StateError> {
+        Ok(self.redis.conn().exists(RoomKeys::new(room).closed).await?)
+    }
+
+    /// Lifts a closed room's tombstone: only for a new room deliberately given an old name
+    /// (the operator does this when a new ChatRoom reuses a deleted one's name).
+    pub async fn reopen(&self, room: &RoomId) -> Result<(), StateError> {
+        let _: () = self.redis.conn().del(RoomKeys::new(room).closed).await?;
+        Ok(())
+    }
+
+    /// Leaves a tombstone for as long as a token for the room could live, drops the room's
+    /// state and tells every node hosting it, in one transaction.
+    pub async fn close(&self, room: &RoomId, closed_frame: &str) -> Result<(), StateError> {
+        let keys = RoomKeys::new(room);
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(&keys.closed, 1, MAX_TOKEN_TTL.as_secs())
+            .del(keys.state().to_vec())
+            .publish(&keys.live, closed_frame)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes a frame every member of the room must see, on whichever node they are
+    /// (`moved`, system notices).
+    pub async fn publish(&self, room: &RoomId, frame: &str) -> Result<(), StateError> {
+        let _: () = self
+            .redis
+            .conn()
+            .publish(RoomKeys::new(room).live, frame)
+            .await?;
+        Ok(())
+    }
+
+    /// Extends the life of the shared state of rooms a node hosts.
+    pub async fn refresh(&self, rooms: &[RoomId]) -> Result<(), StateError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.ttl_seconds() as i64;
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            for key in RoomKeys::new(room).state() {
+                pipe.expire(key, ttl).ignore();
+            }
+        }
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(())
+    }
+}
+
+/// Appends to rooms' message logs: what a node does with every message it accepts.
+#[derive(Clone)]
+pub struct MessageLog {
+    rooms: RoomStore,
+    /// Messages each room's log retains (approximately: the stream is trimmed with `~`).
+    history_len: usize,
+}
+
+impl MessageLog {
+    pub fn new(rooms: RoomStore, history_len: usize) -> Self {
+        Self {
+            rooms,
+            history_len: history_len.max(1),
+        }
+    }
+
+    /// The rooms whose logs this appends to.
+    pub fn rooms(&self) -> &RoomStore {
+        &self.rooms
+    }
+
+    /// Appends a message, returning its id and frame. `floor` is the newest id the caller has
+    /// delivered in the room: ids stay above it even if Redis lost the room's state.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        tail: &str,
+        floor: u64,
+    ) -> Result<LoggedMessage, StateError> {
+        let keys = RoomKeys::new(room);
+        let id: i64 = scripts::APPEND
+            .key(&keys.seq)
+            .key(&keys.log)
+            .key(&keys.closed)
+            .arg(MESSAGE_PREFIX)
+            .arg(tail)
+            .arg(self.history_len)
+            .arg(&keys.live)
+            .arg(self.rooms.ttl_seconds())
+            .arg(floor)
+            .invoke_async(&mut self.rooms.redis.conn())
+            .await?;
+        if id < 0 {
+            return Err(StateError::RoomClosed);
+        }
+        let id = id as u64;
+        Ok((id, message_json(id, tail)))
+    }
+}

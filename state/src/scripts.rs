@@ -1,0 +1,14 @@
+//! The Lua scripts, loaded once per process. Each file's header is its contract.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+pub static APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/append.lua")));
+pub static CLAIM_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/claim_session.lua")));
+pub static REFRESH_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/refresh_session.lua")));
+pub static SEATS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/seats.lua")));

@@ -1,0 +1,16 @@
+-- Claims one of a user's fleet-wide session slots. Drops expired slots first, then adds this
+-- session if the user holds fewer than the limit. Redis's clock decides expiry, so nodes with
+-- skewed clocks agree.
+-- KEYS: the user's sessions (a sorted set: session id -> expiry in ms).
+-- ARGV: session id, most sessions, ttl ms.
+-- Returns 1 when claimed (or already held), 0 when the user is at the limit.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1

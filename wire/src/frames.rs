@@ -1,0 +1,362 @@
+//! The WebSocket protocol: JSON text frames, one object per frame, told apart by `type`.
+//!
+//! `docs/protocol.md` shows an example of every frame. Message frames are encoded once per
+//! message (see [`message_json`]) and the same bytes go to every member, into the history and
+//! across Redis, so a resumed client receives exactly what a live one did.
+
+use serde::{Deserialize, Serialize};
+
+use crate::RoomId;
+
+/// What a member is in a room; it decides what the member may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Agent,
+    /// Reads the room but may not send.
+    Observer,
+}
+
+impl Role {
+    pub fn may_send(self) -> bool {
+        !matches!(self, Role::Observer)
+    }
+}
+
+/// A member of a room as the other members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Say something in the room. `client_id` is echoed back on the resulting `message` so the
+    /// sender can match its own messages.
+    Send {
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+}
+
+/// Frames a node sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome(Welcome),
+    Message(Message),
+    Presence(Presence),
+    Error(ErrorFrame),
+    /// The room was closed; the node closes the connection after this frame.
+    Closed {
+        room: RoomId,
+        reason: String,
+    },
+    /// The node is shutting down; reconnect (with `since`) to get a new node.
+    Draining {
+        reason: String,
+    },
+    /// The room now lives elsewhere; reconnect to `endpoint` with `since`.
+    Moved {
+        room: RoomId,
+        endpoint: String,
+    },
+    /// A notice from the operators of the service (an admin broadcast), not from a member.
+    System {
+        body: String,
+        /// Milliseconds since the Unix epoch.
+        ts: u64,
+    },
+}
+
+/// First frame on every accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub room: RoomId,
+    pub user: Member,
+    pub members: Vec<Member>,
+    /// The node serving this connection.
+    pub node: String,
+    /// Id of the newest message in the room when the client joined (0: none yet). Replayed
+    /// messages, if any, follow the welcome; live ones have larger ids.
+    pub last_id: u64,
+    /// Present when the client asked to resume with `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// How a resume went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub since: u64,
+    /// How many missed messages follow the welcome.
+    pub replayed: u64,
+    /// False when messages after `since` had already left the retained history: the client
+    /// missed `first_replayed_id - since - 1` messages it can no longer get.
+    pub complete: bool,
+}
+
+/// A chat message. `id` increases by one per message in a room, across the whole fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Message {
+    pub id: u64,
+    #[serde(flatten)]
+    pub content: MessageContent,
+}
+
+/// Everything in a message but its id, which only the room's log assigns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageContent {
+    pub room: RoomId,
+    pub from: String,
+    pub name: String,
+    pub role: Role,
+    pub body: String,
+    /// Milliseconds since the Unix epoch, when the node accepted the message.
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// Someone joined or left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub event: PresenceEvent,
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    /// Members in the room after the change.
+    pub members: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    Joined,
+    Left,
+}
+
+/// Something went wrong. Whether the connection stays open depends on the code; see
+/// [`ErrorCode::closes_connection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Stable error codes: clients branch on these, never on the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON or not a known client frame.
+    BadFrame,
+    /// The message body is larger than the node accepts.
+    MessageTooLarge,
+    /// The connection sends faster than its rate limit.
+    RateLimited,
+    /// The member may not send (an observer).
+    ReadOnly,
+    /// The room has as many members as it may.
+    RoomFull,
+    /// The node has as many users as it may.
+    NodeFull,
+    /// The room was closed and cannot be joined.
+    RoomClosed,
+    /// The node is shutting down.
+    Draining,
+    /// The node cannot reach its shared state (Redis); retry shortly.
+    Unavailable,
+    /// The user already holds as many sessions as the fleet allows.
+    SessionLimit,
+    /// The client read too slowly and its outbound queue overflowed.
+    SlowConsumer,
+    /// An administrator ended the session.
+    SessionEnded,
+}
+
+impl ErrorCode {
+    /// Codes sent when a join is refused or a session ended; the node closes afterwards.
+    pub fn closes_connection(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::BadFrame
+                | ErrorCode::MessageTooLarge
+                | ErrorCode::RateLimited
+                | ErrorCode::ReadOnly
+                | ErrorCode::Unavailable
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NodeFull => "node_full",
+            ErrorCode::RoomClosed => "room_closed",
+            ErrorCode::Draining => "draining",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::SessionLimit => "session_limit",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::SessionEnded => "session_ended",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the node uses.
+pub mod close {
+    /// Normal closure: the room was closed.
+    pub const NORMAL: u16 = 1000;
+    /// The client broke the protocol in a way that cannot continue.
+    pub const POLICY: u16 = 1008;
+    /// The node restarts (drain): reconnect, possibly elsewhere.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Refused for capacity or unavailability: try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client stopped answering pings or reading its messages.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// The prefix every encoded message frame starts with, up to its id.
+pub const MESSAGE_PREFIX: &str = r#"{"type":"message","id":"#;
+
+/// The part of a message frame after its id: `,"room":...}`. The Redis log splices
+/// `MESSAGE_PREFIX + id + tail` inside one script, so the id is assigned and the frame encoded
+/// exactly once, fleet-wide.
+pub fn message_tail(content: &MessageContent) -> String {
+    let json = serde_json::to_string(content).expect("a message always serializes");
+    // `{"room":...}` becomes `,"room":...}`.
+    format!(",{}", &json[1..])
+}
+
+/// The complete JSON of a message frame.
+pub fn message_json(id: u64, tail: &str) -> String {
+    let mut out = String::with_capacity(MESSAGE_PREFIX.len() + 20 + tail.len());
+    out.push_str(MESSAGE_PREFIX);
+    out.push_str(&id.to_string());
+    out.push_str(tail);
+    out
+}
+
+impl ServerFrame {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error(ErrorFrame {
+            code,
+            message: message.into(),
+        })
+    }
+
+    /// A `system` notice stamped now.
+    pub fn system(body: &str) -> Self {
+        ServerFrame::System {
+            body: body.to_owned(),
+            ts: crate::clock::unix_millis(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+/// Reads only what a node needs to route a frame it got from another node over Redis.
+#[derive(Debug, Deserialize)]
+pub struct FrameHeader {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content() -> MessageContent {
+        MessageContent {
+            room: "support/case-1".parse().unwrap(),
+            from: "u1".into(),
+            name: "Ann \"the\" agent".into(),
+            role: Role::Agent,
+            body: "hello, {world}".into(),
+            ts: 1_700_000_000_000,
+            client_id: Some("c-1".into()),
+        }
+    }
+
+    #[test]
+    fn spliced_message_json_is_a_valid_message_frame() {
+        let json = message_json(42, &message_tail(&content()));
+        let frame: ServerFrame = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Message(Message {
+                id: 42,
+                content: content()
+            })
+        );
+        let header: FrameHeader = serde_json::from_str(&json).unwrap();
+        assert_eq!((header.kind.as_str(), header.id), ("message", Some(42)));
+    }
+
+    #[test]
+    fn client_frames_reject_unknown_types_and_fields() {
+        let ok: ClientFrame = serde_json::from_str(r#"{"type":"send","body":"hi"}"#).unwrap();
+        assert_eq!(
+            ok,
+            ClientFrame::Send {
+                body: "hi".into(),
+                client_id: None
+            }
+        );
+        for bad in [
+            r#"{"type":"shout","body":"hi"}"#,
+            r#"{"type":"send"}"#,
+            r#"{"type":"send","body":"hi","extra":1}"#,
+            r#"["send"]"#,
+            "not json",
+        ] {
+            assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_stable_names() {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::ReadOnly,
+            ErrorCode::RoomFull,
+            ErrorCode::NodeFull,
+            ErrorCode::RoomClosed,
+            ErrorCode::Draining,
+            ErrorCode::Unavailable,
+            ErrorCode::SessionLimit,
+            ErrorCode::SlowConsumer,
+            ErrorCode::SessionEnded,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Every Redis key and channel chatfleet uses. `docs/redis.md` describes each one.
+//!
+//! A room's keys share the hash tag `{namespace/name}`, so they live in one slot and the
+//! append script can touch them together even on a Redis Cluster.
+
+use crate::RoomId;
+
+/// Prefix of every key, so a Redis shared with other software stays tidy.
+pub const PREFIX: &str = "chatfleet";
+
+/// Sorted set of node names, scored by the time (ms) of their last heartbeat. Readers list
+/// nodes from here and treat a node as alive only while its [`node_report`] key exists.
+pub fn node_index() -> String {
+    format!("{PREFIX}:nodes")
+}
+
+/// String: the node's JSON [`LoadReport`](super::load::LoadReport), expiring after a few
+/// missed heartbeats. A node's keys share the hash tag `{node}`, so the operator's
+/// reservation script can read and write them together.
+pub fn node_report(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}")
+}
+
+/// Hash: room id → JSON [`RoomLoad`](super::load::RoomLoad) for every room with members on the
+/// node; rewritten on every heartbeat and expiring with the report.
+pub fn node_rooms(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}:rooms")
+}
+
+/// Hash: room id → seats the operator reserved on the node for a room it placed there.
+/// Written only by the operator's reservation script; the room's members on the node use up
+/// its reservation as they arrive.
+pub fn node_reserved(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}:reserved")
+}
+
+/// Pub/sub channel of fleet-wide [`Control`](super::control::Control) commands.
+pub fn control_channel() -> String {
+    format!("{PREFIX}:control")
+}
+
+/// Sorted set of one user's live sessions across the fleet: member = session id, score = the
+/// time (ms, Redis clock) it expires unless its node refreshes it.
+pub fn user_sessions(user: &str) -> String {
+    format!("{PREFIX}:user:{{{user}}}:sessions")
+}
+
+/// The keys and channel of one room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomKeys {
+    /// String counter: the id of the newest message.
+    pub seq: String,
+    /// Stream of the last messages; entry id `<message id>-0`, field `f` holds the frame.
+    pub log: String,
+    /// Hash of the room's settings (`max_members`, `created_ms`).
+    pub meta: String,
+    /// String set when the room was closed, so stale tokens cannot reopen it.
+    pub closed: String,
+    /// Pub/sub channel carrying every frame all members of the room must see.
+    pub live: String,
+}
+
+impl RoomKeys {
+    pub fn new(room: &RoomId) -> Self {
+        let base = format!("{PREFIX}:room:{{{room}}}");
+        Self {
+            seq: format!("{base}:seq"),
+            log: format!("{base}:log"),
+            meta: format!("{base}:meta"),
+            closed: format!("{base}:closed"),
+            live: format!("{base}:live"),
+        }
+    }
+
+    /// The keys that carry the room's shared state and expire together.
+    pub fn state(&self) -> [&str; 3] {
+        [&self.seq, &self.log, &self.meta]
+    }
+}
+
+/// Field of a log entry that holds the frame.
+pub const LOG_FIELD: &str = "f";
+
+/// The stream entry id of message `id`.
+pub fn log_entry_id(id: u64) -> String {
+    format!("{id}-0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_keys_share_one_hash_tag() {
+        let keys = RoomKeys::new(&"support/case-7".parse().unwrap());
+        for key in [&keys.seq, &keys.log, &keys.meta, &keys.closed, &keys.live] {
+            assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
+        }
+        assert_eq!(node_report("chat-0"), "chatfleet:node:{chat-0}");
+        assert_eq!(node_rooms("chat-0"), "chatfleet:node:{chat-0}:rooms");
+        assert_eq!(node_reserved("chat-0"), "chatfleet:node:{chat-0}:reserved");
+        assert_eq!(log_entry_id(12), "12-0");
+    }
+}

@@ -1,0 +1,172 @@
+//! Join tokens: HS256 JWTs that name the room, the user and their role.
+//!
+//! The room API mints them; every node of a fleet verifies them with the shared secret, so a
+//! token works on whichever node the room lives on.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::RoomId;
+use crate::clock::unix_seconds;
+use crate::frames::{Member, Role};
+
+/// The claims of a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinClaims {
+    /// The room, `namespace/name`.
+    pub room: RoomId,
+    /// The user id.
+    pub sub: String,
+    /// The display name.
+    pub name: String,
+    pub role: Role,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+impl JoinClaims {
+    pub fn member(&self) -> Member {
+        Member {
+            user: self.sub.clone(),
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+}
+
+/// Why a client could not prove who it is. Maps onto 401 or 403 before the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a join token is required (?token= or Authorization: Bearer)")]
+    Missing,
+    #[error("the join token has expired")]
+    Expired,
+    #[error("the join token is invalid: {0}")]
+    Invalid(String),
+    #[error("the join token is for room {token_room}, not {requested}")]
+    WrongRoom {
+        token_room: RoomId,
+        requested: RoomId,
+    },
+}
+
+/// Seconds of clock skew tolerated between the minting and the verifying machine.
+const LEEWAY_SECONDS: u64 = 5;
+/// Longest lifetime of a minted token.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Signs and verifies join tokens with one shared secret.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    /// Keys from the shared secret. Surrounding whitespace is ignored, since files and
+    /// Kubernetes Secrets often end in a newline: every node and the operator agree.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let secret = secret.trim_ascii();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Mints a token for `member` in `room`, valid for `ttl` (capped at [`MAX_TOKEN_TTL`]).
+    pub fn mint(&self, room: &RoomId, member: &Member, ttl: Duration) -> (String, u64) {
+        let exp = unix_seconds() + ttl.min(MAX_TOKEN_TTL).as_secs();
+        let claims = JoinClaims {
+            room: room.clone(),
+            sub: member.user.clone(),
+            name: member.name.clone(),
+            role: member.role,
+            exp,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail");
+        (token, exp)
+    }
+
+    /// Verifies `token` and checks that it is for `room`.
+    pub fn verify(&self, token: &str, room: &RoomId) -> Result<JoinClaims, AuthError> {
+        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        let claims = data.claims;
+        if &claims.room != room {
+            return Err(AuthError::WrongRoom {
+                token_room: claims.room,
+                requested: room.clone(),
+            });
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member() -> Member {
+        Member {
+            user: "u1".into(),
+            name: "Ann".into(),
+            role: Role::Customer,
+        }
+    }
+
+    fn room(s: &str) -> RoomId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_for_its_room_only() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let (token, _) = keys.mint(&room("a/b"), &member(), Duration::from_secs(60));
+        let claims = keys.verify(&token, &room("a/b")).unwrap();
+        assert_eq!(claims.member(), member());
+        assert!(matches!(
+            keys.verify(&token, &room("a/c")),
+            Err(AuthError::WrongRoom { .. })
+        ));
+    }
+
+    #[test]
+    fn another_secret_or_garbage_is_invalid() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let (token, _) = keys.mint(&room("a/b"), &member(), Duration::from_secs(60));
+        let other = TokenKeys::from_secret(b"other");
+        assert!(matches!(
+            other.verify(&token, &room("a/b")),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            keys.verify("not.a.jwt", &room("a/b")),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let claims = JoinClaims {
+            room: room("a/b"),
+            sub: "u1".into(),
+            name: "Ann".into(),
+            role: Role::Agent,
+            exp: unix_seconds() - 120,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&token, &room("a/b")), Err(AuthError::Expired));
+    }
+}

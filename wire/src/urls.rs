@@ -1,0 +1,36 @@
+//! The URLs clients are given: a room's WebSocket endpoint on a node, and the node's chat page.
+
+use crate::RoomId;
+
+/// The WebSocket URL of a room on a node.
+pub fn ws_endpoint(advertise_url: &str, room: &RoomId) -> String {
+    format!(
+        "{advertise_url}/v1/rooms/{}/{}/ws",
+        room.namespace(),
+        room.name()
+    )
+}
+
+/// The chat page's base URL for a node's advertised WebSocket URL.
+pub fn http_base(advertise_url: &str) -> String {
+    if let Some(rest) = advertise_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = advertise_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        advertise_url.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_page_and_socket_urls_from_the_advertised_url() {
+        let room: RoomId = "a/b".parse().unwrap();
+        assert_eq!(ws_endpoint("ws://n:1", &room), "ws://n:1/v1/rooms/a/b/ws");
+        assert_eq!(http_base("ws://n:1"), "http://n:1");
+        assert_eq!(http_base("wss://chat.example"), "https://chat.example");
+    }
+}
