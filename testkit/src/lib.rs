@@ -154,26 +154,38 @@ impl Drop for Redis {
     }
 }
 
-/// A chatnode process, killed when dropped.
+/// A chat node: a `chatnode` process, killed when dropped, or a node served inside the test's
+/// own runtime (see [`Node::in_process`]), stopped when dropped.
 pub struct Node {
     pub addr: SocketAddr,
-    child: Child,
+    running: Running,
+}
+
+enum Running {
+    Process(Child),
+    InProcess(tokio::task::JoinHandle<()>),
+}
+
+/// The flags every test node starts with: a free port, the test API keys and token secret.
+fn base_args() -> [&'static str; 8] {
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        API_KEY,
+        "--admin-api-key",
+        ADMIN_KEY,
+        "--token-secret",
+        SECRET,
+    ]
 }
 
 impl Node {
-    /// Starts a node on a free port with the test API key and token secret, plus `args`.
+    /// Starts a node process on a free port with the test API key and token secret, plus
+    /// `args`. Use a process wherever the test kills, signals or restarts the node.
     pub async fn start(args: &[&str]) -> Node {
         let mut child = Command::new(chatnode_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--api-key",
-                API_KEY,
-                "--admin-api-key",
-                ADMIN_KEY,
-                "--token-secret",
-                SECRET,
-            ])
+            .args(base_args())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(child_stderr())
@@ -198,7 +210,37 @@ impl Node {
             .expect("chatnode did not print its address");
         Node {
             addr: addr.parse().unwrap(),
-            child,
+            running: Running::Process(child),
+        }
+    }
+
+    /// Runs a node inside the test's runtime, with the same flags as [`Node::start`]: `serve`
+    /// gets the whole command line (program name first) and a listener bound to a free port,
+    /// and serves until it is dropped. The caller supplies it (the chat node's `serve`), so
+    /// this crate links no node. For tests that never kill or signal the node.
+    pub async fn in_process<F, Fut>(args: &[&str], serve: F) -> Node
+    where
+        F: FnOnce(Vec<String>, TcpListener) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let argv = std::iter::once("chatnode")
+            .chain(base_args())
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        let task = tokio::spawn(serve(argv, listener));
+        Node {
+            addr,
+            running: Running::InProcess(task),
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.running {
+            Running::Process(child) => child,
+            Running::InProcess(_) => panic!("an in-process node has no process: use Node::start"),
         }
     }
 
@@ -218,7 +260,10 @@ impl Node {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.running {
+            Running::Process(child) => child.id(),
+            Running::InProcess(_) => panic!("an in-process node has no process: use Node::start"),
+        }
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -249,7 +294,7 @@ impl Node {
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child().try_wait().unwrap() {
                 return Some(status);
             }
             if Instant::now() > deadline {
@@ -292,8 +337,13 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess(task) => task.abort(),
+        }
     }
 }
 

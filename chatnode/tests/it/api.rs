@@ -5,7 +5,7 @@ use chatfleet_api::rooms::{CreatedRoom, RoomList, RoomView, TokenView};
 use chatfleet_wire::frames::{Role, ServerFrame, close};
 use serde_json::{Value, json};
 
-use crate::support::{API_KEY, Client, Node};
+use crate::support::{API_KEY, Client, Node, in_process};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -22,7 +22,7 @@ async fn call(
 
 #[tokio::test]
 async fn the_api_needs_its_key() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     for key in [None, Some("wrong")] {
         let mut request = client().get(node.http("/v1/rooms"));
         if let Some(key) = key {
@@ -37,7 +37,7 @@ async fn the_api_needs_its_key() {
 
 #[tokio::test]
 async fn open_a_room_invite_people_and_close_it() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let (status, body) = call(
         &node,
         reqwest::Method::POST,
@@ -162,7 +162,7 @@ async fn open_a_room_invite_people_and_close_it() {
 
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
-    let node = Node::start(&["--max-room-members", "10"]).await;
+    let node = in_process(&["--max-room-members", "10"]).await;
     let cases = [
         (
             reqwest::Method::POST,
@@ -218,7 +218,7 @@ async fn bad_requests_get_json_errors() {
 /// retry with the same Idempotency-Key finds the same room.
 #[tokio::test]
 async fn one_call_opens_a_room_with_tokens_and_retries_find_it() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let open = || async {
         let response = client()
             .post(node.http("/v1/rooms"))
@@ -320,7 +320,7 @@ async fn history_pages_through_a_rooms_messages_from_any_node() {
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_json_errors() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let (status, body) = call(&node, reqwest::Method::GET, "/v1/nothing-here", None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -335,7 +335,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
 
 #[tokio::test]
 async fn rooms_can_be_listed_by_label() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     for (name, ticket) in [("case-a", "4711"), ("case-b", "4712")] {
         let (status, body) = call(
             &node,

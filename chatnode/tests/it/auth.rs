@@ -7,7 +7,7 @@ use chatfleet_wire::frames::Role;
 use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{Client, Node, SECRET, token, token_with};
+use crate::support::{Client, SECRET, in_process, token, token_with};
 
 async fn refused_status(url: &str) -> u16 {
     match Client::try_connect(url).await {
@@ -27,7 +27,7 @@ async fn refused_status(url: &str) -> u16 {
 
 #[tokio::test]
 async fn missing_bad_expired_and_foreign_tokens_are_refused_before_the_upgrade() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let room = "support/locked";
     assert_eq!(refused_status(&node.ws(room, "")).await, 401);
     assert_eq!(refused_status(&node.ws(room, "token=not-a-jwt")).await, 401);
@@ -62,7 +62,7 @@ async fn missing_bad_expired_and_foreign_tokens_are_refused_before_the_upgrade()
 
 #[tokio::test]
 async fn a_bearer_header_carries_the_token_too() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let room = "support/bearer";
     let mut request = node.ws(room, "").into_client_request().unwrap();
     let bearer = format!("Bearer {}", token(room, "ann", Role::Agent));
@@ -77,7 +77,7 @@ async fn a_bearer_header_carries_the_token_too() {
 
 #[tokio::test]
 async fn dev_auth_takes_a_plain_user_name_when_enabled() {
-    let node = Node::start(&["--insecure-dev-auth"]).await;
+    let node = in_process(&["--insecure-dev-auth"]).await;
     let (_, welcome) = Client::join(&node.ws("dev/trial", "user=zoe&name=Zoe&role=agent")).await;
     assert_eq!(
         (

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::Node;
+use crate::support::in_process;
 
 /// Every route a node serves, as `METHOD path`. Adding a route means adding it here and to
 /// the document; this list is the check that none is forgotten.
@@ -42,7 +42,7 @@ fn concrete(path: &str) -> String {
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_every_listed_route_is_served() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let response = node.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
@@ -86,7 +86,7 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
 
 #[tokio::test]
 async fn the_api_page_renders_the_document() {
-    let node = Node::start(&[]).await;
+    let node = in_process(&[]).await;
     let response = node.get("/api").await;
     assert_eq!(response.status(), 200);
     let page = response.text().await.unwrap();
