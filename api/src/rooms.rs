@@ -41,7 +41,7 @@ pub struct CreateRoom {
     /// Members expected, for placement (operator only); defaults to the participants, at least 2.
     #[serde(default)]
     pub expected_members: Option<u32>,
-    /// What the room is for.
+    /// What the room is for; at most 1,024 bytes.
     #[serde(default)]
     pub purpose: Option<String>,
     /// People to mint a join token for at once: the customer, the agents.
@@ -50,7 +50,8 @@ pub struct CreateRoom {
     /// Labels to find the room by later (`GET /v1/rooms?label=key=value`), e.g. a ticket id.
     #[serde(default)]
     pub labels: Labels,
-    /// From the `Idempotency-Key` header: the same key always names the same room.
+    /// From the `Idempotency-Key` header (at most 255 bytes): the same key always names the
+    /// same room.
     #[serde(skip)]
     #[schema(ignore)]
     pub idempotency_key: Option<String>,
@@ -144,6 +145,33 @@ fn check_labels(labels: &Labels) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest `purpose`.
+const MAX_PURPOSE_BYTES: usize = 1024;
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+fn check_bounds(request: &CreateRoom) -> Result<(), ApiError> {
+    if request
+        .purpose
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_PURPOSE_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "purpose is limited to {MAX_PURPOSE_BYTES} bytes"
+        )));
+    }
+    if request
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "Idempotency-Key is limited to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The answer to opening a room.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct CreatedRoom {
@@ -160,8 +188,9 @@ pub struct CreatedRoom {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The user id, 1 to 128 bytes.
     pub user: String,
-    /// Display name; defaults to the user id.
+    /// Display name, 1 to 128 bytes; defaults to the user id.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default = "default_role")]
@@ -262,6 +291,7 @@ pub(crate) async fn create<D: RoomDirectory>(
         .filter(|key| !key.is_empty())
         .map(str::to_owned);
     check_labels(&request.labels)?;
+    check_bounds(&request)?;
     if request.participants.len() > MAX_PARTICIPANTS {
         return Err(ApiError::invalid(format!(
             "at most {MAX_PARTICIPANTS} participants per request"

@@ -11,8 +11,6 @@ use chatfleet_wire::urls::http_base;
 use crate::ApiError;
 use crate::rooms::{TokenRequest, TokenView};
 
-/// Longest user id.
-const MAX_USER_LEN: usize = 128;
 /// Token lifetime when the request names none.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -24,16 +22,12 @@ pub fn mint_token_view(
     request: TokenRequest,
     endpoint: &str,
 ) -> Result<TokenView, ApiError> {
-    if request.user.trim().is_empty() || request.user.len() > MAX_USER_LEN {
-        return Err(ApiError::invalid(format!(
-            "user must be 1 to {MAX_USER_LEN} bytes"
-        )));
-    }
     let member = Member {
         name: request.name.unwrap_or_else(|| request.user.clone()),
         user: request.user,
         role: request.role,
     };
+    member.check_bounds().map_err(ApiError::invalid)?;
     let ttl = request
         .ttl_seconds
         .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);

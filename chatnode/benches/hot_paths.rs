@@ -4,12 +4,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Member, MessageContent, Role, message_json, message_tail};
 use chatfleet_wire::token::TokenKeys;
 use chatnode::node::outbox::{Outbound, outbox};
 use criterion::{Criterion, criterion_group, criterion_main};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 fn content(room: &RoomId) -> MessageContent {
     MessageContent {

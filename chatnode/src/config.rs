@@ -77,6 +77,20 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 1024)]
     pub ws_buffer_bytes: usize,
 
+    /// Seconds a connection has to send its request head (and an idle keep-alive connection
+    /// its next one) before the node closes it.
+    #[arg(long, env = "CHATNODE_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+
+    /// Connections still sending their request or waiting for the upgrade, at once; more are
+    /// closed at accept.
+    #[arg(long, env = "CHATNODE_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    pub max_pending_connections: usize,
+
+    /// Of those, from one source address.
+    #[arg(long, env = "CHATNODE_MAX_PENDING_PER_ADDRESS", default_value_t = 128)]
+    pub max_pending_per_address: usize,
+
     /// Messages of history kept per room.
     #[arg(long, env = "CHATNODE_HISTORY_LEN", default_value_t = 1000)]
     pub history_len: usize,
@@ -150,6 +164,14 @@ impl Config {
     /// How long a load report lives without a fresh heartbeat.
     pub fn report_ttl(&self) -> Duration {
         self.heartbeat() * self.report_misses.max(2)
+    }
+
+    pub fn accept_limits(&self) -> crate::http::accept::AcceptLimits {
+        crate::http::accept::AcceptLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
+            max_pending: self.max_pending_connections.max(1),
+            max_pending_per_address: self.max_pending_per_address.max(1),
+        }
     }
 
     pub fn ping_interval(&self) -> Duration {

@@ -10,6 +10,7 @@ async fn main() -> std::process::ExitCode {
     if config.log_json {
         tracing_subscriber::fmt()
             .json()
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init();
     } else {

@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Time a room takes to hand one frame to all its members.
     pub fanout_seconds: Histogram,
     pub slow_consumers: Counter,
+    /// Connections closed at accept because too many were pending (slowloris defence).
+    pub shed_connections: Counter,
     /// 1 while Redis is reachable (always 1 standalone).
     pub backend_up: Gauge,
 }
@@ -43,6 +45,7 @@ impl Metrics {
             // 1 µs .. ~0.5 s
             fanout_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
             slow_consumers: Counter::default(),
+            shed_connections: Counter::default(),
             backend_up: Gauge::default(),
             registry: Registry::default(),
         };
@@ -76,6 +79,11 @@ impl Metrics {
             "slow_consumers",
             "Clients disconnected because their outbound queue overflowed",
             metrics.slow_consumers.clone(),
+        );
+        registry.register(
+            "shed_connections",
+            "Connections closed at accept because too many were pending, in total or per address",
+            metrics.shed_connections.clone(),
         );
         registry.register(
             "backend_up",

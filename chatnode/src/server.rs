@@ -127,11 +127,12 @@ pub async fn serve(
     let report_ttl = config.report_ttl();
     let notice = config.drain_notice();
     let deadline = config.drain_deadline();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async move {
         shutdown.await;
         drain(&drain_hub, report_ttl, notice, deadline).await;
-    });
-    let result = server.await.map_err(Error::Serve);
+    };
+    let metrics = hub.metrics_handle();
+    http::accept::serve(listener, app, config.accept_limits(), metrics, shutdown).await;
     stop.cancel();
     if let Backend::Redis(store) = hub.backend()
         && let Err(error) = store.state().reports.remove(hub.node_name()).await
@@ -139,7 +140,7 @@ pub async fn serve(
         tracing::warn!(%error, "could not remove the load report; it expires by itself");
     }
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 /// Refuses new joins and says so, then tells every client to reconnect elsewhere and waits

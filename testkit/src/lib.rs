@@ -512,3 +512,158 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A WebSocket client that writes frames byte by byte, to break the protocol on purpose.
+pub struct RawClient {
+    stream: TcpStream,
+}
+
+/// WebSocket opcodes.
+pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+}
+
+/// One frame as a raw client writes it.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub rsv1: bool,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload: Vec<u8>,
+    /// A length to declare instead of the payload's.
+    pub declared_len: Option<u64>,
+}
+
+impl RawFrame {
+    /// A final, masked frame.
+    pub fn new(opcode: u8, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            fin: true,
+            rsv1: false,
+            opcode,
+            masked: true,
+            payload: payload.into(),
+            declared_len: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload.len() + 14);
+        out.push((u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | (self.opcode & 0x0f));
+        let mask_bit = u8::from(self.masked) << 7;
+        let len = self.declared_len.unwrap_or(self.payload.len() as u64);
+        if len < 126 {
+            out.push(mask_bit | len as u8);
+        } else if len <= u64::from(u16::MAX) {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        let key = [0x12, 0x34, 0x56, 0x78];
+        if self.masked {
+            out.extend_from_slice(&key);
+            out.extend(self.payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(&self.payload);
+        }
+        out
+    }
+}
+
+impl RawClient {
+    /// Opens a WebSocket to `url` (`ws://host:port/path?query`) by hand; panics unless the node
+    /// answers 101.
+    pub async fn connect(url: &str) -> RawClient {
+        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
+        let (host, path) = rest.split_once('/').expect("a path");
+        let mut stream = TcpStream::connect(host).await.unwrap();
+        let request = format!(
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut byte)
+                .await
+                .unwrap();
+            assert_eq!(n, 1, "the node closed during the handshake");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+        RawClient { stream }
+    }
+
+    pub async fn send(&mut self, frame: &RawFrame) {
+        self.send_bytes(&frame.encode()).await;
+    }
+
+    /// Writes bytes; a node that already closed may refuse some, which is fine here.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut self.stream, bytes).await;
+    }
+
+    /// The next frame from the node: (opcode, payload); None at the end of the stream.
+    pub async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7f {
+            126 => u64::from(self.stream.read_u16().await.ok()?),
+            127 => self.stream.read_u64().await.ok()?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        self.stream.read_exact(&mut payload).await.ok()?;
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// Reads until the node's close frame and returns its code, or None if the connection
+    /// ended (or was reset) without one.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let read = async {
+            while let Some((opcode, payload)) = self.frame().await {
+                if opcode == opcode::CLOSE {
+                    return Some(
+                        payload
+                            .get(..2)
+                            .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]])),
+                    );
+                }
+            }
+            None
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a close in time")
+    }
+
+    /// Reads until the end of the stream; true if it ended cleanly (FIN), false on a reset.
+    pub async fn ends_cleanly(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the end in time")
+    }
+}

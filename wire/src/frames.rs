@@ -33,6 +33,38 @@ pub struct Member {
     pub role: Role,
 }
 
+/// Bounds on the strings clients choose, enforced where they enter: the join (token or dev
+/// auth), the room API, the send frame. Every member's name travels in every presence and
+/// welcome frame, so it must stay small.
+pub mod bounds {
+    /// A user id: 1 to this many bytes.
+    pub const USER_ID_BYTES: usize = 128;
+    /// A display name: 1 to this many bytes.
+    pub const DISPLAY_NAME_BYTES: usize = 128;
+    /// A send's `client_id`: at most this many bytes.
+    pub const CLIENT_ID_BYTES: usize = 128;
+}
+
+impl Member {
+    /// Whether the user id and display name are within [`bounds`]; the reason when not.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let within = |s: &str, max: usize| !s.trim().is_empty() && s.len() <= max;
+        if !within(&self.user, bounds::USER_ID_BYTES) {
+            return Err(format!(
+                "the user id must be 1 to {} bytes",
+                bounds::USER_ID_BYTES
+            ));
+        }
+        if !within(&self.name, bounds::DISPLAY_NAME_BYTES) {
+            return Err(format!(
+                "the display name must be 1 to {} bytes",
+                bounds::DISPLAY_NAME_BYTES
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -222,10 +254,18 @@ impl std::fmt::Display for ErrorCode {
 
 /// WebSocket close codes the node uses.
 pub mod close {
-    /// Normal closure: the room was closed.
+    /// Normal closure: the room was closed (or the client closed normally).
     pub const NORMAL: u16 = 1000;
-    /// The client broke the protocol in a way that cannot continue.
+    /// The client broke the WebSocket protocol (a bad frame, opcode, fragment or close).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The client broke the chat protocol or a policy (flooding, an ended session).
     pub const POLICY: u16 = 1008;
+    /// A frame or message above the node's hard limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The node failed unexpectedly.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The node restarts (drain): reconnect, possibly elsewhere.
     pub const SERVICE_RESTART: u16 = 1012;
     /// Refused for capacity or unavailability: try again later.

@@ -24,6 +24,12 @@ pub struct JoinClaims {
     pub role: Role,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before this (seconds since the Unix epoch), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// When it was issued (seconds since the Unix epoch); never in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl JoinClaims {
@@ -71,6 +77,7 @@ impl TokenKeys {
         let secret = secret.trim_ascii();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -81,13 +88,16 @@ impl TokenKeys {
 
     /// Mints a token for `member` in `room`, valid for `ttl` (capped at [`MAX_TOKEN_TTL`]).
     pub fn mint(&self, room: &RoomId, member: &Member, ttl: Duration) -> (String, u64) {
-        let exp = unix_seconds() + ttl.min(MAX_TOKEN_TTL).as_secs();
+        let now = unix_seconds();
+        let exp = now + ttl.min(MAX_TOKEN_TTL).as_secs();
         let claims = JoinClaims {
             room: room.clone(),
             sub: member.user.clone(),
             name: member.name.clone(),
             role: member.role,
             exp,
+            nbf: None,
+            iat: Some(now),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
@@ -99,9 +109,21 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<JoinClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("it is not valid yet (nbf)".into())
+                }
                 _ => AuthError::Invalid(e.to_string()),
             })?;
         let claims = data.claims;
+        if claims
+            .iat
+            .is_some_and(|iat| iat > unix_seconds() + LEEWAY_SECONDS)
+        {
+            return Err(AuthError::Invalid(
+                "it was issued in the future (iat)".into(),
+            ));
+        }
+        claims.member().check_bounds().map_err(AuthError::Invalid)?;
         if &claims.room != room {
             return Err(AuthError::WrongRoom {
                 token_room: claims.room,
@@ -164,9 +186,67 @@ mod tests {
             name: "Ann".into(),
             role: Role::Agent,
             exp: unix_seconds() - 120,
+            nbf: None,
+            iat: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&token, &room("a/b")), Err(AuthError::Expired));
+    }
+
+    fn signed(keys: &TokenKeys, claims: &JoinClaims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &keys.encoding).unwrap()
+    }
+
+    fn claims() -> JoinClaims {
+        JoinClaims {
+            room: room("a/b"),
+            sub: "u1".into(),
+            name: "Ann".into(),
+            role: Role::Agent,
+            exp: unix_seconds() + 600,
+            nbf: None,
+            iat: Some(unix_seconds()),
+        }
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_refused_within_the_leeway_only() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let later = JoinClaims {
+            nbf: Some(unix_seconds() + 3600),
+            ..claims()
+        };
+        assert!(matches!(
+            keys.verify(&signed(&keys, &later), &room("a/b")),
+            Err(AuthError::Invalid(why)) if why.contains("nbf")
+        ));
+        let issued_later = JoinClaims {
+            iat: Some(unix_seconds() + 3600),
+            ..claims()
+        };
+        assert!(matches!(
+            keys.verify(&signed(&keys, &issued_later), &room("a/b")),
+            Err(AuthError::Invalid(why)) if why.contains("iat")
+        ));
+        let skewed = JoinClaims {
+            nbf: Some(unix_seconds() + 2),
+            iat: Some(unix_seconds() + 2),
+            ..claims()
+        };
+        assert!(keys.verify(&signed(&keys, &skewed), &room("a/b")).is_ok());
+    }
+
+    #[test]
+    fn a_token_with_an_oversized_name_is_refused() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let long = JoinClaims {
+            name: "n".repeat(crate::frames::bounds::DISPLAY_NAME_BYTES + 1),
+            ..claims()
+        };
+        assert!(matches!(
+            keys.verify(&signed(&keys, &long), &room("a/b")),
+            Err(AuthError::Invalid(why)) if why.contains("display name")
+        ));
     }
 }

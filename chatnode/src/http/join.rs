@@ -1,15 +1,22 @@
-//! The WebSocket join: authenticate before the upgrade (a bad token never gets a WebSocket),
-//! then hand the socket to a [`connection`](crate::node::connection).
+//! The WebSocket join: check the request, authenticate before the upgrade (a bad token never
+//! gets a WebSocket), upgrade, then hand the socket to a [`connection`](crate::node::connection).
+//!
+//! The upgrade is done here rather than by axum's extractor so the connection owns the raw
+//! socket: it needs it to finish every close properly (see `node::closing`).
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatfleet_api::{ApiError, ErrorBody};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Member, Role};
 use chatfleet_wire::token::AuthError;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use utoipa::IntoParams;
 
 use super::AppState;
@@ -38,16 +45,28 @@ const MIN_WS_MESSAGE_LIMIT: usize = 64 * 1024;
     params(("namespace" = String, Path), ("room" = String, Path), JoinQuery),
     responses(
         (status = 101, description = "upgraded; the first frame is `welcome`, or an `error` and a close if the join is refused"),
-        (status = 400, description = "`bad_room`", body = ErrorBody),
+        (status = 400, description = "`bad_room`, `bad_request` (the query), `bad_member` (dev auth), `not_websocket`", body = ErrorBody),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`", body = ErrorBody),
-        (status = 403, description = "`token_wrong_room`", body = ErrorBody)))]
+        (status = 403, description = "`token_wrong_room`", body = ErrorBody),
+        (status = 426, description = "`websocket_version`: only version 13 is spoken", body = ErrorBody)))]
 pub async fn join_room(
     State(state): State<AppState>,
-    Path((namespace, room)): Path<(String, String)>,
-    Query(query): Query<JoinQuery>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<JoinQuery>, QueryRejection>,
+    mut request: Request,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return ApiError::from(rejection).into_response(),
+    };
+    let accept = match handshake_accept(request.headers()) {
+        Ok(accept) => accept,
+        Err(error) => return error.into_response(),
+    };
+    let Ok(Path((namespace, room))) = path else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_room", "not a room path")
+            .into_response();
+    };
     let room = match RoomId::new(&namespace, &room) {
         Ok(room) => room,
         Err(error) => {
@@ -55,9 +74,12 @@ pub async fn join_room(
                 .into_response();
         }
     };
-    let member = match authenticate(&state, &room, &query, &headers) {
+    let member = match authenticate(&state, &room, &query, request.headers()) {
         Ok(member) => member,
-        Err(error) => {
+        Err(Refused::Member(why)) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_member", why).into_response();
+        }
+        Err(Refused::Auth(error)) => {
             let status = match error {
                 AuthError::WrongRoom { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,
@@ -80,20 +102,87 @@ pub async fn join_room(
     // Frames up to this size get a `message_too_large` answer and the connection stays;
     // larger ones are cut off by the WebSocket layer (close 1009) before they take memory.
     let max_message = (state.connection.max_message_bytes * 4 + 4096).max(MIN_WS_MESSAGE_LIMIT);
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)
         .max_write_buffer_size(state.connection.outbound_queue_bytes.max(buffer * 2))
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
-            connection::run(
-                socket,
-                state.hub.clone(),
-                state.connection.clone(),
-                admission,
-            )
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "the WebSocket upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
+                .await;
+        connection::run(
+            socket,
+            state.hub.clone(),
+            state.connection.clone(),
+            admission,
+        )
+        .await;
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
+}
+
+/// Checks that the request asks for a WebSocket (RFC 6455, section 4.2.1) and returns the
+/// `Sec-WebSocket-Accept` to answer with.
+fn handshake_accept(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "this route only takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_version",
+            "only WebSocket version 13 is spoken (Sec-WebSocket-Version: 13)",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "Sec-WebSocket-Key is missing",
+        ));
+    };
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", "bad key"))
+}
+
+/// Why a join is refused before the upgrade.
+enum Refused {
+    Auth(AuthError),
+    /// Dev auth: the user id or name is out of bounds.
+    Member(String),
 }
 
 fn authenticate(
@@ -101,24 +190,32 @@ fn authenticate(
     room: &RoomId,
     query: &JoinQuery,
     headers: &HeaderMap,
-) -> Result<Member, AuthError> {
+) -> Result<Member, Refused> {
+    // The scheme is case-insensitive (RFC 7235).
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if let Some(token) = query.token.as_deref().or(bearer) {
         return state
             .hub
             .tokens()
             .verify(token, room)
-            .map(|claims| claims.member());
+            .map(|claims| claims.member())
+            .map_err(Refused::Auth);
     }
     match (&query.user, state.insecure_dev_auth) {
-        (Some(user), true) if !user.is_empty() && user.len() <= 128 => Ok(Member {
-            user: user.clone(),
-            name: query.name.clone().unwrap_or_else(|| user.clone()),
-            role: query.role.unwrap_or(Role::Customer),
-        }),
-        _ => Err(AuthError::Missing),
+        (Some(user), true) => {
+            let member = Member {
+                user: user.clone(),
+                name: query.name.clone().unwrap_or_else(|| user.clone()),
+                role: query.role.unwrap_or(Role::Customer),
+            };
+            member.check_bounds().map_err(Refused::Member)?;
+            Ok(member)
+        }
+        _ => Err(Refused::Auth(AuthError::Missing)),
     }
 }

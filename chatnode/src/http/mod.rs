@@ -2,6 +2,7 @@
 //! over this node ([`directory`], [`admin`]), the chat page ([`pages`]), the operational
 //! endpoints ([`ops`]) and the OpenAPI document of all of it ([`openapi`]).
 
+pub mod accept;
 mod admin;
 mod directory;
 mod join;

@@ -1,24 +1,27 @@
 //! One client's WebSocket connection: admission, then a loop that reads the client's frames,
 //! writes its room's frames, pings it, and ends it cleanly on drain, overflow or silence.
+//! Every write is bounded in time, and every end goes through [`closing`](super::closing).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{
-    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, close, message_tail,
+    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, bounds, close, message_tail,
 };
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::admission::Refusal;
+use super::closing::{self, End};
 use super::hub::Hub;
 use super::outbox::{Outbound, OutboxReceiver, outbox};
-use super::room::{ConnId, JoinRequest, RoomHandle};
+use super::room::{JoinRequest, RoomHandle};
 use crate::store::StateError;
 
 /// Limits one connection enforces on its client.
@@ -45,11 +48,16 @@ const WRITE_BATCH: usize = 64;
 const FLOOD_REJECTIONS_PER_BURST: u32 = 4;
 /// Close reason for a client cut off for reading too slowly.
 const SLOW_CONSUMER: &str = "slow_consumer";
-/// Longest client-chosen `client_id`.
-const MAX_CLIENT_ID: usize = 128;
 
 /// Runs the session until the client leaves or is sent away.
-pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: ConnectionLimits, who: Admission) {
+pub async fn run<S>(
+    mut socket: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    limits: ConnectionLimits,
+    who: Admission,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let seat = match hub.take_seat() {
         Ok(seat) => seat,
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
@@ -89,109 +97,117 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, limits: ConnectionLimits,
     ping.tick().await;
     let mut awaiting_pong = false;
 
-    let end: Option<(u16, &'static str)> = loop {
+    let write_limit = limits.ping_interval;
+    let end: End = loop {
         tokio::select! {
-            _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
+            _ = overflow.cancelled() => break End::Close(close::GOING_AWAY, SLOW_CONSUMER),
             _ = ended.cancelled() => {
                 let frame = ServerFrame::error(ErrorCode::SessionEnded, "an administrator ended this session");
-                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
-                break Some((close::POLICY, "session ended"));
+                if let Err(end) = Box::pin(send(&mut socket, frame, write_limit)).await {
+                    break end;
+                }
+                break End::Close(close::POLICY, "session ended");
             }
             _ = drain.cancelled() => {
                 let frame = ServerFrame::Draining { reason: "the node is shutting down; reconnect with since".into() };
-                let _ = Box::pin(socket.send(text(frame.to_json()))).await;
-                break Some((close::SERVICE_RESTART, "draining"));
+                if let Err(end) = Box::pin(send(&mut socket, frame, write_limit)).await {
+                    break end;
+                }
+                break End::Close(close::SERVICE_RESTART, "draining");
             }
             item = queue.recv() => {
                 // A client that stops reading must not hold its session forever: the write
                 // gives up on overflow, or when it has not finished by the next ping.
                 let write = Box::pin(write_batch(&mut socket, &mut queue, item));
                 tokio::select! {
-                    written = tokio::time::timeout(limits.ping_interval, write) => match written {
+                    written = tokio::time::timeout(write_limit, write) => match written {
                         Ok(Ok(None)) => {}
-                        Ok(Ok(Some(close))) => break Some(close),
-                        Ok(Err(())) => break None,
-                        Err(_) => break Some((close::GOING_AWAY, "write timeout")),
+                        Ok(Ok(Some((code, reason)))) => break End::Close(code, reason),
+                        Ok(Err(())) => break End::Gone,
+                        Err(_) => break End::Close(close::GOING_AWAY, "write timeout"),
                     },
-                    _ = overflow.cancelled() => break Some((close::GOING_AWAY, SLOW_CONSUMER)),
+                    _ = overflow.cancelled() => break End::Close(close::GOING_AWAY, SLOW_CONSUMER),
                 }
             }
-            inbound = socket.recv() => {
-                let Some(Ok(message)) = inbound else { break None };
+            inbound = socket.next() => {
+                let message = match inbound {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => break closing::on_read_error(&error),
+                    None => break End::Gone,
+                };
                 awaiting_pong = false;
-                match message {
-                    Message::Text(text_frame) => {
-                        // Boxed: the append's future is large and only lives for this call,
-                        // so it should not widen every idle session's task.
-                        if let Some(reply) = Box::pin(session.on_text(&text_frame)).await
-                            && Box::pin(socket.send(text(reply.to_json()))).await.is_err()
-                        {
-                            break None;
-                        }
-                        if session.flooding {
-                            break Some((close::POLICY, "flooding"));
-                        }
-                    }
-                    Message::Binary(_) => {
-                        let reply = ServerFrame::error(ErrorCode::BadFrame, "binary frames are not part of the protocol; send JSON text");
-                        if Box::pin(socket.send(text(reply.to_json()))).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Message::Close(_) => break None,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                let reply = match message {
+                    // Boxed: the append's future is large and only lives for this call, so it
+                    // should not widen every idle session's task.
+                    Message::Text(text_frame) => Box::pin(session.on_text(&text_frame)).await,
+                    Message::Binary(_) => Some(session.refuse_frame(ServerFrame::error(
+                        ErrorCode::BadFrame,
+                        "binary frames are not part of the protocol; send JSON text",
+                    ))),
+                    Message::Close(_) => break End::ClosedByClient,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+                };
+                if let Some(reply) = reply
+                    && let Err(end) = Box::pin(send(&mut socket, reply, write_limit)).await
+                {
+                    break end;
+                }
+                if session.flooding {
+                    break End::Close(close::POLICY, "flooding");
                 }
             }
             _ = ping.tick() => {
                 if awaiting_pong {
-                    break Some((close::GOING_AWAY, "ping timeout"));
+                    break End::Close(close::GOING_AWAY, "ping timeout");
                 }
-                if Box::pin(socket.send(Message::Ping(Default::default()))).await.is_err() {
-                    break None;
+                let ping = tokio::time::timeout(write_limit, socket.send(Message::Ping(Default::default())));
+                match Box::pin(ping).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break End::Gone,
+                    Err(_) => break End::Close(close::GOING_AWAY, "write timeout"),
                 }
                 awaiting_pong = true;
             }
         }
     };
-    // Boxed, like the other rare steps, to keep an idle session's task small.
-    Box::pin(finish(socket, end, &room, conn)).await;
+    // The session is over: its room, seat and slot go now, not after the closing handshake.
+    room.leave(conn).await;
     drop(seat);
+    drop(slot);
     tracing::debug!(room = %who.room, conn, ?end, "left");
+    // Boxed, like the other rare steps, to keep an idle session's task small.
+    Box::pin(finish(socket, end)).await;
 }
 
-/// Says goodbye (when there is something to say), closes, and leaves the room.
-async fn finish(
-    mut socket: WebSocket,
-    end: Option<(u16, &'static str)>,
-    room: &RoomHandle,
-    conn: ConnId,
-) {
-    if let Some((_, SLOW_CONSUMER)) = end {
+/// Says goodbye (when there is something to say) and closes.
+async fn finish<S>(mut socket: WebSocketStream<S>, end: End)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if end == End::Close(close::GOING_AWAY, SLOW_CONSUMER) {
         let frame = ServerFrame::error(
             ErrorCode::SlowConsumer,
             "you read too slowly and missed messages; reconnect with since",
         );
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), socket.send(text(frame.to_json()))).await;
+        let _ = send(&mut socket, frame, Duration::from_secs(1)).await;
     }
-    if let Some((code, reason)) = end {
-        let close = Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
-        // Finish the closing handshake: read what the client still sends until its close, so
-        // the socket is not reset with unread data (which could swallow our close frame).
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(message)) = socket.recv().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+    closing::finish(&mut socket, end).await;
+}
+
+/// Sends one frame within `limit`; the end to take when that fails.
+async fn send<S>(
+    socket: &mut WebSocketStream<S>,
+    frame: ServerFrame,
+    limit: Duration,
+) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(limit, socket.send(text(frame.to_json()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::Close(close::GOING_AWAY, "write timeout")),
     }
-    room.leave(conn).await;
 }
 
 fn quota(limits: &ConnectionLimits) -> Quota {
@@ -206,11 +222,14 @@ fn text(json: String) -> Message {
 
 /// Writes `first` and whatever else is already queued, then flushes once. Returns the close to
 /// perform if the queue asked for one.
-async fn write_batch(
-    socket: &mut WebSocket,
+async fn write_batch<S>(
+    socket: &mut WebSocketStream<S>,
     queue: &mut OutboxReceiver,
     first: Outbound,
-) -> Result<Option<(u16, &'static str)>, ()> {
+) -> Result<Option<(u16, &'static str)>, ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut item = Some(first);
     let mut written = 0;
     while let Some(next) = item.take() {
@@ -235,23 +254,24 @@ async fn write_batch(
 }
 
 /// Sends the refusal and closes.
-async fn refuse(mut socket: WebSocket, hub: &Hub, refusal: Refusal) {
+async fn refuse<S>(mut socket: WebSocketStream<S>, hub: &Hub, refusal: Refusal)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let code = refusal.code();
     hub.metrics().refused(code);
     tracing::debug!(%code, "join refused");
     let frame = ServerFrame::error(code, refusal.to_string());
-    let _ = socket.send(text(frame.to_json())).await;
+    if let Err(end) = send(&mut socket, frame, Duration::from_secs(1)).await {
+        return closing::finish(&mut socket, end).await;
+    }
     let close_code = match refusal {
         Refusal::Draining => close::SERVICE_RESTART,
         Refusal::RoomClosed => close::NORMAL,
         Refusal::SessionLimit => close::POLICY,
         Refusal::NodeFull | Refusal::RoomFull | Refusal::Unavailable => close::TRY_AGAIN_LATER,
     };
-    let close = Message::Close(Some(CloseFrame {
-        code: close_code,
-        reason: Utf8Bytes::from(code.as_str()),
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+    closing::finish(&mut socket, End::Close(close_code, code.as_str())).await;
 }
 
 /// What a connection knows to handle its client's frames.
@@ -268,8 +288,9 @@ struct Connection {
 }
 
 impl Connection {
-    /// A client that ignores `rate_limited` and keeps sending costs the node a reply per frame;
-    /// past a few bursts' worth in a second it is disconnected instead.
+    /// A client that ignores its errors (`rate_limited`, `bad_frame`, ...) and keeps sending
+    /// costs the node a reply per frame; past a few bursts' worth in a second it is
+    /// disconnected instead.
     fn count_rejection(&mut self) {
         let (count, since) = &mut self.rejections;
         if since.elapsed() >= Duration::from_secs(1) {
@@ -283,8 +304,33 @@ impl Connection {
     }
 
     /// Handles one text frame; returns the error to send back, if any. Errors never end the
-    /// session and never reach the room.
+    /// session and never reach the room, but a client that keeps causing them is cut off.
     async fn on_text(&mut self, frame: &str) -> Option<ServerFrame> {
+        let reply = self.accept_text(frame).await?;
+        let clients_fault = matches!(
+            &reply,
+            ServerFrame::Error(e) if matches!(
+                e.code,
+                ErrorCode::BadFrame
+                    | ErrorCode::MessageTooLarge
+                    | ErrorCode::RateLimited
+                    | ErrorCode::ReadOnly
+            )
+        );
+        Some(if clients_fault {
+            self.refuse_frame(reply)
+        } else {
+            reply
+        })
+    }
+
+    /// Counts a frame the client should not have sent, and returns the reply to it.
+    fn refuse_frame(&mut self, reply: ServerFrame) -> ServerFrame {
+        self.count_rejection();
+        reply
+    }
+
+    async fn accept_text(&mut self, frame: &str) -> Option<ServerFrame> {
         // A frame much larger than any valid send is refused before parsing it.
         if frame.len() > self.limits.max_message_bytes + 1024 {
             return Some(too_large(self.limits.max_message_bytes));
@@ -309,11 +355,11 @@ impl Connection {
         }
         if client_id
             .as_ref()
-            .is_some_and(|id| id.len() > MAX_CLIENT_ID)
+            .is_some_and(|id| id.len() > bounds::CLIENT_ID_BYTES)
         {
             return Some(ServerFrame::error(
                 ErrorCode::BadFrame,
-                format!("client_id is longer than {MAX_CLIENT_ID} bytes"),
+                format!("client_id is longer than {} bytes", bounds::CLIENT_ID_BYTES),
             ));
         }
         if !self.member.role.may_send() {
@@ -323,7 +369,6 @@ impl Connection {
             ));
         }
         if self.limiter.check().is_err() {
-            self.count_rejection();
             return Some(ServerFrame::error(
                 ErrorCode::RateLimited,
                 "too many messages; slow down",

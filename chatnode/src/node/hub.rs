@@ -110,6 +110,11 @@ impl Hub {
         &self.metrics
     }
 
+    /// The metrics, to share with tasks outside the node.
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     pub fn limits(&self) -> Limits {
         self.settings.limits
     }

@@ -4,6 +4,7 @@
 //! ([`user_sessions`]).
 
 pub mod admission;
+pub mod closing;
 pub mod connection;
 pub mod hub;
 pub mod outbox;

@@ -6,10 +6,10 @@
 mod fleet;
 mod memory;
 
-use axum::extract::ws::Utf8Bytes;
 pub use chatfleet_state::StateError;
 pub use chatfleet_state::rooms::RoomSettings;
 use chatfleet_wire::RoomId;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use self::fleet::{FleetStore, LiveSync};
 pub use self::memory::MemoryStore;

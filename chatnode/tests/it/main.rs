@@ -7,6 +7,7 @@ mod auth;
 mod chat;
 mod drain;
 mod fleet;
+mod hostile;
 mod limits;
 mod openapi;
 mod resume;
