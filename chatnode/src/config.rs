@@ -91,12 +91,17 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_MAX_PENDING_PER_ADDRESS", default_value_t = 128)]
     pub max_pending_per_address: usize,
 
+    /// Standalone: megabytes of message history kept over all rooms; past it, retired rooms'
+    /// history goes first, then the oldest messages of the room being written.
+    #[arg(long, env = "CHATNODE_MEMORY_HISTORY_MB", default_value_t = 256)]
+    pub memory_history_mb: usize,
+
     /// Messages of history kept per room.
     #[arg(long, env = "CHATNODE_HISTORY_LEN", default_value_t = 1000)]
     pub history_len: usize,
 
     /// Seconds a room's shared state lives in Redis after the last node hosting it stops
-    /// refreshing it.
+    /// refreshing it; standalone, how long a retired room's history stays in memory.
     #[arg(long, env = "CHATNODE_ROOM_TTL_SECONDS", default_value_t = 86_400)]
     pub room_ttl_seconds: u64,
 

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub shed_connections: Counter,
     /// 1 while Redis is reachable (always 1 standalone).
     pub backend_up: Gauge,
+    /// Bytes of message history held in memory (standalone).
+    pub history_bytes: Gauge,
 }
 
 impl Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             shed_connections: Counter::default(),
             backend_up: Gauge::default(),
+            history_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -89,6 +92,11 @@ impl Metrics {
             "backend_up",
             "1 while the shared state (Redis) is reachable",
             metrics.backend_up.clone(),
+        );
+        registry.register(
+            "history_bytes",
+            "Bytes of message history held in memory (standalone nodes)",
+            metrics.history_bytes.clone(),
         );
         Self {
             registry,

@@ -18,7 +18,7 @@ use crate::fleet::{heartbeat, live};
 use crate::http::{self, AppState};
 use crate::node::connection::ConnectionLimits;
 use crate::node::{Hub, HubSettings};
-use crate::store::{Backend, FleetStore, MemoryStore};
+use crate::store::{Backend, FleetStore, MemoryStore, Retention};
 
 /// Runs the node on `config.listen` until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -67,7 +67,14 @@ pub async fn serve(
             let (store, requests) = FleetStore::new(url, config.history_len, room_ttl)?;
             (Backend::Redis(store), Some(requests))
         }
-        None => (Backend::Memory(MemoryStore::new(config.history_len)), None),
+        None => {
+            let retention = Retention {
+                history_len: config.history_len,
+                after_retire: room_ttl,
+                max_bytes: config.memory_history_mb.saturating_mul(1 << 20),
+            };
+            (Backend::Memory(MemoryStore::new(retention)), None)
+        }
     };
     let hub = Hub::new(settings, backend.clone(), tokens);
 

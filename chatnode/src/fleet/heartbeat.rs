@@ -30,9 +30,14 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             _ = tick.tick() => {}
         }
         let rate = hub.sample_rate();
-        let Backend::Redis(redis) = hub.backend() else {
-            hub.metrics().backend_up.set(1);
-            continue;
+        let redis = match hub.backend() {
+            Backend::Redis(redis) => redis,
+            Backend::Memory(memory) => {
+                memory.sweep();
+                hub.metrics().backend_up.set(1);
+                hub.metrics().history_bytes.set(memory.bytes() as i64);
+                continue;
+            }
         };
         let report = hub.load_report(rate);
         let rooms = room_rates.sample(&hub);

@@ -44,6 +44,7 @@ impl RoomRegistry {
         if let Some(handle) = rooms.get(id) {
             return handle.clone();
         }
+        self.env.backend.hosting(id);
         let handle = RoomHandle::spawn(id.clone(), self.env.clone(), self.on_retire.clone());
         rooms.insert(id.clone(), handle.clone());
         self.env.metrics.rooms.set(rooms.len() as i64);
@@ -87,6 +88,7 @@ impl RoomRegistry {
         let mut rooms = self.rooms.lock().expect("rooms lock");
         if rooms.get(handle.id()).is_some_and(|h| h.same(handle)) {
             rooms.remove(handle.id());
+            self.env.backend.released(handle.id());
         }
         self.env.metrics.rooms.set(rooms.len() as i64);
         drop(rooms);

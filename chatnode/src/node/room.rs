@@ -520,7 +520,7 @@ mod tests {
 
     /// A room on a standalone node whose log holds at most `history_len` messages.
     fn room(history_len: usize) -> (RoomHandle, Backend) {
-        let backend = Backend::Memory(MemoryStore::new(history_len));
+        let backend = Backend::Memory(MemoryStore::with_history(history_len));
         let env = Arc::new(RoomEnv {
             backend: backend.clone(),
             node_name: "test".into(),

@@ -207,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn standalone_limits_each_user_and_frees_slots_on_drop() {
-        let backend = Backend::Memory(MemoryStore::new(10));
+        let backend = Backend::Memory(MemoryStore::with_history(10));
         let sessions = UserSessions::new("n", 2, Duration::from_secs(30), backend);
         let a = sessions.claim("ann").await.unwrap();
         let b = sessions.claim("ann").await.unwrap();

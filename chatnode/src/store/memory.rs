@@ -1,12 +1,20 @@
-//! In-memory room logs for a standalone node.
+//! In-memory room logs for a standalone node, bounded so a node can run for months.
+//!
+//! A room's log is kept while a room task runs on it and for a retention (`--room-ttl-seconds`,
+//! as Redis keeps a fleet's rooms) after its task retires; a closed room keeps only its
+//! tombstone, for as long as a token could name it. All logs together hold at most
+//! `--memory-history-mb` of frames: past that, the history of retired rooms goes first
+//! (longest retired first), then the oldest messages of the room being written.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use std::time::{Duration, Instant};
 
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::message_json;
+use chatfleet_wire::token::MAX_TOKEN_TTL;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{LoggedFrame, RoomSettings, StateError};
 
@@ -15,23 +23,70 @@ struct RoomLog {
     latest_id: u64,
     /// The last `history_len` messages, oldest first.
     frames: VecDeque<LoggedFrame>,
+    /// Bytes of `frames`.
+    bytes: usize,
     settings: Option<RoomSettings>,
-    closed: bool,
+    /// When its room task retired; None while one runs (or never ran).
+    idle_since: Option<Instant>,
+    /// When the room was closed.
+    closed_at: Option<Instant>,
 }
 
-/// Room logs behind one lock per room, so rooms do not contend with each other.
+impl RoomLog {
+    fn pop_oldest(&mut self) -> usize {
+        let freed = self.frames.pop_front().map_or(0, |(_, f)| f.len());
+        self.bytes -= freed;
+        freed
+    }
+
+    fn clear(&mut self) -> usize {
+        let freed = self.bytes;
+        self.frames.clear();
+        self.bytes = 0;
+        freed
+    }
+}
+
+/// How much history a standalone node keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Messages per room.
+    pub history_len: usize,
+    /// How long a retired room's log outlives its task.
+    pub after_retire: Duration,
+    /// Bytes of frames over all rooms.
+    pub max_bytes: usize,
+}
+
+/// Room logs behind one lock per room, so rooms do not contend with each other. Locks are
+/// taken map first, then a log, never the other way round.
 #[derive(Clone)]
 pub struct MemoryStore {
     rooms: Arc<Mutex<HashMap<RoomId, Arc<Mutex<RoomLog>>>>>,
-    history_len: usize,
+    retention: Retention,
+    /// Bytes of frames over all logs.
+    bytes: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
-    pub fn new(history_len: usize) -> Self {
+    pub fn new(retention: Retention) -> Self {
         Self {
             rooms: Arc::default(),
-            history_len: history_len.max(1),
+            retention: Retention {
+                history_len: retention.history_len.max(1),
+                ..retention
+            },
+            bytes: Arc::default(),
         }
+    }
+
+    /// A store keeping `history_len` messages per room, for tests.
+    pub fn with_history(history_len: usize) -> Self {
+        Self::new(Retention {
+            history_len,
+            after_retire: Duration::from_secs(86_400),
+            max_bytes: usize::MAX,
+        })
     }
 
     fn room(&self, room: &RoomId) -> Arc<Mutex<RoomLog>> {
@@ -43,20 +98,103 @@ impl MemoryStore {
         self.rooms.lock().expect("room map lock").get(room).cloned()
     }
 
+    /// Bytes of history held over all rooms.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     pub fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StateError> {
         let log = self.room(room);
-        let mut log = log.lock().expect("room log lock");
-        if log.closed {
-            return Err(StateError::RoomClosed);
+        let (id, frame) = {
+            let mut log = log.lock().expect("room log lock");
+            if log.closed_at.is_some() {
+                return Err(StateError::RoomClosed);
+            }
+            log.latest_id += 1;
+            let id = log.latest_id;
+            let frame = Utf8Bytes::from(message_json(id, tail));
+            let mut freed = 0;
+            if log.frames.len() == self.retention.history_len {
+                freed = log.pop_oldest();
+            }
+            log.bytes += frame.len();
+            log.frames.push_back((id, frame.clone()));
+            self.bytes.fetch_add(frame.len(), Ordering::Relaxed);
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            (id, frame)
+        };
+        if self.bytes() > self.retention.max_bytes {
+            self.shed(&log);
         }
-        log.latest_id += 1;
-        let id = log.latest_id;
-        let frame = Utf8Bytes::from(message_json(id, tail));
-        if log.frames.len() == self.history_len {
-            log.frames.pop_front();
-        }
-        log.frames.push_back((id, frame.clone()));
         Ok((id, frame))
+    }
+
+    /// Frees history until under the byte bound: retired rooms first, then the oldest
+    /// messages of `writing` (keeping its newest).
+    fn shed(&self, writing: &Arc<Mutex<RoomLog>>) {
+        let mut rooms = self.rooms.lock().expect("room map lock");
+        let mut retired: Vec<(Instant, RoomId)> = rooms
+            .iter()
+            .filter_map(|(id, log)| {
+                let log = log.lock().expect("room log lock");
+                (log.bytes > 0)
+                    .then_some(log.idle_since)
+                    .flatten()
+                    .map(|since| (since, id.clone()))
+            })
+            .collect();
+        retired.sort();
+        for (_, id) in retired {
+            if self.bytes() <= self.retention.max_bytes {
+                return;
+            }
+            if let Some(log) = rooms.remove(&id) {
+                let freed = log.lock().expect("room log lock").clear();
+                self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            }
+        }
+        drop(rooms);
+        let mut log = writing.lock().expect("room log lock");
+        while self.bytes() > self.retention.max_bytes && log.frames.len() > 1 {
+            let freed = log.pop_oldest();
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    /// A room task runs on `room`: keep its log.
+    pub fn hosting(&self, room: &RoomId) {
+        self.room(room).lock().expect("room log lock").idle_since = None;
+    }
+
+    /// `room`'s task retired: its log goes after the retention.
+    pub fn released(&self, room: &RoomId) {
+        if let Some(log) = self.existing(room) {
+            log.lock().expect("room log lock").idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Forgets the logs of rooms retired longer than the retention and the tombstones of
+    /// rooms closed longer than a token lives. Called on the heartbeat.
+    pub fn sweep(&self) {
+        let mut freed = 0;
+        self.rooms.lock().expect("room map lock").retain(|_, log| {
+            let mut log = log.lock().expect("room log lock");
+            let expired = match (log.closed_at, log.idle_since) {
+                (Some(closed), _) => closed.elapsed() >= MAX_TOKEN_TTL,
+                (None, Some(idle)) => idle.elapsed() >= self.retention.after_retire,
+                (None, None) => false,
+            };
+            if expired {
+                freed += log.clear();
+            }
+            !expired
+        });
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Rooms with a log or a tombstone.
+    pub fn rooms(&self) -> usize {
+        self.rooms.lock().expect("room map lock").len()
     }
 
     pub fn latest_id(&self, room: &RoomId) -> u64 {
@@ -89,22 +227,27 @@ impl MemoryStore {
     ) -> Result<RoomSettings, StateError> {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
-        if log.closed {
+        if log.closed_at.is_some() {
             return Err(StateError::RoomClosed);
+        }
+        if log.idle_since.is_none() {
+            // Opened through the API with no task yet: the retention runs from now.
+            log.idle_since = Some(Instant::now());
         }
         Ok(*log.settings.get_or_insert(settings))
     }
 
     pub fn is_closed(&self, room: &RoomId) -> bool {
         self.existing(room)
-            .is_some_and(|log| log.lock().expect("room log lock").closed)
+            .is_some_and(|log| log.lock().expect("room log lock").closed_at.is_some())
     }
 
     pub fn close_room(&self, room: &RoomId) {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
-        log.closed = true;
-        log.frames.clear();
+        log.closed_at = Some(Instant::now());
+        let freed = log.clear();
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
     }
 }
 
@@ -118,7 +261,7 @@ mod tests {
 
     #[test]
     fn ids_increase_by_one_and_history_is_capped() {
-        let store = MemoryStore::new(3);
+        let store = MemoryStore::with_history(3);
         for expected in 1..=5 {
             let (id, frame) = store.append(&room(), r#","body":"x"}"#).unwrap();
             assert_eq!(id, expected);
@@ -141,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_closed_room_takes_no_messages() {
-        let store = MemoryStore::new(3);
+        let store = MemoryStore::with_history(3);
         store.append(&room(), "}").unwrap();
         store.close_room(&room());
         assert!(store.is_closed(&room()));
@@ -150,5 +293,67 @@ mod tests {
             Err(StateError::RoomClosed)
         ));
         assert!(store.read_range(&room(), 0, 10).is_empty());
+    }
+
+    fn tail(body: &str) -> String {
+        format!(r#","body":"{body}"}}"#)
+    }
+
+    #[test]
+    fn a_retired_rooms_log_is_forgotten_after_the_retention() {
+        let store = MemoryStore::new(Retention {
+            history_len: 10,
+            after_retire: Duration::ZERO,
+            max_bytes: usize::MAX,
+        });
+        let other: RoomId = "a/other".parse().unwrap();
+        store.hosting(&room());
+        store.hosting(&other);
+        store.append(&room(), &tail("x")).unwrap();
+        store.append(&other, &tail("y")).unwrap();
+        store.sweep();
+        assert_eq!(store.rooms(), 2, "hosted rooms stay");
+        store.released(&room());
+        store.sweep();
+        assert_eq!(store.rooms(), 1);
+        assert_eq!(store.latest_id(&room()), 0);
+        assert_eq!(store.latest_id(&other), 1);
+        assert_eq!(store.bytes(), store.read_range(&other, 0, 1)[0].1.len());
+    }
+
+    #[test]
+    fn history_over_the_byte_bound_sheds_retired_rooms_first_then_the_oldest() {
+        let one = store_frame_len();
+        let store = MemoryStore::new(Retention {
+            history_len: 100,
+            after_retire: Duration::from_secs(3600),
+            max_bytes: one * 4,
+        });
+        let old: RoomId = "a/old".parse().unwrap();
+        store.hosting(&old);
+        store.append(&old, &tail("x")).unwrap();
+        store.append(&old, &tail("x")).unwrap();
+        store.released(&old);
+        store.hosting(&room());
+        for _ in 0..3 {
+            store.append(&room(), &tail("x")).unwrap();
+        }
+        assert_eq!(store.latest_id(&old), 0, "the retired room went first");
+        assert_eq!(store.read_range(&room(), 0, 3).len(), 3);
+        for _ in 0..3 {
+            store.append(&room(), &tail("x")).unwrap();
+        }
+        assert!(store.bytes() <= one * 4);
+        let ids: Vec<u64> = store
+            .read_range(&room(), 0, 6)
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, [3, 4, 5, 6], "then the writing room's oldest");
+    }
+
+    /// The size of one test frame (ids 1 to 9).
+    fn store_frame_len() -> usize {
+        message_json(1, &tail("x")).len()
     }
 }

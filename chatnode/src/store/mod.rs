@@ -12,7 +12,7 @@ use chatfleet_wire::RoomId;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use self::fleet::{FleetStore, LiveSync};
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryStore, Retention};
 
 /// A message as the node hands it around: its id and its encoded frame, shared by every
 /// member's queue without copying.
@@ -31,6 +31,20 @@ impl Backend {
         match self {
             Backend::Memory(_) => true,
             Backend::Redis(r) => r.is_ready(),
+        }
+    }
+
+    /// A room task started on `room` (standalone: keep its log).
+    pub fn hosting(&self, room: &RoomId) {
+        if let Backend::Memory(m) = self {
+            m.hosting(room);
+        }
+    }
+
+    /// `room`'s task retired (standalone: its log goes after the retention).
+    pub fn released(&self, room: &RoomId) {
+        if let Backend::Memory(m) = self {
+            m.released(room);
         }
     }
 
