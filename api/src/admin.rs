@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Html;
@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::load::{LoadReport, RoomLoad};
 
+use crate::extract::ApiPath;
 use crate::keys::{ApiKeys, Scope, require_scope};
 use crate::{ApiError, ErrorBody};
 
@@ -179,7 +180,7 @@ pub(crate) async fn admin_page() -> Html<&'static str> {
     responses((status = 200, body = SessionsView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn list_sessions<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<SessionsView>, ApiError> {
     Ok(Json(admin.user_sessions(&user).await?))
 }
@@ -191,7 +192,7 @@ pub(crate) async fn list_sessions<A: FleetAdmin>(
     responses((status = 202, description = "ending"), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn end_all<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     admin.end_sessions(&user, None).await?;
     Ok(StatusCode::ACCEPTED)
@@ -204,7 +205,7 @@ pub(crate) async fn end_all<A: FleetAdmin>(
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn end_one<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
-    Path((user, id)): Path<(String, String)>,
+    ApiPath((user, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let known = admin.user_sessions(&user).await?;
     if !known.sessions.iter().any(|s| s.id == id) {
@@ -236,7 +237,7 @@ pub(crate) async fn fleet<A: FleetAdmin>(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn drain<A: FleetAdmin>(
     State(admin): State<Arc<A>>,
-    Path(node): Path<String>,
+    ApiPath(node): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let fleet = admin.fleet().await?;
     if !fleet.nodes.iter().any(|n| n.node == node) {

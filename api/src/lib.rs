@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod extract;
 pub mod history;
 pub mod keys;
 pub mod openapi;

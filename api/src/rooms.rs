@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use chatfleet_wire::frames::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::extract::ApiPath;
 use crate::history::{HistoryQuery, HistoryView};
 use crate::keys::{ApiKeys, Scope, require_scope};
 use crate::{ApiError, ErrorBody};
@@ -339,7 +340,7 @@ pub(crate) async fn list<D: RoomDirectory>(
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn show<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    Path((namespace, room)): Path<(String, String)>,
+    ApiPath((namespace, room)): ApiPath<(String, String)>,
 ) -> Result<Json<RoomView>, ApiError> {
     Ok(Json(
         directory.get_room(&room_id(&namespace, &room)?).await?,
@@ -353,7 +354,7 @@ pub(crate) async fn show<D: RoomDirectory>(
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn remove<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    Path((namespace, room)): Path<(String, String)>,
+    ApiPath((namespace, room)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     directory.close_room(&room_id(&namespace, &room)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -368,7 +369,7 @@ pub(crate) async fn remove<D: RoomDirectory>(
         (status = 422, body = ErrorBody)))]
 pub(crate) async fn token<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    Path((namespace, room)): Path<(String, String)>,
+    ApiPath((namespace, room)): ApiPath<(String, String)>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
     let Json(request) = body?;
@@ -385,7 +386,7 @@ pub(crate) async fn token<D: RoomDirectory>(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn history<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    Path((namespace, room)): Path<(String, String)>,
+    ApiPath((namespace, room)): ApiPath<(String, String)>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<HistoryView>, ApiError> {
     let Query(query) = query?;

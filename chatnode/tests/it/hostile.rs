@@ -359,3 +359,13 @@ async fn the_bearer_scheme_is_case_insensitive() {
     }
     let _ = http;
 }
+
+#[tokio::test]
+async fn an_unreadable_path_gets_a_json_error() {
+    let node = in_process(&[]).await;
+    for path in ["/v1/rooms/support/%FF", "/v1/users/%FF/sessions"] {
+        let (status, body) = node.call(API_KEY, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}");
+    }
+}
