@@ -16,6 +16,22 @@ use crate::{Redis, StateError, scripts};
 /// A message as the log holds it: its id and its encoded frame.
 pub type LoggedMessage = (u64, String);
 
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub id: u64,
+    /// The encoded frame; None when the send was a retry of one already appended (`id` is
+    /// then the first one's).
+    pub frame: Option<String>,
+    /// The log's epoch.
+    pub epoch: String,
+}
+
+/// A new, random epoch name.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
 /// A room's settings, set when it is created (through the room API or by the operator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomSettings {
@@ -38,6 +54,20 @@ impl RoomStore {
 
     fn ttl_seconds(&self) -> u64 {
         self.ttl.as_secs().max(1)
+    }
+
+    /// The newest message id and the log's epoch, read together; a room without an epoch
+    /// gets one.
+    pub async fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
+        let keys = RoomKeys::new(room);
+        let (id, epoch): (u64, String) = scripts::POSITION
+            .key(&keys.seq)
+            .key(&keys.epoch)
+            .arg(new_epoch())
+            .arg(self.ttl_seconds())
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok((id, epoch))
     }
 
     /// The newest message id (0 when there is none).
@@ -180,31 +210,38 @@ impl MessageLog {
         &self.rooms
     }
 
-    /// Appends a message, returning its id and frame. `floor` is the newest id the caller has
-    /// delivered in the room: ids stay above it even if Redis lost the room's state.
+    /// Appends a message. `floor` is the newest id the caller has delivered in the room: ids
+    /// stay above it even if Redis lost the room's state. `dedup` (the sender and its
+    /// `client_id`) makes a retried send a no-op that returns the first one's id.
     pub async fn append(
         &self,
         room: &RoomId,
         tail: &str,
         floor: u64,
-    ) -> Result<LoggedMessage, StateError> {
+        dedup: Option<&str>,
+    ) -> Result<Appended, StateError> {
         let keys = RoomKeys::new(room);
-        let id: i64 = scripts::APPEND
+        let (id, duplicate, epoch): (i64, i64, String) = scripts::APPEND
             .key(&keys.seq)
             .key(&keys.log)
             .key(&keys.closed)
+            .key(&keys.sent)
+            .key(&keys.epoch)
             .arg(MESSAGE_PREFIX)
             .arg(tail)
             .arg(self.history_len)
             .arg(&keys.live)
             .arg(self.rooms.ttl_seconds())
             .arg(floor)
+            .arg(dedup.unwrap_or(""))
+            .arg(new_epoch())
             .invoke_async(&mut self.rooms.redis.conn())
             .await?;
         if id < 0 {
             return Err(StateError::RoomClosed);
         }
         let id = id as u64;
-        Ok((id, message_json(id, tail)))
+        let frame = (duplicate == 0).then(|| message_json(id, tail));
+        Ok(Appended { id, frame, epoch })
     }
 }

@@ -6,9 +6,15 @@ use redis::Script;
 
 pub static APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/append.lua")));
+pub static POSITION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/position.lua")));
 pub static CLAIM_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/claim_session.lua")));
 pub static REFRESH_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/refresh_session.lua")));
+pub static RELEASE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release_session.lua")));
+pub static END_SESSIONS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/end_sessions.lua")));
 pub static SEATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/seats.lua")));

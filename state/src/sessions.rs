@@ -3,6 +3,7 @@
 //! the heartbeat, so a dead node's slots free themselves, and a clean leave frees its slot at
 //! once. Claiming is one script, so concurrent joins on different nodes never exceed the limit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatfleet_wire::control::Control;
@@ -10,6 +11,21 @@ use chatfleet_wire::keys;
 use redis::AsyncCommands;
 
 use crate::{Redis, StateError, scripts};
+
+/// How long the record of a released or ended session lasts: longer than any session slot
+/// lives (`--session-ttl-seconds`, 30 by default), so a claim or a refresh that arrives late
+/// still finds it.
+pub const RELEASED_FOR: Duration = Duration::from_secs(600);
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Taken,
+    /// The user holds as many sessions as allowed.
+    AtLimit,
+    /// The session was released before its claim arrived: it must not take a slot.
+    Released,
+}
 
 /// Users' session slots. Cheap to clone.
 #[derive(Clone)]
@@ -22,34 +38,44 @@ impl SessionSlots {
         Self { redis }
     }
 
-    /// Claims one of `user`'s fleet-wide sessions; false when they hold `max` already.
+    /// Claims one of `user`'s fleet-wide sessions.
     pub async fn claim(
         &self,
         user: &str,
         session: &str,
         max: u32,
         ttl: Duration,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Claim, StateError> {
         let claimed: i64 = scripts::CLAIM_SESSION
             .key(keys::user_sessions(user))
+            .key(keys::user_released(user))
             .arg(session)
             .arg(max)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.redis.conn())
             .await?;
-        Ok(claimed == 1)
+        Ok(match claimed {
+            1 => Claim::Taken,
+            0 => Claim::AtLimit,
+            _ => Claim::Released,
+        })
     }
 
-    /// Keeps a node's sessions, given as (session id, user), alive for another `ttl`.
+    /// Keeps a node's sessions, given as (session id, user), alive for another `ttl`, and
+    /// returns those whose slot is gone (ended by an administrator, or expired while the node
+    /// could not refresh it): the node must end them. One script per user, pipelined.
     pub async fn refresh(
         &self,
         sessions: &[(String, String)],
         ttl: Duration,
-    ) -> Result<(), StateError> {
-        if sessions.is_empty() {
-            return Ok(());
+    ) -> Result<Vec<String>, StateError> {
+        let mut by_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (session, user) in sessions {
+            by_user.entry(user).or_default().push(session);
         }
-        let ttl_ms = ttl.as_millis() as u64;
+        if by_user.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.redis.conn();
         // Loads the script once so the pipeline can use EVALSHA.
         let _: String = scripts::REFRESH_SESSION
@@ -57,25 +83,28 @@ impl SessionSlots {
             .load_async(&mut conn)
             .await?;
         let mut pipe = redis::pipe();
-        for (session, user) in sessions {
+        for (user, ids) in &by_user {
             pipe.cmd("EVALSHA")
                 .arg(scripts::REFRESH_SESSION.get_hash())
-                .arg(1)
+                .arg(2)
                 .arg(keys::user_sessions(user))
-                .arg(session)
-                .arg(ttl_ms)
-                .ignore();
+                .arg(keys::user_released(user))
+                .arg(ttl.as_millis() as u64)
+                .arg(ids);
         }
-        let _: () = pipe.query_async(&mut conn).await?;
-        Ok(())
+        let gone: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        Ok(gone.into_iter().flatten().collect())
     }
 
-    /// Frees a session at once (a clean leave).
+    /// Frees a session at once (a clean leave, or a join that gave up), for good: a claim for
+    /// it that arrives later is refused.
     pub async fn release(&self, user: &str, session: &str) -> Result<(), StateError> {
-        let _: () = self
-            .redis
-            .conn()
-            .zrem(keys::user_sessions(user), session)
+        let _: i64 = scripts::RELEASE_SESSION
+            .key(keys::user_sessions(user))
+            .key(keys::user_released(user))
+            .arg(session)
+            .arg(RELEASED_FOR.as_millis() as u64)
+            .invoke_async(&mut self.redis.conn())
             .await?;
         Ok(())
     }
@@ -91,21 +120,32 @@ impl SessionSlots {
         Ok(sessions)
     }
 
-    /// Frees `user`'s slots (one session, or all) and tells every node to close them, in one
-    /// round trip.
+    /// Frees `user`'s slots (one session, or all) for good and tells every node to close them,
+    /// in one round trip; the record that they ended lasts [`RELEASED_FOR`], so no refresh or
+    /// late claim brings them back.
     pub async fn end(&self, user: &str, session: Option<&str>) -> Result<(), StateError> {
-        let key = keys::user_sessions(user);
         let command = Control::EndSessions {
             user: user.to_owned(),
             session: session.map(str::to_owned),
         };
-        let mut pipe = redis::pipe();
-        match session {
-            Some(id) => pipe.zrem(&key, id),
-            None => pipe.del(&key),
-        };
-        pipe.publish(keys::control_channel(), command.to_json());
-        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        let mut conn = self.redis.conn();
+        let _: String = scripts::END_SESSIONS
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await?;
+        let _: () = redis::pipe()
+            .cmd("EVALSHA")
+            .arg(scripts::END_SESSIONS.get_hash())
+            .arg(2)
+            .arg(keys::user_sessions(user))
+            .arg(keys::user_released(user))
+            .arg(RELEASED_FOR.as_millis() as u64)
+            .arg(session.unwrap_or(""))
+            .ignore()
+            .publish(keys::control_channel(), command.to_json())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 }

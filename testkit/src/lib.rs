@@ -106,9 +106,33 @@ impl Redis {
     /// SIGKILL: the server vanishes with everything in it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server must run again to die.
+            let _ = Command::new("kill")
+                .args(["-s", "CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the server stalls, holding every connection open, as a frozen or
+    /// overloaded Redis does.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: the server answers again, running whatever was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Starts again on the same port (empty).
@@ -466,10 +490,21 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.unwrap();
     }
 
-    pub async fn say(&mut self, body: &str) {
+    /// Sends `body` as a new message and returns the `client_id` it carries: unique, since a
+    /// client id names one send (a retry with the same id is appended once).
+    pub async fn say(&mut self, body: &str) -> String {
+        static SENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client_id = format!("c-{}-{n}", &body[..body.len().min(20)]);
+        self.say_as(body, &client_id).await;
+        client_id
+    }
+
+    /// Sends `body` with the given `client_id` (a retry repeats the first one's).
+    pub async fn say_as(&mut self, body: &str, client_id: &str) {
         let frame = ClientFrame::Send {
             body: body.into(),
-            client_id: Some(format!("c-{}", &body[..body.len().min(20)])),
+            client_id: Some(client_id.to_owned()),
         };
         self.send_raw(&serde_json::to_string(&frame).unwrap()).await;
     }

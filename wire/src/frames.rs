@@ -119,6 +119,11 @@ pub struct Welcome {
     /// Id of the newest message in the room when the client joined (0: none yet). Replayed
     /// messages, if any, follow the welcome; live ones have larger ids.
     pub last_id: u64,
+    /// The room log's epoch. Ids only compare within one epoch: resume with `since` and this
+    /// `epoch`; a resume from another epoch (the room's history was lost meanwhile) replays
+    /// what the new epoch retains and says `complete: false`.
+    #[serde(default)]
+    pub epoch: String,
     /// Present when the client asked to resume with `since`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
@@ -213,6 +218,9 @@ pub enum ErrorCode {
     SlowConsumer,
     /// An administrator ended the session.
     SessionEnded,
+    /// The node could not learn whether a send was appended (Redis stalled mid-request): it
+    /// may or may not appear. Retry with the same `client_id`; the message is appended once.
+    Unconfirmed,
 }
 
 impl ErrorCode {
@@ -225,6 +233,7 @@ impl ErrorCode {
                 | ErrorCode::RateLimited
                 | ErrorCode::ReadOnly
                 | ErrorCode::Unavailable
+                | ErrorCode::Unconfirmed
         )
     }
 
@@ -242,6 +251,7 @@ impl ErrorCode {
             ErrorCode::SessionLimit => "session_limit",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -392,6 +402,7 @@ mod tests {
             ErrorCode::SessionLimit,
             ErrorCode::SlowConsumer,
             ErrorCode::SessionEnded,
+            ErrorCode::Unconfirmed,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

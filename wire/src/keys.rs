@@ -45,6 +45,13 @@ pub fn user_sessions(user: &str) -> String {
     format!("{PREFIX}:user:{{{user}}}:sessions")
 }
 
+/// Sorted set of one user's released sessions: member = session id, score = when (ms, Redis
+/// clock) the record may go. A claim that reaches Redis after its release (its join already
+/// refused and given up) finds the session here and is not taken.
+pub fn user_released(user: &str) -> String {
+    format!("{PREFIX}:user:{{{user}}}:released")
+}
+
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomKeys {
@@ -58,6 +65,13 @@ pub struct RoomKeys {
     pub closed: String,
     /// Pub/sub channel carrying every frame all members of the room must see.
     pub live: String,
+    /// String: the log's epoch, a random name given when the room's state is (re)created.
+    /// It changes whenever Redis lost the state (a restart without data, an eviction), so a
+    /// client resuming from another epoch learns that history was lost.
+    pub epoch: String,
+    /// Sorted set of sends already appended: member = `<user>\n<client_id>`, score = the
+    /// message id; a retried send finds its first id here (the last `history_len` only).
+    pub sent: String,
 }
 
 impl RoomKeys {
@@ -69,12 +83,14 @@ impl RoomKeys {
             meta: format!("{base}:meta"),
             closed: format!("{base}:closed"),
             live: format!("{base}:live"),
+            epoch: format!("{base}:epoch"),
+            sent: format!("{base}:sent"),
         }
     }
 
     /// The keys that carry the room's shared state and expire together.
-    pub fn state(&self) -> [&str; 3] {
-        [&self.seq, &self.log, &self.meta]
+    pub fn state(&self) -> [&str; 5] {
+        [&self.seq, &self.log, &self.meta, &self.epoch, &self.sent]
     }
 }
 
@@ -93,12 +109,22 @@ mod tests {
     #[test]
     fn room_keys_share_one_hash_tag() {
         let keys = RoomKeys::new(&"support/case-7".parse().unwrap());
-        for key in [&keys.seq, &keys.log, &keys.meta, &keys.closed, &keys.live] {
+        for key in [
+            &keys.seq,
+            &keys.log,
+            &keys.meta,
+            &keys.closed,
+            &keys.live,
+            &keys.epoch,
+            &keys.sent,
+        ] {
             assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
         }
         assert_eq!(node_report("chat-0"), "chatfleet:node:{chat-0}");
         assert_eq!(node_rooms("chat-0"), "chatfleet:node:{chat-0}:rooms");
         assert_eq!(node_reserved("chat-0"), "chatfleet:node:{chat-0}:reserved");
         assert_eq!(log_entry_id(12), "12-0");
+        assert_eq!(user_sessions("ann"), "chatfleet:user:{ann}:sessions");
+        assert_eq!(user_released("ann"), "chatfleet:user:{ann}:released");
     }
 }

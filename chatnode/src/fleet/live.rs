@@ -39,6 +39,9 @@ pub async fn run(
                 let (sink, stream) = pubsub.split();
                 serve(&hub, &store, sink, stream, &mut requests, &stop).await;
                 store.set_live_ok(false);
+                // Redis went away: the command connection may be as dead as this one. Ready
+                // again only once a heartbeat has gone through it.
+                store.set_heartbeat_ok(false);
                 hub.metrics().backend_up.set(0);
                 if !stop.is_cancelled() {
                     tracing::warn!("lost the live-channel connection to Redis; reconnecting");

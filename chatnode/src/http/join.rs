@@ -30,11 +30,16 @@ pub(crate) struct JoinQuery {
     token: Option<String>,
     /// Resume after this message id.
     since: Option<u64>,
+    /// The epoch of `since`, from the `welcome` it came after (at most 64 bytes).
+    epoch: Option<String>,
     /// Dev auth only: the user id, display name and role.
     user: Option<String>,
     name: Option<String>,
     role: Option<Role>,
 }
+
+/// Longest `epoch` a client may present.
+const MAX_EPOCH_BYTES: usize = 64;
 
 /// The smallest WebSocket message limit, whatever --max-message-bytes says.
 const MIN_WS_MESSAGE_LIMIT: usize = 64 * 1024;
@@ -93,10 +98,19 @@ pub async fn join_room(
             return ApiError::new(status, code, error.to_string()).into_response();
         }
     };
+    if query
+        .epoch
+        .as_ref()
+        .is_some_and(|e| e.len() > MAX_EPOCH_BYTES)
+    {
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "epoch is too long")
+            .into_response();
+    }
     let admission = Admission {
         room,
         member,
         since: query.since,
+        epoch: query.epoch,
     };
     let buffer = state.ws_buffer_bytes;
     // Frames up to this size get a `message_too_large` answer and the connection stays;

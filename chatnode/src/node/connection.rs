@@ -40,6 +40,8 @@ pub struct Admission {
     pub room: RoomId,
     pub member: Member,
     pub since: Option<u64>,
+    /// The epoch of `since`, when the client knows it.
+    pub epoch: Option<String>,
 }
 
 /// Frames written to the socket before one flush.
@@ -74,6 +76,7 @@ pub async fn run<S>(
         member: who.member.clone(),
         outbox: out,
         since: who.since,
+        epoch: who.epoch.clone(),
     };
     let room = match Box::pin(hub.rooms().join(&who.room, request)).await {
         Ok(room) => room,
@@ -102,7 +105,7 @@ pub async fn run<S>(
         tokio::select! {
             _ = overflow.cancelled() => break End::Close(close::GOING_AWAY, SLOW_CONSUMER),
             _ = ended.cancelled() => {
-                let frame = ServerFrame::error(ErrorCode::SessionEnded, "an administrator ended this session");
+                let frame = ServerFrame::error(ErrorCode::SessionEnded, "this session was ended: by an administrator, or its slot expired while its node could not reach Redis");
                 if let Err(end) = Box::pin(send(&mut socket, frame, write_limit)).await {
                     break end;
                 }
@@ -389,33 +392,58 @@ impl Connection {
             ts: unix_millis(),
             client_id,
         };
+        if !self.hub.backend().is_ready() {
+            // Known down (the heartbeat or the live channel failed): nothing is attempted, so
+            // the message is certainly not sent.
+            return Some(not_sent());
+        }
         let tail = message_tail(&content);
-        match self
+        // A send's client id is its idempotency key, within its room and sender.
+        let dedup = content
+            .client_id
+            .as_ref()
+            .map(|id| format!("{}\n{id}", self.member.user));
+        let appended = self
             .hub
             .backend()
-            .append(self.room.id(), &tail, self.room.last_id())
-            .await
-        {
-            Ok(logged) => {
+            .append(self.room.id(), &tail, self.room.last_id(), dedup.as_deref())
+            .await;
+        match appended {
+            Ok(appended) => {
+                // A retry of a send already appended: the first one is (or will be) delivered.
+                let frame = appended.frame?;
                 self.hub.count_message_in();
                 // Deliver at once; a fleet's live channel brings the same id again, and the
                 // room drops the duplicate.
-                self.room.deliver(logged);
+                self.room.deliver((appended.id, frame));
                 None
             }
             Err(StateError::RoomClosed) => Some(ServerFrame::error(
                 ErrorCode::RoomClosed,
                 "the room was closed",
             )),
-            Err(error @ (StateError::Redis(_) | StateError::LiveUnavailable)) => {
-                tracing::warn!(%error, "could not append a message");
+            Err(StateError::Redis(error)) if !error.is_connection_refusal() => {
+                // The script may have run, or may still run when Redis answers: the client
+                // must not be told "not sent", or its retry would be a duplicate.
+                tracing::warn!(%error, "could not confirm an append");
                 Some(ServerFrame::error(
-                    ErrorCode::Unavailable,
-                    "the message was not sent: shared state is unreachable; retry shortly",
+                    ErrorCode::Unconfirmed,
+                    "the node could not confirm the message was sent; retry with the same client_id",
                 ))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not append a message");
+                Some(not_sent())
             }
         }
     }
+}
+
+fn not_sent() -> ServerFrame {
+    ServerFrame::error(
+        ErrorCode::Unavailable,
+        "the message was not sent: shared state is unreachable; retry shortly",
+    )
 }
 
 fn too_large(max: usize) -> ServerFrame {

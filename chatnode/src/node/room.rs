@@ -58,6 +58,8 @@ pub struct JoinRequest {
     pub outbox: Outbox,
     /// Resume after this message id.
     pub since: Option<u64>,
+    /// The epoch `since` belongs to, when the client knows it.
+    pub epoch: Option<String>,
 }
 
 /// Kept small (the join is boxed): every room preallocates a block of these.
@@ -120,6 +122,7 @@ impl RoomHandle {
             on_retire,
             members: HashMap::new(),
             last_id: 0,
+            epoch: String::new(),
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -211,6 +214,8 @@ struct RoomTask {
     members: HashMap<ConnId, Joined>,
     /// The newest message id delivered to members.
     last_id: u64,
+    /// The log's epoch: ids compare only within it.
+    epoch: String,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -235,7 +240,15 @@ impl RoomTask {
         loop {
             tokio::select! {
                 command = rx.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => {
+                        self.handle(command).await;
+                        // A closed room retires at once, so a new room given its name (a
+                        // reused ChatRoom name) starts a fresh task instead of this one
+                        // refusing joins until its next tick.
+                        if self.closed && self.members.is_empty() {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -261,8 +274,9 @@ impl RoomTask {
             return Err(StateError::LiveUnavailable);
         }
         let backend = self.backend().clone();
-        let latest = backend.latest_id(self.id()).await?;
+        let (latest, epoch) = backend.position(self.id()).await?;
         self.advance_to(latest);
+        self.epoch = epoch;
         self.closed = backend.is_closed(self.id()).await?;
         let node_limit = self.env.limits.max_room_members;
         let max = match backend.settings(self.id()).await? {
@@ -301,21 +315,34 @@ impl RoomTask {
 
     async fn join(&mut self, request: JoinRequest) -> Result<(), Refusal> {
         if self.closed {
-            return Err(Refusal::RoomClosed);
+            // The room may have been reopened (a new room with its name) since.
+            self.closed = self
+                .backend()
+                .is_closed(self.id())
+                .await
+                .map_err(|_| Refusal::Unavailable)?;
+            if self.closed {
+                return Err(Refusal::RoomClosed);
+            }
         }
         admit_to_room(self.members.len() as u32, self.handle.max_members())?;
 
+        // A resume from another epoch: the history it counted from is gone. Replay what this
+        // epoch retains and say the resume is incomplete.
+        let other_epoch = request.epoch.as_ref().is_some_and(|e| *e != self.epoch);
         let (resume, replay) = match request.since {
-            Some(since) => {
+            Some(asked) => {
+                let since = if other_epoch { 0 } else { asked };
                 let replay = self
                     .backend()
                     .read_range(self.id(), since, self.last_id)
                     .await
                     .map_err(|_| Refusal::Unavailable)?;
-                let complete =
-                    since >= self.last_id || replay.first().is_some_and(|(id, _)| *id == since + 1);
+                let complete = !other_epoch
+                    && (since >= self.last_id
+                        || replay.first().is_some_and(|(id, _)| *id == since + 1));
                 let resume = Resume {
-                    since,
+                    since: asked,
                     replayed: replay.len() as u64,
                     complete,
                 };
@@ -334,6 +361,7 @@ impl RoomTask {
             members,
             node: self.env.node_name.clone(),
             last_id: self.last_id,
+            epoch: self.epoch.clone(),
             resume,
         });
         request.outbox.push_replay(welcome.to_json().into());
@@ -341,7 +369,12 @@ impl RoomTask {
             request.outbox.push_replay(frame);
         }
 
-        let seen_upto = request.since.unwrap_or(0).max(self.last_id);
+        // Within one epoch the client has seen up to `since` (perhaps beyond what this room
+        // delivered yet); across epochs its ids mean nothing here.
+        let seen_upto = match request.since {
+            Some(since) if !other_epoch => since.max(self.last_id),
+            _ => self.last_id,
+        };
         let member = request.member.clone();
         self.members.insert(
             request.conn,
@@ -400,8 +433,14 @@ impl RoomTask {
         let backend = self.backend().clone();
         let upto = match upto {
             Some(upto) => upto,
-            None => match backend.latest_id(self.id()).await {
-                Ok(latest) => latest,
+            None => match backend.position(self.id()).await {
+                Ok((latest, epoch)) => {
+                    if epoch != self.epoch {
+                        tracing::warn!(room = %self.id(), old = %self.epoch, new = %epoch, "the room's log began a new epoch: its history was lost");
+                        self.epoch = epoch;
+                    }
+                    latest
+                }
                 Err(_) => {
                     self.handle.mark_lagged();
                     return false;
@@ -543,27 +582,42 @@ mod tests {
             ts: 1,
             client_id: None,
         };
-        backend
-            .append(&room_id(), &message_tail(&content), 0)
+        let appended = backend
+            .append(&room_id(), &message_tail(&content), 0, None)
             .await
-            .unwrap()
+            .unwrap();
+        (appended.id, appended.frame.unwrap())
     }
 
-    async fn join(room: &RoomHandle, conn: ConnId, since: Option<u64>) -> OutboxReceiver {
-        let (out, queue) = outbox(1 << 20);
+    /// A join request and the queue it fills.
+    fn request(conn: ConnId, since: Option<u64>) -> JoinRequest {
+        let (out, _) = outbox(1 << 20);
         let member = Member {
             user: format!("user-{conn}"),
             name: "U".into(),
             role: Role::Agent,
         };
-        let request = JoinRequest {
+        JoinRequest {
             conn,
             member,
             outbox: out,
             since,
+            epoch: None,
+        }
+    }
+
+    async fn join_with(room: &RoomHandle, request: JoinRequest) -> OutboxReceiver {
+        let (out, queue) = outbox(1 << 20);
+        let request = JoinRequest {
+            outbox: out,
+            ..request
         };
         room.join(request).await.unwrap().unwrap();
         queue
+    }
+
+    async fn join(room: &RoomHandle, conn: ConnId, since: Option<u64>) -> OutboxReceiver {
+        join_with(room, request(conn, since)).await
     }
 
     async fn next(queue: &mut OutboxReceiver) -> ServerFrame {
@@ -656,5 +710,54 @@ mod tests {
         let resume = welcome.resume.unwrap();
         assert_eq!((resume.replayed, resume.complete), (3, false));
         assert_eq!(message_ids(&mut late, 3).await, [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_resume_from_another_epoch_replays_this_one_and_is_incomplete() {
+        let (room, backend) = room(100);
+        let mut first = join(&room, 1, None).await;
+        let ServerFrame::Welcome(welcome) = next(&mut first).await else {
+            panic!("a welcome first");
+        };
+        for body in ["a", "b"] {
+            let logged = append(&backend, body).await;
+            room.deliver(logged);
+        }
+        assert_eq!(message_ids(&mut first, 2).await, [1, 2]);
+
+        let same = JoinRequest {
+            epoch: Some(welcome.epoch.clone()),
+            ..request(2, Some(1))
+        };
+        let mut back = join_with(&room, same).await;
+        let ServerFrame::Welcome(again) = next(&mut back).await else {
+            panic!("a welcome first");
+        };
+        let resume = again.resume.unwrap();
+        assert_eq!((resume.replayed, resume.complete), (1, true));
+        assert_eq!(message_ids(&mut back, 1).await, [2]);
+
+        // A client that counted ids in a lost epoch, even far beyond this one's.
+        let stale = JoinRequest {
+            epoch: Some("lost".into()),
+            ..request(3, Some(7))
+        };
+        let mut stale = join_with(&room, stale).await;
+        let ServerFrame::Welcome(welcome) = next(&mut stale).await else {
+            panic!("a welcome first");
+        };
+        let resume = welcome.resume.unwrap();
+        assert_eq!(
+            (resume.since, resume.replayed, resume.complete),
+            (7, 2, false)
+        );
+        assert_eq!(message_ids(&mut stale, 2).await, [1, 2]);
+        let third = append(&backend, "c").await;
+        room.deliver(third);
+        assert_eq!(
+            message_ids(&mut stale, 1).await,
+            [3],
+            "live messages follow"
+        );
     }
 }

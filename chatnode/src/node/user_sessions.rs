@@ -13,8 +13,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use chatfleet_state::sessions::Claim;
+
 use super::admission::Refusal;
 use crate::store::{Backend, StateError};
+
+/// Attempts at freeing a slot in Redis, a second apart.
+const RELEASE_ATTEMPTS: u32 = 10;
 
 /// This node's live sessions and the limit they obey.
 pub struct UserSessions {
@@ -98,10 +103,14 @@ impl UserSessions {
                     .claim(user, &id, self.max, self.ttl)
                     .await
                 {
-                    Ok(true) => {}
-                    Ok(false) => return Err(Refusal::SessionLimit),
+                    Ok(Claim::Taken) => {}
+                    Ok(Claim::AtLimit) => return Err(Refusal::SessionLimit),
+                    Ok(Claim::Released) => return Err(Refusal::Unavailable),
                     Err(error) => {
+                        // The claim may still run when Redis answers again: release it for
+                        // good, so the refused join leaves no slot behind.
                         tracing::warn!(%error, "cannot claim a session slot");
+                        self.release_in_redis(&id, user);
                         return Err(Refusal::Unavailable);
                     }
                 }
@@ -146,6 +155,8 @@ impl UserSessions {
     }
 
     /// Pushes the expiry of every session on this node forward; called by the heartbeat.
+    /// Sessions whose slot is gone (ended elsewhere, or expired while this node could not
+    /// refresh it) are ended here too, so a user never holds more than the limit.
     pub async fn refresh(&self) -> Result<(), StateError> {
         let Backend::Redis(redis) = &self.backend else {
             return Ok(());
@@ -158,17 +169,37 @@ impl UserSessions {
                 .map(|(id, (user, _))| (id.clone(), user.clone()))
                 .collect()
         };
-        redis.state().sessions.refresh(&sessions, self.ttl).await
+        let gone = redis.state().sessions.refresh(&sessions, self.ttl).await?;
+        let local = self.local.lock().expect("sessions lock");
+        for id in gone {
+            if let Some((user, ended)) = local.sessions.get(&id) {
+                tracing::info!(%user, session = %id, "the session's slot is gone; ending it");
+                ended.cancel();
+            }
+        }
+        Ok(())
     }
 
     fn release(&self, id: &str, user: &str) {
         self.local.lock().expect("sessions lock").remove(id, user);
+        self.release_in_redis(id, user);
+    }
+
+    /// Frees the slot in Redis, retrying for a while: a slot whose claim may yet run (Redis
+    /// stalled) must be released for good, or the user stays locked out until it expires.
+    fn release_in_redis(&self, id: &str, user: &str) {
         if let Backend::Redis(redis) = &self.backend {
             let (redis, id, user) = (redis.clone(), id.to_owned(), user.to_owned());
             tokio::spawn(async move {
-                // If this fails the slot expires by itself within the TTL.
-                if let Err(error) = redis.state().sessions.release(&user, &id).await {
-                    tracing::debug!(%error, "cannot free a session slot; it will expire");
+                for attempt in 1..=RELEASE_ATTEMPTS {
+                    match redis.state().sessions.release(&user, &id).await {
+                        Ok(()) => return,
+                        Err(error) if attempt == RELEASE_ATTEMPTS => {
+                            // The slot still expires by itself within the TTL.
+                            tracing::warn!(%error, session = %id, "cannot free a session slot");
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
                 }
             });
         }

@@ -11,16 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_state::rooms::new_epoch;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::message_json;
 use chatfleet_wire::token::MAX_TOKEN_TTL;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{LoggedFrame, RoomSettings, StateError};
+use super::{Appended, LoggedFrame, RoomSettings, StateError};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomLog {
+    /// A new name for each life of the log: a forgotten room comes back in a new epoch.
+    epoch: String,
     latest_id: u64,
+    /// Sends appended with a client id (`<user>\n<client_id>` → id), the newest
+    /// `history_len`, oldest first in `sent_order`.
+    sent: HashMap<String, u64>,
+    sent_order: VecDeque<(u64, String)>,
     /// The last `history_len` messages, oldest first.
     frames: VecDeque<LoggedFrame>,
     /// Bytes of `frames`.
@@ -30,6 +37,22 @@ struct RoomLog {
     idle_since: Option<Instant>,
     /// When the room was closed.
     closed_at: Option<Instant>,
+}
+
+impl Default for RoomLog {
+    fn default() -> Self {
+        Self {
+            epoch: new_epoch(),
+            latest_id: 0,
+            sent: HashMap::new(),
+            sent_order: VecDeque::new(),
+            frames: VecDeque::new(),
+            bytes: 0,
+            settings: None,
+            idle_since: None,
+            closed_at: None,
+        }
+    }
 }
 
 impl RoomLog {
@@ -103,12 +126,24 @@ impl MemoryStore {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    pub fn append(&self, room: &RoomId, tail: &str) -> Result<LoggedFrame, StateError> {
+    pub fn append(
+        &self,
+        room: &RoomId,
+        tail: &str,
+        dedup: Option<&str>,
+    ) -> Result<Appended, StateError> {
         let log = self.room(room);
-        let (id, frame) = {
+        let (id, frame, epoch) = {
             let mut log = log.lock().expect("room log lock");
             if log.closed_at.is_some() {
                 return Err(StateError::RoomClosed);
+            }
+            if let Some(first) = dedup.and_then(|key| log.sent.get(key)) {
+                return Ok(Appended {
+                    id: *first,
+                    frame: None,
+                    epoch: log.epoch.clone(),
+                });
             }
             log.latest_id += 1;
             let id = log.latest_id;
@@ -121,12 +156,32 @@ impl MemoryStore {
             log.frames.push_back((id, frame.clone()));
             self.bytes.fetch_add(frame.len(), Ordering::Relaxed);
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
-            (id, frame)
+            if let Some(key) = dedup {
+                log.sent.insert(key.to_owned(), id);
+                log.sent_order.push_back((id, key.to_owned()));
+                if log.sent_order.len() > self.retention.history_len
+                    && let Some((_, old)) = log.sent_order.pop_front()
+                {
+                    log.sent.remove(&old);
+                }
+            }
+            (id, frame, log.epoch.clone())
         };
         if self.bytes() > self.retention.max_bytes {
             self.shed(&log);
         }
-        Ok((id, frame))
+        Ok(Appended {
+            id,
+            frame: Some(frame),
+            epoch,
+        })
+    }
+
+    /// The newest id and the epoch of `room`'s log (a new log when it has none).
+    pub fn position(&self, room: &RoomId) -> (u64, String) {
+        let log = self.room(room);
+        let log = log.lock().expect("room log lock");
+        (log.latest_id, log.epoch.clone())
     }
 
     /// Frees history until under the byte bound: retired rooms first, then the oldest
@@ -263,8 +318,9 @@ mod tests {
     fn ids_increase_by_one_and_history_is_capped() {
         let store = MemoryStore::with_history(3);
         for expected in 1..=5 {
-            let (id, frame) = store.append(&room(), r#","body":"x"}"#).unwrap();
-            assert_eq!(id, expected);
+            let appended = store.append(&room(), r#","body":"x"}"#, None).unwrap();
+            assert_eq!(appended.id, expected);
+            let frame = appended.frame.unwrap();
             assert!(frame.as_str().contains(&format!("\"id\":{expected},")));
         }
         assert_eq!(store.latest_id(&room()), 5);
@@ -285,11 +341,11 @@ mod tests {
     #[test]
     fn a_closed_room_takes_no_messages() {
         let store = MemoryStore::with_history(3);
-        store.append(&room(), "}").unwrap();
+        store.append(&room(), "}", None).unwrap();
         store.close_room(&room());
         assert!(store.is_closed(&room()));
         assert!(matches!(
-            store.append(&room(), "}"),
+            store.append(&room(), "}", None),
             Err(StateError::RoomClosed)
         ));
         assert!(store.read_range(&room(), 0, 10).is_empty());
@@ -309,8 +365,8 @@ mod tests {
         let other: RoomId = "a/other".parse().unwrap();
         store.hosting(&room());
         store.hosting(&other);
-        store.append(&room(), &tail("x")).unwrap();
-        store.append(&other, &tail("y")).unwrap();
+        store.append(&room(), &tail("x"), None).unwrap();
+        store.append(&other, &tail("y"), None).unwrap();
         store.sweep();
         assert_eq!(store.rooms(), 2, "hosted rooms stay");
         store.released(&room());
@@ -331,17 +387,17 @@ mod tests {
         });
         let old: RoomId = "a/old".parse().unwrap();
         store.hosting(&old);
-        store.append(&old, &tail("x")).unwrap();
-        store.append(&old, &tail("x")).unwrap();
+        store.append(&old, &tail("x"), None).unwrap();
+        store.append(&old, &tail("x"), None).unwrap();
         store.released(&old);
         store.hosting(&room());
         for _ in 0..3 {
-            store.append(&room(), &tail("x")).unwrap();
+            store.append(&room(), &tail("x"), None).unwrap();
         }
         assert_eq!(store.latest_id(&old), 0, "the retired room went first");
         assert_eq!(store.read_range(&room(), 0, 3).len(), 3);
         for _ in 0..3 {
-            store.append(&room(), &tail("x")).unwrap();
+            store.append(&room(), &tail("x"), None).unwrap();
         }
         assert!(store.bytes() <= one * 4);
         let ids: Vec<u64> = store
@@ -355,5 +411,40 @@ mod tests {
     /// The size of one test frame (ids 1 to 9).
     fn store_frame_len() -> usize {
         message_json(1, &tail("x")).len()
+    }
+
+    #[test]
+    fn a_retried_send_is_appended_once_and_gets_its_first_id() {
+        let store = MemoryStore::with_history(2);
+        let first = store.append(&room(), &tail("x"), Some("ann\nk1")).unwrap();
+        let again = store.append(&room(), &tail("x"), Some("ann\nk1")).unwrap();
+        assert_eq!((again.id, again.frame.is_none()), (first.id, true));
+        let other = store.append(&room(), &tail("x"), Some("bob\nk1")).unwrap();
+        assert!(
+            other.frame.is_some(),
+            "another sender's client id is another send"
+        );
+        // Past the retained history the key is forgotten with the message.
+        store.append(&room(), &tail("x"), Some("ann\nk2")).unwrap();
+        let late = store.append(&room(), &tail("x"), Some("ann\nk1")).unwrap();
+        assert!(late.frame.is_some());
+        assert_eq!(store.latest_id(&room()), 4);
+    }
+
+    #[test]
+    fn a_forgotten_room_comes_back_in_a_new_epoch() {
+        let store = MemoryStore::new(Retention {
+            history_len: 10,
+            after_retire: Duration::ZERO,
+            max_bytes: usize::MAX,
+        });
+        store.hosting(&room());
+        let before = store.append(&room(), &tail("x"), None).unwrap().epoch;
+        assert_eq!(store.position(&room()), (1, before.clone()));
+        store.released(&room());
+        store.sweep();
+        let (latest, after) = store.position(&room());
+        assert_eq!(latest, 0);
+        assert_ne!(after, before);
     }
 }

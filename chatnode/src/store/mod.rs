@@ -18,6 +18,15 @@ pub use self::memory::{MemoryStore, Retention};
 /// member's queue without copying.
 pub type LoggedFrame = (u64, Utf8Bytes);
 
+/// What an append did (see `chatfleet_state::rooms::Appended`).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub id: u64,
+    /// None when the send was a retry of one already appended.
+    pub frame: Option<Utf8Bytes>,
+    pub epoch: String,
+}
+
 /// The log behind every room of this node: in memory standalone, the fleet's Redis otherwise.
 #[derive(Clone)]
 pub enum Backend {
@@ -48,20 +57,34 @@ impl Backend {
         }
     }
 
-    /// Appends a message, returning its id and frame. `floor` is the newest id this node has
-    /// delivered in the room: ids stay above it even if Redis lost the room's state.
+    /// Appends a message. `floor` is the newest id this node has delivered in the room: ids
+    /// stay above it even if Redis lost the room's state. `dedup` (`<user>\n<client_id>`)
+    /// makes a retried send append nothing and return the first one's id.
     pub async fn append(
         &self,
         room: &RoomId,
         tail: &str,
         floor: u64,
-    ) -> Result<LoggedFrame, StateError> {
+        dedup: Option<&str>,
+    ) -> Result<Appended, StateError> {
         match self {
-            Backend::Memory(m) => m.append(room, tail),
+            Backend::Memory(m) => m.append(room, tail, dedup),
             Backend::Redis(r) => {
-                let (id, frame) = r.log().append(room, tail, floor).await?;
-                Ok((id, frame.into()))
+                let appended = r.log().append(room, tail, floor, dedup).await?;
+                Ok(Appended {
+                    id: appended.id,
+                    frame: appended.frame.map(Utf8Bytes::from),
+                    epoch: appended.epoch,
+                })
             }
+        }
+    }
+
+    /// The newest message id and the log's epoch, read together.
+    pub async fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
+        match self {
+            Backend::Memory(m) => Ok(m.position(room)),
+            Backend::Redis(r) => r.state().rooms.position(room).await,
         }
     }
 

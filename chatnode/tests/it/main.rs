@@ -10,6 +10,7 @@ mod fleet;
 mod hostile;
 mod limits;
 mod openapi;
+mod outage;
 mod resume;
 mod sessions;
 mod support;
