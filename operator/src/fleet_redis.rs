@@ -2,8 +2,9 @@
 //! URL, or a Secret holding it), so the operator follows each fleet to its own.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chatfleet_state::{ConnectionSettings, FleetState, Redis};
 use kube::{Client, ResourceExt};
@@ -12,9 +13,60 @@ use crate::crd::ChatFleet;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SecretError};
 
+/// How long a fleet's Redis must answer again, after failing, before the operator judges the
+/// nodes by their reports: a few heartbeats, so every live node has written one.
+pub const REDIS_GRACE: Duration = Duration::from_secs(5);
+
+/// How a fleet's Redis is doing, as far as the operator can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisHealth {
+    /// It does not answer.
+    Down,
+    /// It answers again, for less than [`REDIS_GRACE`]: reports may still be missing.
+    Recovering,
+    /// It has answered for the grace period at least.
+    Up,
+}
+
+/// One fleet's Redis, with what the operator saw of its health.
+#[derive(Clone)]
+pub struct FleetRedis {
+    state: FleetState,
+    /// Since when it has answered, if it does.
+    answering_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Deref for FleetRedis {
+    type Target = FleetState;
+
+    fn deref(&self) -> &FleetState {
+        &self.state
+    }
+}
+
+impl FleetRedis {
+    /// Pings Redis and says how it is doing.
+    pub async fn health(&self) -> RedisHealth {
+        let answers = self.state.redis.ping().await.is_ok();
+        let mut since = self.answering_since.lock().expect("health lock");
+        match (answers, *since) {
+            (false, _) => {
+                *since = None;
+                RedisHealth::Down
+            }
+            (true, None) => {
+                *since = Some(Instant::now());
+                RedisHealth::Recovering
+            }
+            (true, Some(at)) if at.elapsed() < REDIS_GRACE => RedisHealth::Recovering,
+            (true, Some(_)) => RedisHealth::Up,
+        }
+    }
+}
+
 pub struct RedisPool {
     room_ttl: Duration,
-    by_url: Mutex<HashMap<String, FleetState>>,
+    by_url: Mutex<HashMap<String, FleetRedis>>,
 }
 
 impl RedisPool {
@@ -26,7 +78,7 @@ impl RedisPool {
     }
 
     /// The fleet's Redis, reading its URL from the fleet's Secret when it names one.
-    pub async fn for_fleet(&self, client: &Client, fleet: &ChatFleet) -> Result<FleetState> {
+    pub async fn for_fleet(&self, client: &Client, fleet: &ChatFleet) -> Result<FleetRedis> {
         let url = match (&fleet.spec.redis.url, &fleet.spec.redis.secret_ref) {
             (Some(url), _) => url.clone(),
             (None, Some(secret)) => {
@@ -47,14 +99,18 @@ impl RedisPool {
         self.for_url(&url)
     }
 
-    pub fn for_url(&self, url: &str) -> Result<FleetState> {
+    pub fn for_url(&self, url: &str) -> Result<FleetRedis> {
         let mut by_url = self.by_url.lock().expect("redis pool lock");
         if let Some(found) = by_url.get(url) {
             return Ok(found.clone());
         }
         let redis = Redis::open(url, ConnectionSettings::OPERATOR)?;
-        let state = FleetState::new(redis, self.room_ttl);
-        by_url.insert(url.to_owned(), state.clone());
-        Ok(state)
+        let fleet = FleetRedis {
+            state: FleetState::new(redis, self.room_ttl),
+            // Trusted from the start: an operator starting during an outage sees it fail.
+            answering_since: Arc::new(Mutex::new(Some(Instant::now() - REDIS_GRACE))),
+        };
+        by_url.insert(url.to_owned(), fleet.clone());
+        Ok(fleet)
     }
 }

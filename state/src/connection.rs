@@ -59,4 +59,12 @@ impl Redis {
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Whether Redis answers now.
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .map(drop)
+    }
 }

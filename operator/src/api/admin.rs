@@ -49,7 +49,7 @@ impl KubeFleetAdmin {
             .for_fleet(&self.client, &fleet)
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        Ok(RedisAdmin::new(redis))
+        Ok(RedisAdmin::new((*redis).clone()))
     }
 }
 

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use chatfleet_state::seats::Seats;
+
 use super::placement::Strategy;
 use super::workload::pod_url;
-use crate::crd::{ChatRoomSpec, ChatRoomStatus, PlacementStrategy};
+use crate::crd::{ChatRoomSpec, PlacementStrategy};
+use crate::fleet_redis::RedisHealth;
 
 /// Why a room cannot be placed now, and when to look again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +72,50 @@ pub fn max_members(spec: &ChatRoomSpec, fleet_limit: u32) -> Result<u32, Waiting
     Ok(max_members)
 }
 
-/// The node a placed room may stay on: its own, while that pod is Ready. (It then stays if
-/// its node still reports and is not draining, which only the seats in Redis tell.)
-pub fn node_to_keep<'a>(status: Option<&'a ChatRoomStatus>, ready: &[String]) -> Option<&'a str> {
-    let node = status?.node.as_deref()?;
-    ready.iter().any(|pod| pod == node).then_some(node)
+/// What the reconciler learned about a placed room's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeEvidence {
+    /// Its pod exists and is not being deleted.
+    pub pod_exists: bool,
+    /// What the seats script found on it (its report fresh, draining or gone); None when
+    /// Redis did not answer.
+    pub seats: Option<Seats>,
+    /// How the fleet's Redis is doing; `Recovering` also when every node's report vanished at
+    /// once (Redis lost its data).
+    pub redis: RedisHealth,
+}
+
+/// What to do with a placed room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its node is alive: it stays.
+    Keep,
+    /// Its node is gone or draining: it moves (through Rescheduling, with `moved`).
+    Move,
+    /// Nothing can be told now (Redis is down, or just back): hold the placement and look
+    /// again soon. A Redis outage must not move every room.
+    Hold(&'static str),
+}
+
+/// Whether a placed room stays, moves, or waits. A node is gone when its pod is, or when Redis
+/// answers, has answered for a while, and the node's report has expired anyway. A pod that is
+/// not Ready while its node still reports is not a reason to move: nodes fail readiness when
+/// they lose Redis.
+pub fn judge(node: NodeEvidence) -> Verdict {
+    if !node.pod_exists {
+        return Verdict::Move;
+    }
+    match node.seats {
+        None => Verdict::Hold("the fleet's Redis does not answer"),
+        Some(Seats::Draining { .. }) => Verdict::Move,
+        Some(Seats::Gone) => match node.redis {
+            RedisHealth::Up => Verdict::Move,
+            RedisHealth::Recovering | RedisHealth::Down => {
+                Verdict::Hold("waiting for the nodes to report again after a Redis outage")
+            }
+        },
+        Some(Seats::Reserved { .. } | Seats::Free { .. } | Seats::Full { .. }) => Verdict::Keep,
+    }
 }
 
 /// The nodes a room may be placed on: the Ready ones, except the one it is leaving.
@@ -165,18 +207,46 @@ mod tests {
     }
 
     #[test]
-    fn a_room_keeps_only_a_ready_node() {
+    fn candidates_leave_out_the_node_a_room_leaves() {
         let ready = vec!["chat-0".to_owned(), "chat-1".to_owned()];
-        let on = |node: &str| ChatRoomStatus {
-            node: Some(node.into()),
-            ..ChatRoomStatus::default()
-        };
-        assert_eq!(node_to_keep(Some(&on("chat-1")), &ready), Some("chat-1"));
-        assert_eq!(node_to_keep(Some(&on("chat-2")), &ready), None);
-        assert_eq!(node_to_keep(Some(&ChatRoomStatus::default()), &ready), None);
-        assert_eq!(node_to_keep(None, &ready), None);
         assert_eq!(candidates(&ready, Some("chat-0")), ["chat-1"]);
         assert_eq!(candidates(&ready, None), ready);
+    }
+
+    #[test]
+    fn a_room_moves_only_when_its_node_is_known_to_be_gone() {
+        let node = |pod_exists, seats, redis| NodeEvidence {
+            pod_exists,
+            seats,
+            redis,
+        };
+        let alive = Some(Seats::Reserved { free: 3 });
+        let up = RedisHealth::Up;
+        assert_eq!(judge(node(true, alive, up)), Verdict::Keep);
+        assert_eq!(
+            judge(node(false, None, up)),
+            Verdict::Move,
+            "its pod is gone"
+        );
+        let draining = Some(Seats::Draining { free: 0 });
+        assert_eq!(judge(node(true, draining, up)), Verdict::Move);
+        assert_eq!(judge(node(true, Some(Seats::Gone), up)), Verdict::Move);
+        // Redis's fault, not the node's: hold.
+        assert!(matches!(
+            judge(node(true, None, RedisHealth::Down)),
+            Verdict::Hold(_)
+        ));
+        for redis in [RedisHealth::Recovering, RedisHealth::Down] {
+            assert!(matches!(
+                judge(node(true, Some(Seats::Gone), redis)),
+                Verdict::Hold(_)
+            ));
+        }
+        // A node whose pod fails readiness but still reports stays.
+        assert_eq!(
+            judge(node(true, alive, RedisHealth::Recovering)),
+            Verdict::Keep
+        );
     }
 
     #[test]

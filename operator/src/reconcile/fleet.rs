@@ -137,6 +137,12 @@ fn with_kind<K: Resource<DynamicType = ()> + serde::Serialize>(object: K) -> ser
 async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<ChatFleetStatus> {
     let ready = ready_pods(&ctx.pods.state(), namespace, &fleet.name_any());
     let redis = ctx.redis.for_fleet(&ctx.client, fleet).await?;
+    // Asked first, so an outage shows as such even when it made every pod fail readiness.
+    redis
+        .redis
+        .ping()
+        .await
+        .map_err(chatfleet_state::StateError::from)?;
     let generation = fleet.meta().generation;
     let mut status = ChatFleetStatus {
         observed_generation: generation,

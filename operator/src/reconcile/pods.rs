@@ -7,13 +7,33 @@ use kube::ResourceExt;
 
 use crate::decide::workload::FLEET_LABEL;
 
+/// The fleet's pods that are not being deleted.
+fn live_pods<'a>(
+    pods: &'a [Arc<Pod>],
+    namespace: &'a str,
+    fleet: &'a str,
+) -> impl Iterator<Item = &'a Arc<Pod>> {
+    pods.iter()
+        .filter(move |pod| pod.namespace().as_deref() == Some(namespace))
+        .filter(move |pod| pod.labels().get(FLEET_LABEL).map(String::as_str) == Some(fleet))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+}
+
+/// The names of the fleet's pods that are not being deleted, Ready or not.
+pub fn fleet_pods(pods: &[Arc<Pod>], namespace: &str, fleet: &str) -> Vec<String> {
+    live_pods(pods, namespace, fleet)
+        .map(|pod| pod.name_any())
+        .collect()
+}
+
+/// Whether the fleet has a pod `name` that is not being deleted.
+pub fn fleet_pod_exists(pods: &[Arc<Pod>], namespace: &str, fleet: &str, name: &str) -> bool {
+    live_pods(pods, namespace, fleet).any(|pod| pod.name_any() == name)
+}
+
 /// The fleet's pods that are Ready and not being deleted, by name.
 pub fn ready_pods(pods: &[Arc<Pod>], namespace: &str, fleet: &str) -> Vec<String> {
-    let mut ready: Vec<String> = pods
-        .iter()
-        .filter(|pod| pod.namespace().as_deref() == Some(namespace))
-        .filter(|pod| pod.labels().get(FLEET_LABEL).map(String::as_str) == Some(fleet))
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+    let mut ready: Vec<String> = live_pods(pods, namespace, fleet)
         .filter(|pod| {
             pod.status
                 .as_ref()

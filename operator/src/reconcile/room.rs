@@ -22,17 +22,20 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::pods::ready_pods;
+use super::pods::{fleet_pod_exists, fleet_pods, ready_pods};
 use super::status::{self, Placed};
 use super::writes;
 use crate::context::Context;
 use crate::crd::{ChatFleet, ChatRoom, RoomPhase};
 use crate::decide::placement::{self, NodeLoad, Placement};
-use crate::decide::room::{self as decide, EmptyRoom, Waiting};
+use crate::decide::room::{self as decide, EmptyRoom, NodeEvidence, Verdict, Waiting};
 use crate::error::{Error, Result};
+use crate::fleet_redis::{FleetRedis, RedisHealth};
 use crate::metrics::{ControllerLabel, ErrorLabel};
 
 pub const FINALIZER: &str = "chatfleet.dev/room";
+/// How soon a held placement is looked at again.
+const HOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Attempts at reserving before giving up for this reconcile (others may race for seats).
 const RESERVE_ATTEMPTS: usize = 5;
 
@@ -109,17 +112,48 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         created_ms: Timestamp::now().as_millisecond() as u64,
     };
 
-    let ready = ready_pods(&ctx.pods.state(), &namespace, &fleet.name_any());
-    // A placed room stays while its pod is Ready and its node reports and is not draining.
-    if let Some(node) = decide::node_to_keep(room.status.as_ref(), &ready) {
-        let seats = redis
-            .seats
-            .force(node, &id, room.spec.expected_members)
-            .await?;
-        if matches!(seats.seats, Seats::Reserved { .. }) {
-            // Keeps the room's settings alive while nobody has joined it yet.
-            redis.rooms.create(&id, settings).await?;
-            return stay(room, &fleet, &redis, &id, node, &ready, ctx).await;
+    let pods = ctx.pods.state();
+    let ready = ready_pods(&pods, &namespace, &fleet.name_any());
+    // A placed room stays while its node is alive, and holds its node while that cannot be
+    // told (a Redis outage); it moves only when its node is known to be gone or draining.
+    if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
+        let pod_exists = fleet_pod_exists(&pods, &namespace, &fleet.name_any(), node);
+        let seats = if pod_exists {
+            let expected = room.spec.expected_members;
+            match redis.seats.force(node, &id, expected).await {
+                Ok(seats) => Some(seats.seats),
+                Err(error) => {
+                    tracing::warn!(room = %id, %error, "cannot read the seats of the room's node");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut health = redis.health().await;
+        if seats == Some(Seats::Gone)
+            && health == RedisHealth::Up
+            && !any_report(&redis, &pods, &namespace, &fleet).await?
+        {
+            // Every node's report vanished at once: Redis lost its data, the nodes did not.
+            health = RedisHealth::Recovering;
+        }
+        let evidence = NodeEvidence {
+            pod_exists,
+            seats,
+            redis: health,
+        };
+        match decide::judge(evidence) {
+            Verdict::Keep => {
+                // Keeps the room's settings alive while nobody has joined it yet.
+                redis.rooms.create(&id, settings).await?;
+                return stay(room, &fleet, &redis, &id, node, &ready, ctx).await;
+            }
+            Verdict::Hold(why) => {
+                tracing::info!(room = %id, %node, why, "holding the placement");
+                return Ok(Action::requeue(HOLD_RETRY));
+            }
+            Verdict::Move => {}
         }
     }
 
@@ -142,6 +176,11 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     let candidates = decide::candidates(&ready, moving_from.as_deref());
     let Some((node, phase)) = choose_and_reserve(room, &fleet, &redis, &id, &candidates).await?
     else {
+        if moving_from.is_some() {
+            // It stays Rescheduling, still naming the node it left, so its members are told
+            // with `moved` once it lands somewhere.
+            return Ok(Action::requeue(Waiting::no_candidate(&candidates).retry));
+        }
         return wait(room, ctx, Waiting::no_candidate(&candidates)).await;
     };
     ctx.metrics
@@ -303,6 +342,21 @@ async fn stay(
             Ok(Action::await_change())
         }
     }
+}
+
+/// Whether any pod of the fleet has a fresh load report.
+async fn any_report(
+    redis: &FleetRedis,
+    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+    namespace: &str,
+    fleet: &ChatFleet,
+) -> Result<bool> {
+    for pod in fleet_pods(pods, namespace, &fleet.name_any()) {
+        if redis.reports.report(&pod).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Members of the room on any Ready node of the fleet.

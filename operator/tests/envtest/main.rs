@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::Reporter;
 use operator::api::admin::KubeFleetAdmin;
 use operator::api::rooms::{DirectorySettings, KubeDirectory};
 use operator::context::{Context, Settings};
@@ -120,21 +119,18 @@ fn start_operator(client: &kube::Client) {
     tokio::spawn(pod_task);
     let settings = Settings {
         room_resync: Duration::from_millis(500),
+        fleet_resync: Duration::from_secs(1),
         ..Settings::default()
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        redis: RedisPool::new(settings.room_ttl),
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Context::new(
+        client.clone(),
         pods,
-        reporter: Reporter {
-            controller: "chatfleet-operator".into(),
-            instance: Some("envtest".into()),
-        },
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         settings,
-        backoff: Default::default(),
-    });
-    tokio::spawn(controllers::run(ctx));
+        Some("envtest".into()),
+    );
+    tokio::spawn(controllers::run(Arc::new(ctx)));
 }
 
 /// The pod the StatefulSet controller would make, made Ready through its status subresource
@@ -351,4 +347,108 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
     assert_eq!(fleet("room-key").await.unwrap().status(), 403);
     let view: serde_json::Value = fleet("admin-key").await.unwrap().json().await.unwrap();
     assert_eq!(view["nodes"][0]["node"], "chat-0");
+}
+
+/// A fleet's Redis frozen past the nodes' report TTL, with every pod failing readiness as the
+/// kubelet would see it: the operator holds every placement (no room moves, no `moved`), says
+/// `RedisUnavailable` on the fleet, and is Ready again after the thaw with the rooms in place.
+#[tokio::test]
+async fn a_redis_freeze_moves_no_room() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    start_operator(&client);
+    create_fleet(&client, &redis).await;
+    let nodes = [
+        node_pod(&client, &redis, "chat-0").await,
+        node_pod(&client, &redis, "chat-1").await,
+    ];
+    create_room(&client, "a", 2).await;
+    let placed = status_when(&client, "a", "room a placed", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    let home = placed.node.clone().unwrap();
+    let index = if home == "chat-0" { 0 } else { 1 };
+    let (mut ann, _) = testkit::Client::join(&nodes[index].ws_as("support/a", "ann", "")).await;
+
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let fleet_ready = |reason: &'static str| {
+        let fleets = fleets.clone();
+        async move {
+            let fleet = fleets.get("chat").await.ok()?;
+            let ready = fleet
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == reason).then_some(())
+        }
+    };
+
+    // Every status the room shows from now on, as a watcher would see it.
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watching = {
+        let (rooms, seen) = (rooms.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(room) = rooms.get("a").await {
+                    let status = room.status.unwrap_or_default();
+                    seen.lock().unwrap().push((status.phase, status.node));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    redis.pause();
+    for pod in ["chat-0", "chat-1"] {
+        set_ready(&client, pod, false).await;
+    }
+    eventually("the fleet to say RedisUnavailable", || {
+        fleet_ready("RedisUnavailable")
+    })
+    .await;
+    // Past the reports' TTL (0.6 s here) several times over.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    redis.resume();
+    // The kubelet sees the nodes ready again a little after Redis answers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pod in ["chat-0", "chat-1"] {
+        set_ready(&client, pod, true).await;
+    }
+    eventually("the fleet to be Ready again", || {
+        fleet_ready("AllNodesReporting")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    watching.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.len() > 20,
+        "the room was watched throughout ({} looks)",
+        seen.len()
+    );
+    for (phase, node) in &seen {
+        assert_eq!(
+            (phase, node.as_deref()),
+            (&RoomPhase::Placed, Some(home.as_str())),
+            "the room left its node during the outage: {seen:?}"
+        );
+    }
+    // Its member was never sent away.
+    match tokio::time::timeout(Duration::from_secs(1), ann.next()).await {
+        Err(_) => {}
+        Ok(frame) => assert!(
+            !matches!(
+                frame,
+                Some(Ok(chatfleet_wire::frames::ServerFrame::Moved { .. })) | None
+            ),
+            "the member was moved or cut off: {frame:?}"
+        ),
+    }
 }
