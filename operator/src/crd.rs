@@ -24,7 +24,7 @@ pub const GROUP: &str = "chatfleet.dev";
     namespaced,
     status = "ChatFleetStatus",
     shortname = "cfleet",
-    category = "chatfleet",
+    category = "chatfleet-all",
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyNodes"),
     printcolumn(name = "Users", type_ = "integer", json_path = ".status.users"),
@@ -177,7 +177,7 @@ pub struct ChatFleetStatus {
     namespaced,
     status = "ChatRoomStatus",
     shortname = "croom",
-    category = "chatfleet",
+    category = "chatfleet-all",
     validation = Rule::new("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')").message("a room's name must be a DNS label: at most 63 characters, no dots"),
     printcolumn(name = "Fleet", type_ = "string", json_path = ".spec.fleet"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
@@ -300,6 +300,26 @@ mod tests {
 
     fn schema_of<K: CustomResourceExt>() -> String {
         serde_json::to_string(&K::crd()).unwrap()
+    }
+
+    /// kubectl expands categories before names: a category equal to a resource's name would
+    /// make `kubectl get chatfleet NAME` list (and `delete` delete) both kinds.
+    #[test]
+    fn the_category_names_no_resource() {
+        let names = [ChatFleet::crd().spec.names, ChatRoom::crd().spec.names];
+        let mut taken = Vec::new();
+        for n in &names {
+            taken.push(n.plural.clone());
+            taken.extend(n.singular.clone());
+            taken.push(n.kind.to_lowercase());
+            taken.extend(n.short_names.clone().unwrap_or_default());
+        }
+        for n in &names {
+            assert_eq!(n.categories.as_deref(), Some(&["chatfleet-all".to_owned()][..]));
+            for category in n.categories.iter().flatten() {
+                assert!(!taken.contains(category), "{category} is also a resource name");
+            }
+        }
     }
 
     #[test]
