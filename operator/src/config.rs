@@ -26,6 +26,18 @@ pub struct Config {
     /// Namespace of that Lease; the operator's own namespace in a cluster.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Seconds a Lease lasts unless renewed: how long the replicas wait after a leader dies
+    /// before another takes over. Shorter fails over faster and renews more often.
+    #[arg(long, env = "CHATFLEET_LEASE_SECONDS", default_value_t = 4)]
+    pub lease_seconds: u64,
+    /// Seconds before the Lease's expiry at which the leader renews it (less than
+    /// --lease-seconds): room for a slow API server.
+    #[arg(
+        long,
+        env = "CHATFLEET_LEASE_RENEW_MARGIN_SECONDS",
+        default_value_t = 2
+    )]
+    pub lease_renew_margin_seconds: u64,
     /// This replica's identity in the Lease; its pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

@@ -315,9 +315,15 @@ mod tests {
             taken.extend(n.short_names.clone().unwrap_or_default());
         }
         for n in &names {
-            assert_eq!(n.categories.as_deref(), Some(&["chatfleet-all".to_owned()][..]));
+            assert_eq!(
+                n.categories.as_deref(),
+                Some(&["chatfleet-all".to_owned()][..])
+            );
             for category in n.categories.iter().flatten() {
-                assert!(!taken.contains(category), "{category} is also a resource name");
+                assert!(
+                    !taken.contains(category),
+                    "{category} is also a resource name"
+                );
             }
         }
     }

@@ -75,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
         name: config.lease_name.clone(),
         namespace: config.lease_namespace.clone(),
         identity,
+        seconds: config.lease_seconds,
+        renew_margin_seconds: config.lease_renew_margin_seconds,
     };
     leader::reconcile_while_leading(client, lease, ctx).await
 }
