@@ -103,9 +103,6 @@ impl Backend {
         after: u64,
         upto: u64,
     ) -> Result<Vec<LoggedFrame>, StateError> {
-        if upto <= after {
-            return Ok(Vec::new());
-        }
         match self {
             Backend::Memory(m) => Ok(m.read_range(room, after, upto)),
             Backend::Redis(r) => {

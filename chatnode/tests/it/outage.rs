@@ -9,6 +9,14 @@ use serde_json::Value;
 
 use crate::support::{API_KEY, Client, Node, PATIENCE, Redis, assert_error, eventually};
 
+/// How many live sessions `user` holds across the fleet, and the answer they came in.
+async fn sessions(node: &Node, user: &str) -> (u64, Value) {
+    let path = format!("/v1/users/{user}/sessions");
+    let (status, body) = node.call(API_KEY, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    (body["count"].as_u64().expect("a count"), body)
+}
+
 async fn ready(node: &Node) {
     eventually("the node is ready", || async {
         node.get("/readyz").await.status() == 200
@@ -154,15 +162,7 @@ async fn joins_refused_during_a_freeze_leave_no_slot_behind() {
     let (first, _) = Client::join(&node.ws_as(room, "dana", "")).await;
     first.leave().await;
     eventually("the first session's slot is freed", || async {
-        let (_, body): (u16, Value) = node
-            .call(
-                API_KEY,
-                reqwest::Method::GET,
-                "/v1/users/dana/sessions",
-                None,
-            )
-            .await;
-        body["count"].as_u64() == Some(0)
+        sessions(&node, "dana").await.0 == 0
     })
     .await;
     redis.pause();
@@ -184,15 +184,8 @@ async fn joins_refused_during_a_freeze_leave_no_slot_behind() {
         let (client, _) = Client::join(&node.ws_as(room, "dana", "")).await;
         held.push(client);
     }
-    let (status, body): (u16, Value) = node
-        .call(
-            API_KEY,
-            reqwest::Method::GET,
-            "/v1/users/dana/sessions",
-            None,
-        )
-        .await;
-    assert_eq!((status, body["count"].as_u64()), (200, Some(3)), "{body}");
+    let (count, body) = sessions(&node, "dana").await;
+    assert_eq!(count, 3, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,15 +212,8 @@ async fn a_node_frozen_past_the_session_ttl_cannot_push_a_user_over_the_limit() 
     for client in &mut old {
         assert_error(&client.recv_skip_presence().await, ErrorCode::SessionEnded);
     }
-    let (_, body): (u16, Value) = other
-        .call(
-            API_KEY,
-            reqwest::Method::GET,
-            "/v1/users/dana/sessions",
-            None,
-        )
-        .await;
-    assert_eq!(body["count"].as_u64(), Some(3), "{body}");
+    let (count, body) = sessions(&other, "dana").await;
+    assert_eq!(count, 3, "{body}");
     assert!(
         body["sessions"]
             .as_array()

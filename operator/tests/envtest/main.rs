@@ -133,6 +133,18 @@ fn start_operator(client: &kube::Client) {
     tokio::spawn(controllers::run(Arc::new(ctx)));
 }
 
+/// A real API server with the CRDs and namespace, the operator running, and fleet `chat` on
+/// a fresh Redis (no pods yet).
+async fn operator_with_fleet(assets: &std::path::Path) -> (ApiServer, Redis) {
+    let server = ApiServer::start(assets).await;
+    let redis = Redis::start().await;
+    install_crds(&server.client).await;
+    create_namespace(&server.client).await;
+    start_operator(&server.client);
+    create_fleet(&server.client, &redis).await;
+    (server, redis)
+}
+
 /// The pod the StatefulSet controller would make, made Ready through its status subresource
 /// (no kubelet runs here), with a real chat node serving under its name.
 async fn node_pod(client: &kube::Client, redis: &Redis, name: &str) -> Node {
@@ -279,13 +291,8 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
 #[tokio::test]
 async fn the_room_api_opens_a_support_session_through_the_api_server() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
+    let (server, redis) = operator_with_fleet(&assets).await;
     let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
-    start_operator(&client);
-    create_fleet(&client, &redis).await;
     let _node = node_pod(&client, &redis, "chat-0").await;
 
     let pool = Arc::new(RedisPool::new(Duration::from_secs(60)));
@@ -355,13 +362,8 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
 #[tokio::test]
 async fn a_redis_freeze_moves_no_room() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
+    let (server, redis) = operator_with_fleet(&assets).await;
     let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
-    start_operator(&client);
-    create_fleet(&client, &redis).await;
     let nodes = [
         node_pod(&client, &redis, "chat-0").await,
         node_pod(&client, &redis, "chat-1").await,
