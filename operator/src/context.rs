@@ -12,6 +12,7 @@ use kube::runtime::reflector::Store;
 use crate::backoff::Backoff;
 use crate::fleet_redis::RedisPool;
 use crate::metrics::Metrics;
+use crate::reconcile::placing::Placer;
 
 /// Tunables of the reconcilers.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Context {
     pub settings: Settings,
     /// Retry delays of objects whose reconcile failed.
     pub backoff: Backoff,
+    /// Places one room at a time per fleet.
+    pub placer: Placer,
 }
 
 impl Context {
@@ -67,6 +70,7 @@ impl Context {
             metrics,
             settings,
             backoff: Backoff::default(),
+            placer: Placer::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! they write and the conditions they share are built in [`status`].
 
 pub mod fleet;
+pub mod placing;
 pub mod pods;
 pub mod room;
 pub mod status;

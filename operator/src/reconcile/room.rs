@@ -19,15 +19,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
 use kube::{Resource, ResourceExt};
 
+use super::placing::Reserved;
 use super::pods::{fleet_pod_exists, fleet_pods, ready_pods};
 use super::status::{self, Placed};
 use super::writes;
 use crate::context::Context;
 use crate::crd::{ChatFleet, ChatRoom, RoomPhase};
-use crate::decide::placement::{self, NodeLoad, Placement};
 use crate::decide::room::{self as decide, EmptyRoom, NodeEvidence, Verdict, Waiting};
 use crate::error::{Error, Result};
 use crate::fleet_redis::{FleetRedis, RedisHealth};
@@ -36,8 +36,6 @@ use crate::metrics::{ControllerLabel, ErrorLabel};
 pub const FINALIZER: &str = "chatfleet.dev/room";
 /// How soon a held placement is looked at again.
 const HOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-/// Attempts at reserving before giving up for this reconcile (others may race for seats).
-const RESERVE_ATTEMPTS: usize = 5;
 
 /// Entry point for the controller.
 pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action> {
@@ -56,12 +54,18 @@ pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action>
             Event::Cleanup(room) => cleanup(&room, &ctx).await,
         }
     })
-    .await
-    .map_err(|error| match error {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })?;
+    .await;
+    let action = match action {
+        Ok(action) => action,
+        // The room was deleted and is already gone: its cleanup ran, nothing is left to do.
+        Err(FinalizerError::RemoveFinalizer(kube::Error::Api(response)))
+            if response.code == 404 =>
+        {
+            Action::await_change()
+        }
+        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => return Err(e),
+        Err(other) => return Err(Error::Finalizer(other.to_string())),
+    };
     ctx.backoff.succeeded(&key);
     Ok(action)
 }
@@ -174,8 +178,23 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     redis.rooms.create(&id, settings).await?;
     let started = std::time::Instant::now();
     let candidates = decide::candidates(&ready, moving_from.as_deref());
-    let Some((node, phase)) = choose_and_reserve(room, &fleet, &redis, &id, &candidates).await?
-    else {
+    let fleet_key = format!("{namespace}/{}", fleet.name_any());
+    let placed = ctx
+        .placer
+        .place(
+            &fleet_key,
+            &redis.seats,
+            &id,
+            &candidates,
+            room.spec.expected_members,
+            decide::strategy(fleet.spec.placement),
+        )
+        .await?
+        .map(|reserved| match reserved {
+            Reserved::Fits(node) => (node, RoomPhase::Placed),
+            Reserved::Overflow(node) => (node, RoomPhase::Overflow),
+        });
+    let Some((node, phase)) = placed else {
         if moving_from.is_some() {
             // It stays Rescheduling, still naming the node it left, so its members are told
             // with `moved` once it lands somewhere.
@@ -251,56 +270,6 @@ async fn record_placement(
         .await;
     }
     Ok(Action::requeue(ctx.settings.room_resync))
-}
-
-/// Reads the candidates' seats, places, and reserves; retries when another reconcile took the
-/// seats first. `None` when no candidate has a live report.
-async fn choose_and_reserve(
-    room: &ChatRoom,
-    fleet: &ChatFleet,
-    redis: &FleetState,
-    id: &RoomId,
-    candidates: &[String],
-) -> Result<Option<(String, RoomPhase)>> {
-    let mut nodes = Vec::with_capacity(candidates.len());
-    for pod in candidates {
-        let seats = redis.seats.peek(pod, id).await?;
-        if let Seats::Free { free } = seats.seats {
-            nodes.push(NodeLoad {
-                name: pod.clone(),
-                free_seats: free,
-                msg_rate: seats.msg_rate,
-            });
-        }
-    }
-    let strategy = decide::strategy(fleet.spec.placement);
-    let expected = room.spec.expected_members;
-    for _ in 0..RESERVE_ATTEMPTS {
-        let (node, phase) = match placement::place(&nodes, expected, strategy) {
-            Placement::Fits { node } => (node, RoomPhase::Placed),
-            Placement::Overflow { node } => (node, RoomPhase::Overflow),
-            Placement::NoCandidate => return Ok(None),
-        };
-        let outcome = if phase == RoomPhase::Overflow {
-            redis.seats.force(&node, id, expected).await?
-        } else {
-            redis.seats.reserve(&node, id, expected).await?
-        };
-        match outcome.seats {
-            Seats::Reserved { .. } => return Ok(Some((node, phase))),
-            Seats::Full { free } => {
-                if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
-                    n.free_seats = free;
-                }
-            }
-            Seats::Gone | Seats::Draining { .. } | Seats::Free { .. } => {
-                nodes.retain(|n| n.name != node);
-            }
-        }
-    }
-    Err(Error::Contended(format!(
-        "no reservation for {id} after {RESERVE_ATTEMPTS} attempts"
-    )))
 }
 
 /// The room stays on its healthy node: refresh members, rate and the empty-room clock.

@@ -2,18 +2,15 @@
 //! a test asserts on what the reconciler asked for rather than on the order of every call.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
-use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use operator::context::{Context, Settings};
 use operator::crd::{ChatFleet, ChatFleetSpec};
-use operator::fleet_redis::RedisPool;
 use operator::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -119,18 +116,9 @@ pub fn pod_store(pods: Vec<Pod>) -> Store<Pod> {
 }
 
 pub fn context(client: kube::Client, pods: Vec<Pod>) -> Arc<Context> {
-    Arc::new(Context {
-        client,
-        redis: RedisPool::new(Duration::from_secs(3600)),
-        pods: pod_store(pods),
-        reporter: Reporter {
-            controller: "chatfleet-operator".into(),
-            instance: None,
-        },
-        metrics: Arc::new(Metrics::new()),
-        settings: Settings::default(),
-        backoff: Default::default(),
-    })
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Context::new(client, pod_store(pods), metrics, Settings::default(), None);
+    Arc::new(ctx)
 }
 
 /// Fleet `support/chat` on the Redis at `redis_url`, its token key in Secret `tokens`.

@@ -506,3 +506,35 @@ async fn draining_a_node_moves_its_rooms_and_their_members() {
     assert_eq!(welcome.node, "chat-1");
     assert_eq!(resumed.message().await.content.body, "before the drain");
 }
+
+/// A room whose object is already gone when its finalizer is to be removed (its deletion raced
+/// another): the cleanup ran, so the reconcile succeeds instead of counting an error.
+#[tokio::test]
+async fn a_room_gone_before_its_finalizer_is_removed_is_not_an_error() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 1, 0.0).await;
+    let mut room = room(placed_on("chat-0"));
+    room.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let answer = api_server(Some(fleet(&redis)), room.clone());
+    let (client, api) = MockApi::start(move |call| match (&call.method, call.path()) {
+        (&Method::PATCH, ROOMS) => not_found(),
+        _ => answer(call),
+    });
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    let action = reconcile(Arc::new(room), ctx).await;
+
+    assert!(action.is_ok(), "{action:?}");
+    assert_eq!(
+        api.find(Method::PATCH, ROOMS).len(),
+        1,
+        "the removal was tried"
+    );
+    let closed: bool = redis
+        .conn()
+        .await
+        .exists(RoomKeys::new(&"support/case-1".parse().unwrap()).closed)
+        .await
+        .unwrap();
+    assert!(closed, "the room was closed first");
+}
