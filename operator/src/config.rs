@@ -14,7 +14,7 @@ pub struct Config {
     #[arg(long, env = "CHATFLEET_ROOM_RESYNC_SECONDS", default_value_t = 5)]
     pub room_resync_seconds: u64,
     /// Seconds between refreshes of a fleet's status.
-    #[arg(long, env = "CHATFLEET_FLEET_RESYNC_SECONDS", default_value_t = 15)]
+    #[arg(long, env = "CHATFLEET_FLEET_RESYNC_SECONDS", default_value_t = 1)]
     pub fleet_resync_seconds: u64,
     /// Name of the Lease that elects the one replica that reconciles.
     #[arg(

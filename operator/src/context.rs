@@ -12,6 +12,7 @@ use kube::runtime::reflector::Store;
 use crate::backoff::Backoff;
 use crate::fleet_redis::RedisPool;
 use crate::metrics::Metrics;
+use crate::reconcile::fleet::AppliedWorkloads;
 use crate::reconcile::placing::Placer;
 
 /// Tunables of the reconcilers.
@@ -19,8 +20,11 @@ use crate::reconcile::placing::Placer;
 pub struct Settings {
     /// How often a placed room is checked against its node's health and load.
     pub room_resync: Duration,
-    /// How often a fleet's status is refreshed.
+    /// How often a fleet's status is refreshed from its nodes' reports.
     pub fleet_resync: Duration,
+    /// How often a fleet's workload is applied again even when its spec did not change
+    /// (repairing hand edits); a spec change applies it at once.
+    pub workload_resync: Duration,
     /// How long room state lives in Redis without a node refreshing it.
     pub room_ttl: Duration,
 }
@@ -29,7 +33,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             room_resync: Duration::from_secs(5),
-            fleet_resync: Duration::from_secs(15),
+            fleet_resync: Duration::from_secs(1),
+            workload_resync: Duration::from_secs(15),
             room_ttl: Duration::from_secs(86_400),
         }
     }
@@ -48,6 +53,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Places one room at a time per fleet.
     pub placer: Placer,
+    /// When each fleet's workload was last applied, and for which generation.
+    pub applied: AppliedWorkloads,
 }
 
 impl Context {
@@ -71,6 +78,7 @@ impl Context {
             settings,
             backoff: Backoff::default(),
             placer: Placer::default(),
+            applied: AppliedWorkloads::default(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! PodDisruptionBudget (owned by the fleet, so deleting it cleans up) and sums the nodes'
 //! load reports into its status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chatfleet_state::seats::Seats;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -34,29 +36,14 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
     let namespace = fleet
         .namespace()
         .ok_or_else(|| Error::NoNamespace(fleet.name_any()))?;
-    let name = fleet.name_any();
-    let apply = PatchParams::apply(MANAGER).force();
-    Api::<Service>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &name,
-            &apply,
-            &Patch::Apply(with_kind(workload::service(&fleet))),
-        )
-        .await?;
-    Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &name,
-            &apply,
-            &Patch::Apply(with_kind(workload::stateful_set(&fleet))),
-        )
-        .await?;
-    Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &name,
-            &apply,
-            &Patch::Apply(with_kind(workload::disruption_budget(&fleet))),
-        )
-        .await?;
+    let generation = fleet.meta().generation;
+    if ctx
+        .applied
+        .due(&key(&fleet), generation, ctx.settings.workload_resync)
+    {
+        apply_workload(&fleet, &namespace, &ctx).await?;
+        ctx.applied.done(&key(&fleet), generation);
+    }
 
     let status = match observe(&fleet, &namespace, &ctx).await {
         Ok(status) => status,
@@ -73,6 +60,59 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
     }
     ctx.backoff.succeeded(&key(&fleet));
     Ok(Action::requeue(ctx.settings.fleet_resync))
+}
+
+/// Applies the fleet's Service, StatefulSet and PodDisruptionBudget (server-side apply, owned
+/// by the fleet so deleting it cleans up).
+async fn apply_workload(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<()> {
+    let name = fleet.name_any();
+    let apply = PatchParams::apply(MANAGER).force();
+    Api::<Service>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::service(fleet))),
+        )
+        .await?;
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::stateful_set(fleet))),
+        )
+        .await?;
+    Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &name,
+            &apply,
+            &Patch::Apply(with_kind(workload::disruption_budget(fleet))),
+        )
+        .await?;
+    Ok(())
+}
+
+/// When each fleet's workload was last applied, and for which generation: the workload is
+/// applied again when the spec changes, and at least every `workload_resync`, while the status
+/// is refreshed far more often.
+#[derive(Default)]
+pub struct AppliedWorkloads {
+    by_fleet: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+}
+
+impl AppliedWorkloads {
+    pub fn due(&self, fleet: &str, generation: Option<i64>, every: Duration) -> bool {
+        match self.by_fleet.lock().expect("applied lock").get(fleet) {
+            Some((applied, at)) => *applied != generation || at.elapsed() >= every,
+            None => true,
+        }
+    }
+
+    pub fn done(&self, fleet: &str, generation: Option<i64>) {
+        self.by_fleet
+            .lock()
+            .expect("applied lock")
+            .insert(fleet.to_owned(), (generation, Instant::now()));
+    }
 }
 
 fn key(fleet: &ChatFleet) -> String {
@@ -173,4 +213,24 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
         Timestamp::now(),
     );
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_is_applied_again_on_a_new_generation_or_after_a_while() {
+        let applied = AppliedWorkloads::default();
+        let every = Duration::from_secs(3600);
+        assert!(applied.due("ns/chat", Some(1), every), "never applied");
+        applied.done("ns/chat", Some(1));
+        assert!(!applied.due("ns/chat", Some(1), every));
+        assert!(applied.due("ns/chat", Some(2), every), "the spec changed");
+        assert!(applied.due("ns/other", Some(1), every));
+        assert!(
+            applied.due("ns/chat", Some(1), Duration::ZERO),
+            "time for a repair"
+        );
+    }
 }
