@@ -115,22 +115,28 @@ async fn create_fleet(client: &kube::Client, redis: &Redis) {
 
 /// Runs the operator's controllers in this process.
 fn start_operator(client: &kube::Client) {
-    let (pods, pod_task) = controllers::pod_cache(client);
-    tokio::spawn(pod_task);
     let settings = Settings {
         room_resync: Duration::from_millis(500),
         fleet_resync: Duration::from_secs(1),
         ..Settings::default()
     };
+    start_operator_with(client, settings);
+}
+
+/// Runs the operator's controllers in this process with `settings`; returns their metrics.
+fn start_operator_with(client: &kube::Client, settings: Settings) -> Arc<Metrics> {
+    let (pods, pod_task) = controllers::pod_cache(client);
+    tokio::spawn(pod_task);
     let metrics = Arc::new(Metrics::new());
     let ctx = Context::new(
         client.clone(),
         pods,
-        metrics,
+        metrics.clone(),
         settings,
         Some("envtest".into()),
     );
     tokio::spawn(controllers::run(Arc::new(ctx)));
+    metrics
 }
 
 /// A real API server with the CRDs and namespace, the operator running, and fleet `chat` on
@@ -453,4 +459,151 @@ async fn a_redis_freeze_moves_no_room() {
             "the member was moved or cut off: {frame:?}"
         ),
     }
+}
+
+/// Placement throughput against the real API server: 1,000 ChatRooms created by 16 concurrent
+/// clients on a fleet of 10 nodes of 300 seats, then deleted the same way. A benchmark, not a
+/// test (it asserts only that every room was placed and deleted):
+///
+///     KUBEBUILDER_ASSETS=$(../shared/k8s/envtest-assets) \
+///       cargo test --release -p operator --test envtest -- --ignored --nocapture placement_throughput
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it by name with --ignored"]
+async fn placement_throughput() {
+    const ROOMS: usize = 1000;
+    const CLIENTS: usize = 16;
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    // The operator's own defaults, as in a cluster.
+    let metrics = start_operator_with(&client, Settings::default());
+    create_fleet(&client, &redis).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for n in 0..10 {
+        let name = format!("chat-{n}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
+            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        set_ready(&client, &name, true).await;
+        // Each node's report, as its heartbeat writes it (lasting past the run).
+        redis
+            .write_report(&testkit::load_report(&name, 0, 3000, 0.0))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let created_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let started = std::time::Instant::now();
+    let creators: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (rooms, created_at) = (rooms.clone(), created_at.clone());
+            tokio::spawn(async move {
+                for n in (c..ROOMS).step_by(CLIENTS) {
+                    let room: ChatRoom = serde_json::from_value(json!({
+                        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+                        "metadata": {"name": format!("r{n}")},
+                        "spec": {"fleet": "chat", "expectedMembers": 2}
+                    }))
+                    .unwrap();
+                    rooms.create(&PostParams::default(), &room).await.unwrap();
+                    created_at
+                        .lock()
+                        .unwrap()
+                        .insert(format!("r{n}"), std::time::Instant::now());
+                }
+            })
+        })
+        .collect();
+    // Watch the rooms' statuses and note when each was first Placed.
+    let mut placed_at = std::collections::HashMap::new();
+    let watch = kube::runtime::watcher(rooms.clone(), Default::default());
+    let mut watch = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(watch));
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while placed_at.len() < ROOMS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rooms were not all placed"
+        );
+        use futures_util::StreamExt;
+        let Some(Ok(room)) = watch.next().await else {
+            continue;
+        };
+        if room
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == RoomPhase::Placed)
+        {
+            placed_at
+                .entry(room.metadata.name.clone().unwrap())
+                .or_insert_with(std::time::Instant::now);
+        }
+    }
+    let all_placed = started.elapsed();
+    for creator in creators {
+        creator.await.unwrap();
+    }
+    let last_created = created_at.lock().unwrap().values().max().copied().unwrap();
+    println!(
+        "created {ROOMS} rooms from {CLIENTS} clients in {:.2} s",
+        last_created.duration_since(started).as_secs_f64()
+    );
+    let created_at = created_at.lock().unwrap().clone();
+    let mut latencies: Vec<Duration> = placed_at
+        .iter()
+        .map(|(name, at)| at.saturating_duration_since(created_at[name]))
+        .collect();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "placed {ROOMS} rooms from {CLIENTS} clients in {:.2} s: {:.0} rooms/s; created->Placed p50 {:?} p99 {:?} max {:?}",
+        all_placed.as_secs_f64(),
+        ROOMS as f64 / all_placed.as_secs_f64(),
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+
+    let started = std::time::Instant::now();
+    let deleters: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let rooms = rooms.clone();
+            tokio::spawn(async move {
+                for n in (c..ROOMS).step_by(CLIENTS) {
+                    rooms
+                        .delete(&format!("r{n}"), &DeleteParams::default())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for deleter in deleters {
+        deleter.await.unwrap();
+    }
+    eventually("every room to be gone", || async {
+        let left = rooms.list(&Default::default()).await.ok()?.items.len();
+        (left == 0).then_some(())
+    })
+    .await;
+    let deleted = started.elapsed();
+    let errors: u64 = metrics
+        .encode()
+        .lines()
+        .filter(|line| line.starts_with("chatfleet_operator_reconcile_errors_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    println!(
+        "deleted {ROOMS} rooms in {:.2} s: {:.0} rooms/s; reconcile errors: {}",
+        deleted.as_secs_f64(),
+        ROOMS as f64 / deleted.as_secs_f64(),
+        errors
+    );
 }
