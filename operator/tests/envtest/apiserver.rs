@@ -13,6 +13,8 @@ const TOKEN: &str = "envtest-admin-token";
 
 pub struct ApiServer {
     pub client: kube::Client,
+    /// A kubeconfig file for processes (an operator binary) to reach this server.
+    pub kubeconfig: PathBuf,
     etcd: Child,
     apiserver: Child,
     _dir: TempDir,
@@ -84,6 +86,8 @@ contexts: [{{name: envtest, context: {{cluster: envtest, user: admin}}}}]
 current-context: envtest
 "#
         );
+        let kubeconfig_path = PathBuf::from(dir.path("kubeconfig"));
+        std::fs::write(&kubeconfig_path, &kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(
             Kubeconfig::from_yaml(&kubeconfig).unwrap(),
             &KubeConfigOptions::default(),
@@ -103,6 +107,7 @@ current-context: envtest
         }
         ApiServer {
             client,
+            kubeconfig: kubeconfig_path,
             etcd,
             apiserver,
             _dir: dir,

@@ -607,3 +607,123 @@ async fn placement_throughput() {
         errors
     );
 }
+
+/// An operator binary running as `identity` against `server`, killed when dropped.
+struct OperatorProcess(std::process::Child);
+
+impl OperatorProcess {
+    fn start(server: &ApiServer, identity: &str) -> Self {
+        // target/<profile>/deps/<test> → target/<profile>/operator
+        let binary = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|profile| profile.join("operator"))
+            .filter(|binary| binary.exists())
+            .expect("build the operator binary first: cargo build [--release] -p operator");
+        let child = std::process::Command::new(binary)
+            .env("KUBECONFIG", &server.kubeconfig)
+            .args(["--listen", &format!("127.0.0.1:{}", testkit::free_port())])
+            .args(["--lease-namespace", NS, "--identity", identity])
+            .stdout(std::process::Stdio::null())
+            .stderr(if std::env::var_os("CHATFLEET_TEST_LOGS").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-s", signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Leader failover, with two operator processes on the real API server: the time from the
+/// leader's death (SIGKILL), or its stop (SIGTERM), to the next room placed by the other. A
+/// benchmark, not a test:
+///
+///     cargo build --release -p operator && KUBEBUILDER_ASSETS=$(../shared/k8s/envtest-assets) \
+///       cargo test --release -p operator --test envtest -- --ignored --nocapture leader_failover
+#[tokio::test]
+#[ignore = "a benchmark: run it by name with --ignored"]
+async fn leader_failover() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    create_fleet(&client, &redis).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for name in ["chat-0", "chat-1"] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
+            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        set_ready(&client, name, true).await;
+        redis
+            .write_report(&testkit::load_report(name, 0, 3000, 0.0))
+            .await;
+    }
+    let mut operators = std::collections::HashMap::new();
+    for identity in ["a", "b"] {
+        operators.insert(
+            identity.to_owned(),
+            OperatorProcess::start(&server, identity),
+        );
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), NS);
+    let holder = || async {
+        leases
+            .get_opt("chatfleet-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
+    };
+    let placed = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            create_room(&client, name, 2).await;
+            status_when(&client, name, "the room placed", |s| {
+                s.phase == RoomPhase::Placed
+            })
+            .await;
+        }
+    };
+    placed("warm-up").await;
+
+    for (signal, room) in [("KILL", "after-kill"), ("TERM", "after-term")] {
+        let leader = eventually("a leader", &holder).await;
+        let stopped = std::time::Instant::now();
+        operators[&leader].signal(signal);
+        placed(room).await;
+        let new_leader = holder().await.unwrap_or_default();
+        println!(
+            "SIG{signal} to leader {leader}: the next room was placed {:.2} s later, by {new_leader}",
+            stopped.elapsed().as_secs_f64()
+        );
+        assert_ne!(new_leader, leader);
+        // The stopped one comes back as a standby.
+        operators.insert(leader.clone(), OperatorProcess::start(&server, &leader));
+    }
+}
