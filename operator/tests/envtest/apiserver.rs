@@ -1,6 +1,7 @@
 //! A real `etcd` and `kube-apiserver` on loopback, from the folder `KUBEBUILDER_ASSETS` names
 //! (controller-runtime's envtest convention), with a static admin token and a self-signed
-//! serving certificate. No kubelet, scheduler or controller-manager runs.
+//! serving certificate; on request also the real `kube-controller-manager` and
+//! `kube-scheduler`. No kubelet runs: tests play it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,10 @@ pub struct ApiServer {
     pub kubeconfig: PathBuf,
     etcd: Child,
     apiserver: Child,
+    /// The controller-manager and the scheduler, when started.
+    controllers: Vec<Child>,
+    /// The service-account signing key, for the controller-manager.
+    sa_key: String,
     _dir: TempDir,
 }
 
@@ -110,13 +115,50 @@ current-context: envtest
             kubeconfig: kubeconfig_path,
             etcd,
             apiserver,
+            controllers: Vec::new(),
+            sa_key: key,
             _dir: dir,
         }
+    }
+
+    /// Starts the API server with the real controller-manager (StatefulSets make pods, the
+    /// garbage collector, service accounts, ...) and scheduler (pods are bound to Nodes).
+    pub async fn start_with_controllers(assets: &Path) -> ApiServer {
+        let mut server = Self::start(assets).await;
+        let kubeconfig = server.kubeconfig.to_string_lossy().into_owned();
+        let manager = Command::new(assets.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={kubeconfig}"))
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .arg("--controllers=*")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                server.sa_key
+            ))
+            .arg("--use-service-account-credentials=false")
+            .stdout(Stdio::null())
+            .stderr(logs())
+            .spawn()
+            .expect("kube-controller-manager starts");
+        let scheduler = Command::new(assets.join("kube-scheduler"))
+            .arg(format!("--kubeconfig={kubeconfig}"))
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .stdout(Stdio::null())
+            .stderr(logs())
+            .spawn()
+            .expect("kube-scheduler starts");
+        server.controllers = vec![manager, scheduler];
+        server
     }
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        for child in &mut self.controllers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = self.apiserver.kill();
         let _ = self.etcd.kill();
         let _ = self.apiserver.wait();

@@ -727,3 +727,113 @@ async fn leader_failover() {
         operators.insert(leader.clone(), OperatorProcess::start(&server, &leader));
     }
 }
+
+/// Registers a Node for the scheduler to bind pods to, Ready (no kubelet will keep it so for
+/// long, but a test is shorter than the node controller's grace).
+async fn register_node(client: &kube::Client, name: &str) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let resources = json!({"cpu": "64", "memory": "256Gi", "pods": "110"});
+    let status = json!({"status": {
+        "capacity": resources, "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Plays the kubelet for a scheduled pod: a chat node process under its name, then the pod
+/// Running and Ready.
+async fn run_pod(client: &kube::Client, redis: &Redis, name: &str) -> Node {
+    let node = Node::in_fleet(redis, name, &["--max-node-users", "4"]).await;
+    let status = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}});
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    node
+}
+
+/// The fleet's pods the scheduler bound to `node`, by name.
+async fn scheduled_pods(client: &kube::Client, node: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("chatfleet.dev/fleet=chat"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter_map(|pod| pod.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// With the real controller-manager and scheduler: the fleet's StatefulSet makes the pods, the
+/// scheduler binds them to a Node the test registered, and the test plays the kubelet. A room
+/// lands on one of them; deleting that pod moves the room to the other, its member told with
+/// `moved`, while the StatefulSet makes the pod anew.
+#[tokio::test]
+async fn a_fleets_statefulset_pods_take_the_rooms() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start_with_controllers(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    register_node(&client, "envtest-node").await;
+    start_operator(&client);
+    create_fleet(&client, &redis).await;
+
+    let names = eventually("the StatefulSet's pods to be scheduled", || async {
+        let names = scheduled_pods(&client, "envtest-node").await;
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(names, ["chat-0", "chat-1"]);
+    let mut nodes = std::collections::HashMap::new();
+    for name in &names {
+        nodes.insert(name.clone(), run_pod(&client, &redis, name).await);
+    }
+
+    create_room(&client, "a", 2).await;
+    let placed = status_when(&client, "a", "room a placed", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    let home = placed.node.clone().unwrap();
+    let other = if home == "chat-0" { "chat-1" } else { "chat-0" };
+    let (mut ann, _) = testkit::Client::join(&nodes[&home].ws_as("support/a", "ann", "")).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.delete(&home, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let moved = status_when(&client, "a", "room a to move", |s| {
+        s.node.as_deref() == Some(other) && s.phase == RoomPhase::Placed
+    })
+    .await;
+    // The test's nodes advertise their loopback address.
+    let other_base = format!("ws://{}/", nodes[other].addr);
+    assert!(moved.endpoint.unwrap().starts_with(&other_base));
+    match ann.recv_skip_presence().await {
+        chatfleet_wire::frames::ServerFrame::Moved { endpoint, .. } => {
+            assert!(endpoint.starts_with(&other_base), "{endpoint}")
+        }
+        frame => panic!("the member was not told the room moved: {frame:?}"),
+    }
+    // The StatefulSet makes the deleted pod anew, and the scheduler binds it.
+    eventually("the deleted pod to come back", || async {
+        let names = scheduled_pods(&client, "envtest-node").await;
+        names.contains(&home).then_some(())
+    })
+    .await;
+}
