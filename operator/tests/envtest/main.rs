@@ -837,3 +837,42 @@ async fn a_fleets_statefulset_pods_take_the_rooms() {
     })
     .await;
 }
+
+/// kubectl as users run it, when the assets folder has one: `kubectl apply -f crds/` and
+/// `-k crds/` succeed, `kubectl get chatfleet NAME` names one fleet (the category no longer
+/// swallows it), and the category lists both kinds.
+#[tokio::test]
+async fn kubectl_applies_the_crds_and_names_one_fleet() {
+    let Some(assets) = assets() else { return };
+    let kubectl = assets.join("kubectl");
+    if !kubectl.exists() {
+        eprintln!(
+            "SKIPPED: no kubectl in KUBEBUILDER_ASSETS (envtest-assets links one when installed)"
+        );
+        return;
+    }
+    let (server, _redis) = operator_with_fleet(&assets).await;
+    create_room(&server.client, "a", 2).await;
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", server.kubeconfig.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "kubectl {args:?}: {errors}");
+        text
+    };
+    let crds = crds.to_string_lossy().into_owned();
+    run(&["apply", "-f", &crds]);
+    run(&["apply", "-k", &crds]);
+    let one = run(&["-n", NS, "get", "chatfleet", "chat", "-o", "name"]);
+    assert_eq!(one.trim(), "chatfleet.chatfleet.dev/chat");
+    let both = run(&["-n", NS, "get", "chatfleet-all", "-o", "name"]);
+    assert!(both.contains("chatfleet.chatfleet.dev/chat"), "{both}");
+    assert!(both.contains("chatroom.chatfleet.dev/a"), "{both}");
+    let short = run(&["-n", NS, "get", "croom", "a", "-o", "name"]);
+    assert_eq!(short.trim(), "chatroom.chatfleet.dev/a");
+}
