@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+
+use crate::crd::ChatFleet;
 
 use crate::backoff::Backoff;
 use crate::fleet_redis::RedisPool;
@@ -46,6 +49,8 @@ pub struct Context {
     pub redis: RedisPool,
     /// Pods of every fleet, kept current by a reflector.
     pub pods: Store<Pod>,
+    /// Every ChatFleet, when a reflector keeps them (see [`Context::with_fleet_cache`]).
+    pub fleets: Store<ChatFleet>,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -70,6 +75,7 @@ impl Context {
             client,
             redis: RedisPool::new(settings.room_ttl),
             pods,
+            fleets: reflector::store().0,
             reporter: Reporter {
                 controller: "chatfleet-operator".into(),
                 instance,
@@ -80,6 +86,28 @@ impl Context {
             placer: Placer::default(),
             applied: AppliedWorkloads::default(),
         }
+    }
+
+    /// Reads fleets from `fleets` (a reflector's store) before asking the API server.
+    pub fn with_fleet_cache(self, fleets: Store<ChatFleet>) -> Self {
+        Self { fleets, ..self }
+    }
+
+    /// The fleet `name` in `namespace`: from the cache when it has it, else from the API server
+    /// (a fleet created a moment ago may not have reached the cache yet).
+    pub async fn fleet(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<ChatFleet>>, kube::Error> {
+        let key = ObjectRef::<ChatFleet>::new(name).within(namespace);
+        if let Some(fleet) = self.fleets.get(&key) {
+            return Ok(Some(fleet));
+        }
+        let fleet = Api::<ChatFleet>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await?;
+        Ok(fleet.map(Arc::new))
     }
 
     pub fn recorder(&self) -> Recorder {

@@ -36,6 +36,23 @@ pub fn pod_cache(
     (reader, stream)
 }
 
+/// A ChatFleet reflector for the context, and the task that keeps it filled: reconciles read
+/// fleets from it instead of asking the API server each time.
+pub fn fleet_cache(
+    client: &Client,
+) -> (
+    reflector::Store<ChatFleet>,
+    impl std::future::Future<Output = ()> + Send + use<>,
+) {
+    let (reader, writer) = reflector::store();
+    let fleets = Api::<ChatFleet>::all(client.clone());
+    let stream = reflector(writer, watcher(fleets, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|_| std::future::ready(()));
+    (reader, stream)
+}
+
 /// Runs both controllers until they end (on SIGTERM or SIGINT).
 pub async fn run(ctx: Arc<Context>) {
     // Deciding from an empty pod cache would see every node gone and move every room.

@@ -102,8 +102,7 @@ pub fn room_id(room: &ChatRoom) -> Result<RoomId> {
 async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     let id = room_id(room)?;
     let namespace = room.namespace().unwrap_or_default();
-    let fleets: Api<ChatFleet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(fleet) = fleets.get_opt(&room.spec.fleet).await? else {
+    let Some(fleet) = ctx.fleet(&namespace, &room.spec.fleet).await? else {
         return wait(room, ctx, Waiting::fleet_not_found(&room.spec.fleet)).await;
     };
     let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
@@ -340,9 +339,8 @@ async fn members_anywhere(redis: &FleetState, ready: &[String], id: &RoomId) -> 
 /// Finalizer: tell members the room is closed, drop its history and give back its seats.
 async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     let id = room_id(room)?;
-    let fleets: Api<ChatFleet> =
-        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    let fleet = fleets.get_opt(&room.spec.fleet).await?;
+    let namespace = room.namespace().unwrap_or_default();
+    let fleet = ctx.fleet(&namespace, &room.spec.fleet).await?;
     let Some(fleet) = fleet.filter(|f| f.meta().deletion_timestamp.is_none()) else {
         // The fleet, its nodes and its Redis are going or gone: nobody is left to tell.
         return Ok(Action::await_change());

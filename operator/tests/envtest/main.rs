@@ -128,13 +128,16 @@ fn start_operator_with(client: &kube::Client, settings: Settings) -> Arc<Metrics
     let (pods, pod_task) = controllers::pod_cache(client);
     tokio::spawn(pod_task);
     let metrics = Arc::new(Metrics::new());
+    let (fleets, fleet_task) = controllers::fleet_cache(client);
+    tokio::spawn(fleet_task);
     let ctx = Context::new(
         client.clone(),
         pods,
         metrics.clone(),
         settings,
         Some("envtest".into()),
-    );
+    )
+    .with_fleet_cache(fleets);
     tokio::spawn(controllers::run(Arc::new(ctx)));
     metrics
 }

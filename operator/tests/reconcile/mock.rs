@@ -115,6 +115,15 @@ pub fn pod_store(pods: Vec<Pod>) -> Store<Pod> {
     reader
 }
 
+/// A fleet cache holding `fleets`.
+pub fn fleet_store(fleets: Vec<ChatFleet>) -> Store<ChatFleet> {
+    let (reader, mut writer) = reflector::store();
+    for fleet in fleets {
+        writer.apply_watcher_event(&watcher::Event::Apply(fleet));
+    }
+    reader
+}
+
 pub fn context(client: kube::Client, pods: Vec<Pod>) -> Arc<Context> {
     let metrics = Arc::new(Metrics::new());
     let ctx = Context::new(client, pod_store(pods), metrics, Settings::default(), None);

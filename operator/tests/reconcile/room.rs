@@ -14,7 +14,10 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use testkit::Redis;
 
-use crate::mock::{self, Call, MockApi, Reply, context, meta, not_found, pod};
+use crate::mock::{
+    self, Call, MockApi, Reply, context, fleet_store, meta, not_found, pod, pod_store,
+};
+use operator::context::Context;
 
 const ROOMS: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatrooms/case-1";
 const FLEET: &str = "/apis/chatfleet.dev/v1alpha1/namespaces/support/chatfleets/chat";
@@ -537,4 +540,33 @@ async fn a_room_gone_before_its_finalizer_is_removed_is_not_an_error() {
         .await
         .unwrap();
     assert!(closed, "the room was closed first");
+}
+
+/// With a fleet cache, the reconcile reads the fleet from it: it places the room without
+/// asking the API server for the fleet (which here would answer 404).
+#[tokio::test]
+async fn a_room_reads_its_fleet_from_the_cache() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let room = room(None);
+    let (client, api) = MockApi::start(api_server(None, room.clone()));
+    let mut cached = fleet(&redis);
+    cached.metadata.namespace = Some("support".into());
+    let ctx = Context::new(
+        client,
+        pod_store(vec![pod("chat", "chat-0", true)]),
+        Arc::new(operator::metrics::Metrics::new()),
+        operator::context::Settings::default(),
+        None,
+    )
+    .with_fleet_cache(fleet_store(vec![cached]));
+
+    reconcile(Arc::new(room), Arc::new(ctx)).await.unwrap();
+
+    assert!(api.find(Method::GET, FLEET).is_empty(), "{:?}", api.calls());
+    let status = statuses(&api).pop().expect("a status patch");
+    assert_eq!(
+        (status["phase"].as_str(), status["node"].as_str()),
+        (Some("Placed"), Some("chat-0"))
+    );
 }
