@@ -53,6 +53,22 @@ pub fn fleet_cache(
     (reader, stream)
 }
 
+/// A ChatRoom reflector (for the room API), and the task that keeps it filled.
+pub fn room_cache(
+    client: &Client,
+) -> (
+    reflector::Store<ChatRoom>,
+    impl std::future::Future<Output = ()> + Send + use<>,
+) {
+    let (reader, writer) = reflector::store();
+    let rooms = Api::<ChatRoom>::all(client.clone());
+    let stream = reflector(writer, watcher(rooms, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|_| std::future::ready(()));
+    (reader, stream)
+}
+
 /// Runs both controllers until they end (on SIGTERM or SIGINT).
 pub async fn run(ctx: Arc<Context>) {
     // Deciding from an empty pod cache would see every node gone and move every room.

@@ -12,7 +12,7 @@ use chatfleet_api::ApiKeys;
 use kube::Client;
 
 use crate::api::admin::KubeFleetAdmin;
-use crate::api::rooms::{DirectorySettings, KubeDirectory};
+use crate::api::rooms::{DirectoryCaches, DirectorySettings, KubeDirectory};
 use crate::fleet_redis::RedisPool;
 use crate::metrics::Metrics;
 
@@ -29,6 +29,8 @@ pub struct RoomApi {
     pub keys: ApiKeys,
     pub directory: DirectorySettings,
     pub redis: Arc<RedisPool>,
+    /// Reflectors to read rooms and fleets from (else every request asks the API server).
+    pub caches: Option<DirectoryCaches>,
 }
 
 /// Health and metrics, the room API when `room_api` has keys, and the admin routes when it
@@ -42,10 +44,14 @@ pub fn app(state: HttpState, room_api: Option<RoomApi>) -> Router {
                 keys,
                 directory,
                 redis,
+                caches,
             } = api;
             let fleet = directory.fleet.clone();
             let namespace = directory.namespace.clone();
-            let rooms = KubeDirectory::new(client.clone(), directory, redis.clone());
+            let mut rooms = KubeDirectory::new(client.clone(), directory, redis.clone());
+            if let Some(caches) = caches {
+                rooms = rooms.with_caches(caches);
+            }
             app = app.merge(chatfleet_api::rooms::router(Arc::new(rooms), keys.clone()));
             tracing::info!("serving the room API at /v1/rooms");
             let mut doc = chatfleet_api::openapi::api_document();

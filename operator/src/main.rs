@@ -9,7 +9,7 @@ use std::time::Duration;
 use chatfleet_api::ApiKeys;
 use clap::Parser;
 use kube::Client;
-use operator::api::rooms::DirectorySettings;
+use operator::api::rooms::{DirectoryCaches, DirectorySettings};
 use operator::config::Config;
 use operator::context::{Context, Settings};
 use operator::controllers;
@@ -30,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
 
+    // The room API reads rooms and fleets from reflectors, on every replica.
+    let (room_store, room_task) = controllers::room_cache(&client);
+    tokio::spawn(room_task);
+    let (fleets, fleet_task) = controllers::fleet_cache(&client);
+    tokio::spawn(fleet_task);
     let http = HttpState {
         metrics: metrics.clone(),
         ready: Default::default(),
@@ -43,6 +48,10 @@ async fn main() -> anyhow::Result<()> {
             placement_wait: Duration::from_secs(config.placement_wait_seconds),
         },
         redis: Arc::new(RedisPool::new(settings.room_ttl)),
+        caches: Some(DirectoryCaches {
+            rooms: room_store,
+            fleets: fleets.clone(),
+        }),
     };
     let app = operator::http::app(http.clone(), Some(room_api));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -61,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         settings,
         Some(identity.clone()),
-    );
+    )
+    .with_fleet_cache(fleets);
     let ctx = Arc::new(ctx);
     ctx.pods.wait_until_ready().await?;
     http.ready.store(true, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use chatfleet_api::tokens::mint_token_view;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::token::TokenKeys;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{ChatFleet, ChatRoom, ChatRoomSpec};
@@ -38,6 +39,16 @@ pub struct KubeDirectory {
     settings: DirectorySettings,
     /// The fleets' Redis, for room history.
     redis: Arc<RedisPool>,
+    /// Reflectors of rooms and fleets; without them every read asks the API server.
+    caches: Option<DirectoryCaches>,
+}
+
+/// What the directory reads instead of asking the API server: kept current by reflectors
+/// (`controllers::room_cache`, `controllers::fleet_cache`).
+#[derive(Clone)]
+pub struct DirectoryCaches {
+    pub rooms: Store<ChatRoom>,
+    pub fleets: Store<ChatFleet>,
 }
 
 impl KubeDirectory {
@@ -46,6 +57,16 @@ impl KubeDirectory {
             client,
             settings,
             redis,
+            caches: None,
+        }
+    }
+
+    /// Reads rooms and fleets from `caches`, asking the API server only for one not cached
+    /// yet; waiting for a placement then costs no request at all.
+    pub fn with_caches(self, caches: DirectoryCaches) -> Self {
+        Self {
+            caches: Some(caches),
+            ..self
         }
     }
 
@@ -54,6 +75,14 @@ impl KubeDirectory {
     }
 
     async fn fleet(&self, namespace: &str, name: &str) -> Result<ChatFleet, ApiError> {
+        let cached = self.caches.as_ref().and_then(|c| {
+            c.fleets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|fleet| (*fleet).clone())
+        });
+        if let Some(fleet) = cached {
+            return Ok(fleet);
+        }
         Api::<ChatFleet>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
@@ -61,7 +90,17 @@ impl KubeDirectory {
             .ok_or_else(|| ApiError::invalid(format!("fleet {namespace}/{name} does not exist")))
     }
 
+    /// The room from the cache, if there is a cache and it has the room.
+    fn cached_room(&self, id: &RoomId) -> Option<ChatRoom> {
+        let caches = self.caches.as_ref()?;
+        let key = ObjectRef::new(id.name()).within(id.namespace());
+        caches.rooms.get(&key).map(|room| (*room).clone())
+    }
+
     async fn room(&self, id: &RoomId) -> Result<ChatRoom, ApiError> {
+        if let Some(room) = self.cached_room(id) {
+            return Ok(room);
+        }
         self.rooms(id.namespace())
             .get_opt(id.name())
             .await
@@ -69,11 +108,26 @@ impl KubeDirectory {
             .ok_or_else(|| ApiError::not_found(id))
     }
 
-    /// Polls until the operator has written the room's endpoint.
+    /// Waits until the operator has written the room's endpoint: watching the cache when there
+    /// is one (the room arrives there within moments of its creation), else polling the API.
     async fn placed(&self, id: &RoomId) -> Result<ChatRoom, ApiError> {
         let deadline = tokio::time::Instant::now() + self.settings.placement_wait;
+        let every = if self.caches.is_some() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(200)
+        };
         loop {
-            let room = self.room(id).await?;
+            let cached = self.cached_room(id);
+            let last_look = tokio::time::Instant::now() >= deadline;
+            if cached.is_none() && self.caches.is_some() && !last_look {
+                tokio::time::sleep(every).await;
+                continue;
+            }
+            let room = match cached {
+                Some(room) => room,
+                None => self.room(id).await?,
+            };
             if endpoint_of(&room).is_some() {
                 return Ok(room);
             }
@@ -90,7 +144,7 @@ impl KubeDirectory {
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(every).await;
         }
     }
 }
@@ -152,27 +206,37 @@ impl RoomDirectory for KubeDirectory {
     }
 
     async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
-        let rooms = Api::<ChatRoom>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_error)?;
-        let fleets = Api::<ChatFleet>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_error)?;
-        Ok(rooms
-            .items
+        let (rooms, fleets): (Vec<Arc<ChatRoom>>, Vec<Arc<ChatFleet>>) = match &self.caches {
+            Some(caches) => (caches.rooms.state(), caches.fleets.state()),
+            None => {
+                let rooms = Api::<ChatRoom>::all(self.client.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(kube_error)?;
+                let fleets = Api::<ChatFleet>::all(self.client.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(kube_error)?;
+                (
+                    rooms.items.into_iter().map(Arc::new).collect(),
+                    fleets.items.into_iter().map(Arc::new).collect(),
+                )
+            }
+        };
+        let mut views: Vec<RoomView> = rooms
             .iter()
             .filter(|room| filter.matches(Some(&room.spec.fleet), room.labels()))
             .map(|room| {
                 let limit = fleets
-                    .items
                     .iter()
                     .find(|f| f.name_any() == room.spec.fleet && f.namespace() == room.namespace())
                     .map_or(0, |f| f.spec.limits.members_per_room);
                 view(room, limit)
             })
-            .collect())
+            .collect();
+        // The cache has no order; the API's lists are by namespace and name.
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(views)
     }
 
     async fn get_room(&self, id: &RoomId) -> Result<RoomView, ApiError> {

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use operator::api::admin::KubeFleetAdmin;
-use operator::api::rooms::{DirectorySettings, KubeDirectory};
+use operator::api::rooms::{DirectoryCaches, DirectorySettings, KubeDirectory};
 use operator::context::{Context, Settings};
 use operator::controllers;
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomStatus, RoomPhase};
@@ -310,7 +310,13 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
         fleet: Some("chat".into()),
         placement_wait: PATIENCE / 2,
     };
-    let directory = KubeDirectory::new(client.clone(), settings, pool.clone());
+    // Read from reflectors, as the operator binary does.
+    let (rooms, room_task) = controllers::room_cache(&client);
+    tokio::spawn(room_task);
+    let (fleets, fleet_task) = controllers::fleet_cache(&client);
+    tokio::spawn(fleet_task);
+    let directory = KubeDirectory::new(client.clone(), settings, pool.clone())
+        .with_caches(DirectoryCaches { rooms, fleets });
     let admin = KubeFleetAdmin::new(client.clone(), NS, "chat", pool);
     let keys = ApiKeys::scoped(vec!["room-key".into()], vec!["admin-key".into()]);
     let app = chatfleet_api::rooms::router(Arc::new(directory), keys.clone())

@@ -106,22 +106,26 @@ pub fn pod(fleet: &str, name: &str, ready: bool) -> Pod {
     .unwrap()
 }
 
-/// A pod cache holding `pods`.
-pub fn pod_store(pods: Vec<Pod>) -> Store<Pod> {
+/// A reflector's store holding `objects`, as if it had watched them arrive.
+pub fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
     let (reader, mut writer) = reflector::store();
-    for pod in pods {
-        writer.apply_watcher_event(&watcher::Event::Apply(pod));
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(object));
     }
     reader
 }
 
+/// A pod cache holding `pods`.
+pub fn pod_store(pods: Vec<Pod>) -> Store<Pod> {
+    store(pods)
+}
+
 /// A fleet cache holding `fleets`.
 pub fn fleet_store(fleets: Vec<ChatFleet>) -> Store<ChatFleet> {
-    let (reader, mut writer) = reflector::store();
-    for fleet in fleets {
-        writer.apply_watcher_event(&watcher::Event::Apply(fleet));
-    }
-    reader
+    store(fleets)
 }
 
 pub fn context(client: kube::Client, pods: Vec<Pod>) -> Arc<Context> {

@@ -8,7 +8,7 @@ use chatfleet_api::rooms::{CreateRoom, RoomDirectory, RoomFilter, TokenRequest};
 use chatfleet_wire::frames::Role;
 use chatfleet_wire::token::TokenKeys;
 use http::{Method, StatusCode};
-use operator::api::rooms::{DirectorySettings, KubeDirectory};
+use operator::api::rooms::{DirectoryCaches, DirectorySettings, KubeDirectory};
 use operator::crd::{ChatFleet, ChatRoom, ChatRoomSpec, ChatRoomStatus, RoomPhase};
 use operator::fleet_redis::RedisPool;
 use serde_json::json;
@@ -259,4 +259,34 @@ async fn rooms_are_opened_with_labels_and_listed_by_fleet_and_label() {
         .unwrap();
     assert_eq!(view[0].fleet.as_deref(), Some("chat"));
     assert_eq!(view[0].labels["ticket"], "1");
+}
+
+/// With reflectors, opening a room waits on the cache and listing reads it: the API server
+/// gets the room's creation and nothing else.
+#[tokio::test]
+async fn with_caches_the_room_api_asks_the_api_server_only_to_create() {
+    let name = open("ticket-9", 2).room_name();
+    let (client, api) = MockApi::start(api_server(Some(placed_room(&name)), false));
+    let mut cached_fleet = fleet();
+    cached_fleet.metadata.namespace = Some("support".into());
+    let mut cached_room = placed_room(&name);
+    cached_room.metadata.namespace = Some("support".into());
+    let caches = DirectoryCaches {
+        rooms: mock::store(vec![cached_room]),
+        fleets: mock::fleet_store(vec![cached_fleet]),
+    };
+    let directory = directory(client).with_caches(caches);
+
+    let created = directory.create_room(open("ticket-9", 2)).await.unwrap();
+    let listed = directory.list_rooms(&RoomFilter::default()).await.unwrap();
+
+    assert_eq!(created.room.node, "chat-1");
+    assert_eq!(created.room.max_members, 50, "the cached fleet's limit");
+    assert_eq!(listed.len(), 1);
+    let calls: Vec<String> = api
+        .calls()
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(calls, [format!("POST {ROOMS}")], "{calls:?}");
 }
