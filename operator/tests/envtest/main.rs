@@ -470,6 +470,88 @@ async fn a_redis_freeze_moves_no_room() {
     }
 }
 
+/// Ten Ready pods of the fleet, 3,000 seats each, with their load reports in `redis` (as their
+/// heartbeats would write them, lasting past a benchmark's run).
+async fn big_fleet_pods(client: &kube::Client, redis: &Redis) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for n in 0..10 {
+        let name = format!("chat-{n}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
+            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        set_ready(client, &name, true).await;
+        redis
+            .write_report(&testkit::load_report(&name, 0, 3000, 0.0))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The operator's own pace, without the API server's creation pace in the way: 1,000
+/// ChatRooms created first, then the operator started, timed until every one is Placed.
+///
+///     KUBEBUILDER_ASSETS=$(../shared/k8s/envtest-assets) \
+///       cargo test --release -p operator --test envtest -- --ignored --nocapture placement_backlog
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it by name with --ignored"]
+async fn placement_backlog() {
+    const ROOMS: usize = 1000;
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    create_fleet(&client, &redis).await;
+    big_fleet_pods(&client, &redis).await;
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let creators: Vec<_> = (0..16)
+        .map(|c| {
+            let rooms = rooms.clone();
+            tokio::spawn(async move {
+                for n in (c..ROOMS).step_by(16) {
+                    let room: ChatRoom = serde_json::from_value(json!({
+                        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+                        "metadata": {"name": format!("r{n}")},
+                        "spec": {"fleet": "chat", "expectedMembers": 2}
+                    }))
+                    .unwrap();
+                    rooms.create(&PostParams::default(), &room).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for creator in creators {
+        creator.await.unwrap();
+    }
+
+    let started = std::time::Instant::now();
+    start_operator_with(&client, Settings::default());
+    let placed = eventually("every room placed", || async {
+        let list = rooms.list(&Default::default()).await.ok()?;
+        let placed = list
+            .items
+            .iter()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RoomPhase::Placed)
+            })
+            .count();
+        (placed == ROOMS).then_some(started.elapsed())
+    })
+    .await;
+    println!(
+        "a backlog of {ROOMS} rooms placed in {:.2} s after the operator started: {:.0} rooms/s",
+        placed.as_secs_f64(),
+        ROOMS as f64 / placed.as_secs_f64()
+    );
+}
+
 /// Placement throughput against the real API server: 1,000 ChatRooms created by 16 concurrent
 /// clients on a fleet of 10 nodes of 300 seats, then deleted the same way. A benchmark, not a
 /// test (it asserts only that every room was placed and deleted):
@@ -490,23 +572,7 @@ async fn placement_throughput() {
     // The operator's own defaults, as in a cluster.
     let metrics = start_operator_with(&client, Settings::default());
     create_fleet(&client, &redis).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    for n in 0..10 {
-        let name = format!("chat-{n}");
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
-            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-        set_ready(&client, &name, true).await;
-        // Each node's report, as its heartbeat writes it (lasting past the run).
-        redis
-            .write_report(&testkit::load_report(&name, 0, 3000, 0.0))
-            .await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    big_fleet_pods(&client, &redis).await;
 
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
     let created_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
