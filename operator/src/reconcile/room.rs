@@ -133,7 +133,13 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         } else {
             None
         };
-        let mut health = redis.health().await;
+        // Redis's health matters only when the seats say nothing or that the node is gone;
+        // asking it then (and only then) also records an outage for the grace period.
+        let mut health = if pod_exists && matches!(seats, None | Some(Seats::Gone)) {
+            redis.health().await
+        } else {
+            RedisHealth::Up
+        };
         if seats == Some(Seats::Gone)
             && health == RedisHealth::Up
             && !any_report(&redis, &pods, &namespace, &fleet).await?
