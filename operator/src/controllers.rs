@@ -17,23 +17,39 @@ use crate::reconcile::{fleet, room};
 /// Label selector of every chat node pod.
 pub const NODE_PODS: &str = "app.kubernetes.io/name=chatnode";
 
-/// A pod reflector for the context, and the task that keeps it filled.
+/// A reflector's store of every `K` that `config` selects, and the task that keeps it filled.
+fn cache<K>(
+    client: &Client,
+    config: watcher::Config,
+) -> (
+    reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + use<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|_| std::future::ready(()));
+    (reader, stream)
+}
+
+/// A pod reflector for the context (chat node pods only), and the task that keeps it filled.
 pub fn pod_cache(
     client: &Client,
 ) -> (
     reflector::Store<Pod>,
     impl std::future::Future<Output = ()> + Send + use<>,
 ) {
-    let (reader, writer) = reflector::store();
-    let pods = Api::<Pod>::all(client.clone());
-    let stream = reflector(
-        writer,
-        watcher(pods, watcher::Config::default().labels(NODE_PODS)),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(|_| std::future::ready(()));
-    (reader, stream)
+    cache(client, watcher::Config::default().labels(NODE_PODS))
 }
 
 /// A ChatFleet reflector for the context, and the task that keeps it filled: reconciles read
@@ -44,13 +60,7 @@ pub fn fleet_cache(
     reflector::Store<ChatFleet>,
     impl std::future::Future<Output = ()> + Send + use<>,
 ) {
-    let (reader, writer) = reflector::store();
-    let fleets = Api::<ChatFleet>::all(client.clone());
-    let stream = reflector(writer, watcher(fleets, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .for_each(|_| std::future::ready(()));
-    (reader, stream)
+    cache(client, watcher::Config::default())
 }
 
 /// A ChatRoom reflector (for the room API), and the task that keeps it filled.
@@ -60,13 +70,7 @@ pub fn room_cache(
     reflector::Store<ChatRoom>,
     impl std::future::Future<Output = ()> + Send + use<>,
 ) {
-    let (reader, writer) = reflector::store();
-    let rooms = Api::<ChatRoom>::all(client.clone());
-    let stream = reflector(writer, watcher(rooms, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .for_each(|_| std::future::ready(()));
-    (reader, stream)
+    cache(client, watcher::Config::default())
 }
 
 /// Runs both controllers until they end (on SIGTERM or SIGINT).

@@ -157,16 +157,24 @@ async fn operator_with_fleet(assets: &std::path::Path) -> (ApiServer, Redis) {
 /// The pod the StatefulSet controller would make, made Ready through its status subresource
 /// (no kubelet runs here), with a real chat node serving under its name.
 async fn node_pod(client: &kube::Client, redis: &Redis, name: &str) -> Node {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    ready_pod(client, name).await;
+    Node::in_fleet(redis, name, &["--max-node-users", "4"]).await
+}
+
+/// A pod of fleet `chat`, as the StatefulSet controller would make it, made Ready through its
+/// status subresource.
+async fn ready_pod(client: &kube::Client, name: &str) {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {
             "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
         "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
     set_ready(client, name, true).await;
-    Node::in_fleet(redis, name, &["--max-node-users", "4"]).await
 }
 
 async fn set_ready(client: &kube::Client, pod: &str, ready: bool) {
@@ -473,22 +481,42 @@ async fn a_redis_freeze_moves_no_room() {
 /// Ten Ready pods of the fleet, 3,000 seats each, with their load reports in `redis` (as their
 /// heartbeats would write them, lasting past a benchmark's run).
 async fn big_fleet_pods(client: &kube::Client, redis: &Redis) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     for n in 0..10 {
         let name = format!("chat-{n}");
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
-            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-        set_ready(client, &name, true).await;
+        ready_pod(client, &name).await;
         redis
             .write_report(&testkit::load_report(&name, 0, 3000, 0.0))
             .await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Creates ChatRooms `r0`..`r{count}` (2 expected members each) from `clients` concurrent
+/// clients, and returns when each was created.
+async fn create_rooms_concurrently(
+    client: kube::Client,
+    count: usize,
+    clients: usize,
+) -> std::collections::HashMap<String, std::time::Instant> {
+    let creators: Vec<_> = (0..clients)
+        .map(|c| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut created = Vec::new();
+                for n in (c..count).step_by(clients) {
+                    let name = format!("r{n}");
+                    create_room(&client, &name, 2).await;
+                    created.push((name, std::time::Instant::now()));
+                }
+                created
+            })
+        })
+        .collect();
+    let mut created_at = std::collections::HashMap::new();
+    for creator in creators {
+        created_at.extend(creator.await.unwrap());
+    }
+    created_at
 }
 
 /// The operator's own pace, without the API server's creation pace in the way: 1,000
@@ -509,25 +537,7 @@ async fn placement_backlog() {
     create_fleet(&client, &redis).await;
     big_fleet_pods(&client, &redis).await;
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
-    let creators: Vec<_> = (0..16)
-        .map(|c| {
-            let rooms = rooms.clone();
-            tokio::spawn(async move {
-                for n in (c..ROOMS).step_by(16) {
-                    let room: ChatRoom = serde_json::from_value(json!({
-                        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
-                        "metadata": {"name": format!("r{n}")},
-                        "spec": {"fleet": "chat", "expectedMembers": 2}
-                    }))
-                    .unwrap();
-                    rooms.create(&PostParams::default(), &room).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for creator in creators {
-        creator.await.unwrap();
-    }
+    create_rooms_concurrently(client.clone(), ROOMS, 16).await;
 
     let started = std::time::Instant::now();
     start_operator_with(&client, Settings::default());
@@ -575,28 +585,8 @@ async fn placement_throughput() {
     big_fleet_pods(&client, &redis).await;
 
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
-    let created_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let started = std::time::Instant::now();
-    let creators: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (rooms, created_at) = (rooms.clone(), created_at.clone());
-            tokio::spawn(async move {
-                for n in (c..ROOMS).step_by(CLIENTS) {
-                    let room: ChatRoom = serde_json::from_value(json!({
-                        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
-                        "metadata": {"name": format!("r{n}")},
-                        "spec": {"fleet": "chat", "expectedMembers": 2}
-                    }))
-                    .unwrap();
-                    rooms.create(&PostParams::default(), &room).await.unwrap();
-                    created_at
-                        .lock()
-                        .unwrap()
-                        .insert(format!("r{n}"), std::time::Instant::now());
-                }
-            })
-        })
-        .collect();
+    let creating = tokio::spawn(create_rooms_concurrently(client.clone(), ROOMS, CLIENTS));
     // Watch the rooms' statuses and note when each was first Placed.
     let mut placed_at = std::collections::HashMap::new();
     let watch = kube::runtime::watcher(rooms.clone(), Default::default());
@@ -622,15 +612,12 @@ async fn placement_throughput() {
         }
     }
     let all_placed = started.elapsed();
-    for creator in creators {
-        creator.await.unwrap();
-    }
-    let last_created = created_at.lock().unwrap().values().max().copied().unwrap();
+    let created_at = creating.await.unwrap();
+    let last_created = created_at.values().max().copied().unwrap();
     println!(
         "created {ROOMS} rooms from {CLIENTS} clients in {:.2} s",
         last_created.duration_since(started).as_secs_f64()
     );
-    let created_at = created_at.lock().unwrap().clone();
     let mut latencies: Vec<Duration> = placed_at
         .iter()
         .map(|(name, at)| at.saturating_duration_since(created_at[name]))
@@ -743,16 +730,8 @@ async fn leader_failover() {
     install_crds(&client).await;
     create_namespace(&client).await;
     create_fleet(&client, &redis).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     for name in ["chat-0", "chat-1"] {
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": "chat"}},
-            "spec": {"containers": [{"name": "chatnode", "image": "chatfleet/chatnode:dev"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-        set_ready(&client, name, true).await;
+        ready_pod(&client, name).await;
         redis
             .write_report(&testkit::load_report(name, 0, 3000, 0.0))
             .await;
