@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::context::Context;
@@ -88,10 +88,18 @@ pub async fn run(ctx: Arc<Context>) {
         .run(fleet::reconcile, fleet::error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
 
+    // A room is reconciled when its spec changes or it is deleted (both bump its generation),
+    // not when its own status is written: a placement then costs one status write, not a
+    // second pass that reads Redis again. Resyncs and pod changes still wake it.
+    let (placed, writer) = reflector::store();
+    let changed_rooms = watcher(Api::<ChatRoom>::all(client.clone()), Default::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let rooms = Controller::for_stream(changed_rooms, placed.clone());
     // A pod that changes (stops being Ready, goes away) wakes the rooms placed on it at once,
     // rather than at their next resync.
-    let rooms = Controller::new(Api::<ChatRoom>::all(client.clone()), Default::default());
-    let placed = rooms.store();
     let rooms = rooms
         .watches(
             Api::<Pod>::all(client.clone()),

@@ -8,8 +8,6 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("shared state in Redis: {0}")]
     State(#[from] chatfleet_state::StateError),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
     #[error("seats kept being taken by others: {0}")]
     Contended(String),
     #[error("configuration: {0}")]
@@ -28,7 +26,6 @@ impl Error {
             Error::Redis(_) => "redis",
             Error::State(chatfleet_state::StateError::Redis(_)) => "redis",
             Error::State(_) => "store",
-            Error::Finalizer(_) => "finalizer",
             Error::Contended(_) => "contended",
             Error::Config(_) => "config",
             Error::NoNamespace(_) | Error::BadRoomId(..) => "invalid",

@@ -19,7 +19,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::placing::Reserved;
@@ -47,24 +46,29 @@ pub async fn reconcile(room: Arc<ChatRoom>, ctx: Arc<Context>) -> Result<Action>
         .namespace()
         .ok_or_else(|| Error::NoNamespace(room.name_any()))?;
     let key = format!("{namespace}/{}", room.name_any());
-    let api: Api<ChatRoom> = Api::namespaced(ctx.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, room, |event| async {
-        match event {
-            Event::Apply(room) => apply(&room, &ctx).await,
-            Event::Cleanup(room) => cleanup(&room, &ctx).await,
+    let has_finalizer = room.finalizers().iter().any(|f| f == FINALIZER);
+    let action = if room.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            // Our cleanup already ran; another finalizer holds the room.
+            return Ok(Action::await_change());
         }
-    })
-    .await;
-    let action = match action {
-        Ok(action) => action,
-        // The room was deleted and is already gone: its cleanup ran, nothing is left to do.
-        Err(FinalizerError::RemoveFinalizer(kube::Error::Api(response)))
-            if response.code == 404 =>
-        {
-            Action::await_change()
+        if let Err(error) = cleanup(&room, &ctx).await {
+            // A deletion that cannot finish says why in the room's status.
+            let old = room.status.clone().unwrap_or_default();
+            let closing = status::closing(&old, &error);
+            if closing != old {
+                let _ = writes::room_status(&room, &ctx, &closing, None).await;
+            }
+            return Err(error);
         }
-        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => return Err(e),
-        Err(other) => return Err(Error::Finalizer(other.to_string())),
+        writes::remove_room_finalizer(&room, &ctx, FINALIZER).await?;
+        Action::await_change()
+    } else if has_finalizer {
+        apply(&room, &ctx).await?
+    } else {
+        // Seats are reserved only once the room's deletion is sure to release them.
+        let room = writes::add_room_finalizer(&room, &ctx, FINALIZER).await?;
+        apply(&room, &ctx).await?
     };
     ctx.backoff.succeeded(&key);
     Ok(action)
@@ -255,14 +259,16 @@ async fn record_placement(
     if phase == RoomPhase::Overflow {
         ctx.metrics.overflows.inc();
     }
-    writes::room_event(
-        room,
-        ctx,
-        EventType::Normal,
-        announcement.reason,
-        announcement.note,
-    )
-    .await;
+    if let Some(announcement) = announcement {
+        writes::room_event(
+            room,
+            ctx,
+            EventType::Normal,
+            announcement.reason,
+            announcement.note,
+        )
+        .await;
+    }
     if phase == RoomPhase::Overflow {
         // The condition and a warning make an overflow visible in `kubectl describe`.
         writes::room_event(
@@ -352,10 +358,6 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
-    if let Some(old) = &room.status {
-        // Best effort: the room is going either way.
-        let _ = writes::room_status(room, ctx, &status::closing(old), None).await;
-    }
     let closed = ServerFrame::Closed {
         room: id.clone(),
         reason: "the room was deleted".to_owned(),

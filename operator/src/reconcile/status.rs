@@ -139,7 +139,9 @@ pub fn rescheduling(
     status
 }
 
-/// How a placement is announced: the Event's reason and note.
+/// How a placement that is news (a move, an overflow) is announced: the Event's reason and
+/// note. A routine first placement has none: its `Placed` condition records it, and an Event
+/// per room would double the API server's writes per placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     pub reason: &'static str,
@@ -152,27 +154,27 @@ pub fn placed(
     placement: &Placed<'_>,
     generation: Option<i64>,
     now: Timestamp,
-) -> (ChatRoomStatus, Announcement) {
+) -> (ChatRoomStatus, Option<Announcement>) {
     let node = placement.node;
-    let (reason, event_reason, note) = match (placement.phase, placement.moving_from) {
+    let (reason, announcement) = match (placement.phase, placement.moving_from) {
         (RoomPhase::Overflow, _) => (
             "every node is full; placed on the node with the lowest message rate".to_owned(),
-            "Overflow",
-            format!(
-                "every node of {} is full; placed on {node}, the quietest",
-                placement.fleet
-            ),
+            Some(Announcement {
+                reason: "Overflow",
+                note: format!(
+                    "every node of {} is full; placed on {node}, the quietest",
+                    placement.fleet
+                ),
+            }),
         ),
         (_, Some(from)) => (
             format!("moved from {from}"),
-            "Rescheduled",
-            format!("moved from {from} to {node}"),
+            Some(Announcement {
+                reason: "Rescheduled",
+                note: format!("moved from {from} to {node}"),
+            }),
         ),
-        _ => (
-            "the node had free seats".to_owned(),
-            "Placed",
-            format!("placed on {node}"),
-        ),
+        _ => ("the node had free seats".to_owned(), None),
     };
     let mut status = ChatRoomStatus {
         phase: placement.phase,
@@ -180,13 +182,11 @@ pub fn placed(
         endpoint: Some(placement.endpoint.to_owned()),
         reason: Some(reason),
         observed_generation: generation,
+        // As the next resync would set it, so that resync has nothing to write.
+        empty_since: empty_since(old.members, old.empty_since.as_deref(), now),
         ..old.clone()
     };
     set_room_conditions(&mut status, generation, now);
-    let announcement = Announcement {
-        reason: event_reason,
-        note,
-    };
     (status, announcement)
 }
 
@@ -223,20 +223,27 @@ pub fn staying(
     if phase != old.phase {
         status.reason = Some("its node is healthy".to_owned());
     }
-    status.empty_since = match (load.members, &old.empty_since) {
-        (0, Some(since)) => Some(since.clone()),
-        (0, None) => Some(now.to_string()),
-        _ => None,
-    };
+    status.empty_since = empty_since(load.members, old.empty_since.as_deref(), now);
     set_room_conditions(&mut status, generation, now);
     status
 }
 
-/// A room being deleted: its members are being told.
-pub fn closing(old: &ChatRoomStatus) -> ChatRoomStatus {
+/// When the room became empty: kept while it stays empty, `now` if it just became so.
+fn empty_since(members: u32, since: Option<&str>, now: Timestamp) -> Option<String> {
+    match (members, since) {
+        (0, Some(since)) => Some(since.to_owned()),
+        (0, None) => Some(now.to_string()),
+        _ => None,
+    }
+}
+
+/// A room whose deletion is held up: its members, seats or history could not be released yet.
+pub fn closing(old: &ChatRoomStatus, error: &impl std::fmt::Display) -> ChatRoomStatus {
     ChatRoomStatus {
         phase: RoomPhase::Closed,
-        reason: Some("the room is being deleted".to_owned()),
+        reason: Some(format!(
+            "the room is being deleted; cleanup failed: {error}"
+        )),
         ..old.clone()
     }
 }
@@ -359,7 +366,8 @@ mod tests {
         let (status, said) = placed(&old, &placement, Some(3), now);
         assert_eq!(status.node.as_deref(), Some("chat-1"));
         assert_eq!(status.endpoint.as_deref(), Some(placement.endpoint));
-        assert_eq!(said.reason, "Placed");
+        assert_eq!(said, None, "a routine placement is in the status only");
+        assert_eq!(status.reason.as_deref(), Some("the node had free seats"));
         assert_eq!(find(&status.conditions, condition::PLACED).status, "True");
         assert_eq!(
             find(&status.conditions, condition::OVERFLOW).status,
@@ -368,17 +376,43 @@ mod tests {
 
         placement.moving_from = Some("chat-0");
         let (status, said) = placed(&old, &placement, Some(3), now);
-        assert_eq!(said.reason, "Rescheduled");
+        assert_eq!(said.unwrap().reason, "Rescheduled");
         assert_eq!(status.reason.as_deref(), Some("moved from chat-0"));
 
         placement.phase = RoomPhase::Overflow;
         let (status, said) = placed(&old, &placement, Some(3), now);
-        assert_eq!(said.reason, "Overflow");
+        assert_eq!(said.unwrap().reason, "Overflow");
         let overflow = find(&status.conditions, condition::OVERFLOW);
         assert_eq!(
             (overflow.status.as_str(), overflow.reason.as_str()),
             ("True", "FleetFull")
         );
+    }
+
+    /// The reconcile after a placement (the next resync) finds the status it would write
+    /// already there, so a placement costs one status write.
+    #[test]
+    fn a_new_empty_room_stays_as_it_was_placed() {
+        let placed_at = at("2026-01-01T00:00:00Z");
+        let placement = Placed {
+            fleet: "chat",
+            node: "chat-1",
+            endpoint: "ws://chat-1/v1/rooms/a/b/ws",
+            phase: RoomPhase::Placed,
+            moving_from: None,
+        };
+        let (status, _) = placed(&ChatRoomStatus::default(), &placement, Some(1), placed_at);
+        assert_eq!(status.empty_since, Some(placed_at.to_string()));
+
+        let later = at("2026-01-01T00:00:30Z");
+        let stays = staying(
+            &status,
+            RoomLoad::default(),
+            placement.endpoint.to_owned(),
+            Some(1),
+            later,
+        );
+        assert_eq!(stays, status);
     }
 
     #[test]

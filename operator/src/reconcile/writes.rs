@@ -1,4 +1,4 @@
-//! Everything the reconcilers write to Kubernetes: status patches and Events.
+//! Everything the reconcilers write to Kubernetes: finalizers, status patches and Events.
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -39,6 +39,57 @@ pub async fn room_status(
         )
         .await?;
     Ok(updated.resource_version())
+}
+
+/// Adds `finalizer` to a room, as a precondition on the room's resourceVersion, and returns the
+/// room as the API server now has it: the same pass goes on to place it, rather than waiting
+/// for the watch to bring the change back.
+pub async fn add_room_finalizer(
+    room: &ChatRoom,
+    ctx: &Context,
+    finalizer: &str,
+) -> Result<ChatRoom> {
+    let mut finalizers = room.finalizers().to_vec();
+    finalizers.push(finalizer.to_owned());
+    let patch = json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": room.resource_version() }
+    });
+    let api: Api<ChatRoom> =
+        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    Ok(api
+        .patch(
+            &room.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
+}
+
+/// Removes `finalizer` from a room being deleted, as a precondition on its resourceVersion.
+/// A room already gone is no error: the API server deleted it once nothing held it.
+pub async fn remove_room_finalizer(room: &ChatRoom, ctx: &Context, finalizer: &str) -> Result<()> {
+    let finalizers: Vec<&String> = room
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .collect();
+    let patch = json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": room.resource_version() }
+    });
+    let api: Api<ChatRoom> =
+        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    match api
+        .patch(
+            &room.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Writes a fleet's status if it differs from the one it has.

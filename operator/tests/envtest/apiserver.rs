@@ -3,6 +3,7 @@
 //! serving certificate; on request also the real `kube-controller-manager` and
 //! `kube-scheduler`. No kubelet runs: tests play it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +122,49 @@ current-context: envtest
         }
     }
 
+    /// Write requests the API server has answered so far, by `VERB resource[/subresource]`
+    /// and status code, from its `apiserver_request_total` metric.
+    pub async fn writes(&self) -> BTreeMap<String, u64> {
+        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = self.client.request_text(request).await.unwrap();
+        let mut writes = BTreeMap::new();
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let label = |name: &str| {
+                let start = labels
+                    .find(&format!("{name}=\""))
+                    .map(|at| at + name.len() + 2)?;
+                let end = labels[start..].find('"')? + start;
+                Some(labels[start..end].to_owned())
+            };
+            let verb = label("verb").unwrap_or_default();
+            if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+                continue;
+            }
+            let mut resource = label("resource").unwrap_or_default();
+            if let Some(sub) = label("subresource").filter(|s| !s.is_empty()) {
+                resource = format!("{resource}/{sub}");
+            }
+            let code = label("code").unwrap_or_default();
+            let count: u64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            *writes
+                .entry(format!("{verb} {resource} {code}"))
+                .or_default() += count;
+        }
+        writes
+    }
+
+    /// CPU seconds the API server and etcd have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.apiserver.id()) + cpu_seconds(self.etcd.id())
+    }
+
     /// Starts the API server with the real controller-manager (StatefulSets make pods, the
     /// garbage collector, service accounts, ...) and scheduler (pods are bound to Nodes).
     pub async fn start_with_controllers(assets: &Path) -> ApiServer {
@@ -194,4 +238,38 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// CPU seconds (user and system) process `pid` has used so far, from `/proc/PID/stat`, in the
+/// kernel's usual 100 ticks a second.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis start at field 3 (state); utime is 14.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// What changed between two counts of [`ApiServer::writes`], one line each, per `per` units.
+pub fn writes_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    per: usize,
+) -> String {
+    after
+        .iter()
+        .filter_map(|(key, &count)| {
+            let delta = count - before.get(key).copied().unwrap_or(0);
+            (delta > 0).then(|| format!("  {key}: {delta} ({:.2} each)", delta as f64 / per as f64))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -539,6 +539,8 @@ async fn placement_backlog() {
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
     create_rooms_concurrently(client.clone(), ROOMS, 16).await;
 
+    let writes_before = server.writes().await;
+    let cpu_before = apiserver::cpu_seconds(std::process::id());
     let started = std::time::Instant::now();
     start_operator_with(&client, Settings::default());
     let placed = eventually("every room placed", || async {
@@ -559,6 +561,14 @@ async fn placement_backlog() {
         "a backlog of {ROOMS} rooms placed in {:.2} s after the operator started: {:.0} rooms/s",
         placed.as_secs_f64(),
         ROOMS as f64 / placed.as_secs_f64()
+    );
+    println!(
+        "operator CPU per placement (this process: the operator and the test's polling): {:.2} ms",
+        (apiserver::cpu_seconds(std::process::id()) - cpu_before) * 1000.0 / ROOMS as f64
+    );
+    println!(
+        "API writes per placement:\n{}",
+        apiserver::writes_between(&writes_before, &server.writes().await, ROOMS)
     );
 }
 
@@ -585,6 +595,11 @@ async fn placement_throughput() {
     big_fleet_pods(&client, &redis).await;
 
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let writes_before = server.writes().await;
+    let cpu_before = (
+        server.cpu_seconds(),
+        apiserver::cpu_seconds(std::process::id()),
+    );
     let started = std::time::Instant::now();
     let creating = tokio::spawn(create_rooms_concurrently(client.clone(), ROOMS, CLIENTS));
     // Watch the rooms' statuses and note when each was first Placed.
@@ -632,6 +647,20 @@ async fn placement_throughput() {
         at(0.99),
         latencies.last().unwrap()
     );
+    let writes_placed = server.writes().await;
+    let cpu_placed = (
+        server.cpu_seconds(),
+        apiserver::cpu_seconds(std::process::id()),
+    );
+    println!(
+        "CPU per room, created and placed: API server and etcd {:.2} ms; this process (operator, clients, watch) {:.2} ms",
+        (cpu_placed.0 - cpu_before.0) * 1000.0 / ROOMS as f64,
+        (cpu_placed.1 - cpu_before.1) * 1000.0 / ROOMS as f64,
+    );
+    println!(
+        "API writes per room, created and placed:\n{}",
+        apiserver::writes_between(&writes_before, &writes_placed, ROOMS)
+    );
 
     let started = std::time::Instant::now();
     let deleters: Vec<_> = (0..CLIENTS)
@@ -667,6 +696,10 @@ async fn placement_throughput() {
         deleted.as_secs_f64(),
         ROOMS as f64 / deleted.as_secs_f64(),
         errors
+    );
+    println!(
+        "API writes per room, deleted:\n{}",
+        apiserver::writes_between(&writes_placed, &server.writes().await, ROOMS)
     );
 }
 

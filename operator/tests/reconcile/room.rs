@@ -127,7 +127,50 @@ async fn a_new_room_goes_to_the_node_with_the_most_free_seats() {
         .await
         .unwrap();
     assert_eq!(max, Some(5), "the nodes must enforce the room's maxMembers");
-    assert_eq!(api.event_reasons(), ["Placed"]);
+    assert!(
+        api.event_reasons().is_empty(),
+        "a routine placement is recorded by its condition, not an Event"
+    );
+    assert!(
+        api.find(Method::PATCH, ROOMS).is_empty(),
+        "the room had its finalizer already"
+    );
+}
+
+/// A room without the finalizer gets it and its placement in the same pass: the controller no
+/// longer waits for the watch to bring the finalizer back (nor is woken by its own writes).
+#[tokio::test]
+async fn a_new_room_gets_its_finalizer_and_its_node_in_one_pass() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    let mut room = room(None);
+    room.metadata.finalizers = None;
+    room.metadata.resource_version = Some("41".into());
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let calls = api.calls();
+    let finalizer = calls
+        .iter()
+        .position(|c| c.method == Method::PATCH && c.path() == ROOMS)
+        .expect("the finalizer is added");
+    assert_eq!(
+        calls[finalizer].body["metadata"],
+        json!({ "finalizers": [FINALIZER], "resourceVersion": "41" }),
+        "added on the version the reconciler read, so a concurrent edit conflicts"
+    );
+    let placed = calls
+        .iter()
+        .position(|c| c.method == Method::PATCH && c.path() == format!("{ROOMS}/status"))
+        .expect("the placement is written in the same pass");
+    assert!(
+        finalizer < placed,
+        "seats are held only once the finalizer is on"
+    );
+    assert_eq!(calls[placed].body["status"]["node"], "chat-0");
+    assert_eq!(reserved(&redis, "chat-0").await, Some(3));
 }
 
 #[tokio::test]
@@ -293,14 +336,17 @@ async fn deleting_a_room_closes_it_releases_its_seats_and_lets_it_go() {
     assert_eq!(reserved(&redis, "chat-0").await, None);
     let finalizer_patch = api.find(Method::PATCH, ROOMS);
     assert_eq!(finalizer_patch.len(), 1, "{:?}", api.calls());
-    assert!(
-        finalizer_patch[0]
-            .body
-            .to_string()
-            .contains(r#""op":"remove""#),
+    assert_eq!(
+        finalizer_patch[0].body["metadata"]["finalizers"],
+        json!([]),
         "the finalizer is removed: {}",
         finalizer_patch[0].body
     );
+    assert!(
+        statuses(&api).is_empty(),
+        "a cleanup that succeeds writes no status to an object about to go"
+    );
+    assert_eq!(api.event_reasons(), ["Closed"]);
 }
 
 #[tokio::test]
