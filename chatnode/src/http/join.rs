@@ -14,13 +14,13 @@ use chatfleet_wire::frames::{Member, Role};
 use chatfleet_wire::token::AuthError;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use utoipa::IntoParams;
 
 use super::AppState;
-use crate::node::connection::{self, Admission};
+use crate::node::connection::{self, Admission, Upgraded};
 
 /// The query of a join; `docs/protocol.md` describes the protocol after the upgrade.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -131,11 +131,21 @@ pub async fn join_room(
                 return;
             }
         };
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
-                .await;
+        // The node's accept loop serves plain TCP streams; rooms write into them directly.
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("an upgraded connection was not a TCP stream");
+                return;
+            }
+        };
+        let upgraded = Upgraded {
+            stream: parts.io.into_inner(),
+            read_ahead: parts.read_buf.to_vec(),
+            config,
+        };
         connection::run(
-            socket,
+            upgraded,
             state.hub.clone(),
             state.connection.clone(),
             admission,

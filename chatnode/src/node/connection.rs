@@ -1,5 +1,5 @@
 //! One client's WebSocket connection: admission, then a loop that reads the client's frames,
-//! writes its room's frames, pings it, and ends it cleanly on drain, overflow or silence.
+//! flushes what its rooms could not write at once, pings it, and ends it cleanly on drain, overflow or silence.
 //! Every write is bounded in time, and every end goes through [`closing`](super::closing).
 
 use std::num::NonZeroU32;
@@ -14,13 +14,16 @@ use chatfleet_wire::frames::{
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
 use super::admission::Refusal;
+use super::client_socket::ClientSocket;
 use super::closing::{self, End};
 use super::hub::Hub;
-use super::outbox::{Outbound, OutboxReceiver, outbox};
+use super::outbox::outbox_for;
 use super::room::{JoinRequest, RoomHandle};
 use crate::store::StateError;
 
@@ -44,22 +47,31 @@ pub struct Admission {
     pub epoch: Option<String>,
 }
 
-/// Frames written to the socket before one flush.
-const WRITE_BATCH: usize = 64;
 /// Rate-limit rejections per second, in bursts, after which a client counts as flooding.
 const FLOOD_REJECTIONS_PER_BURST: u32 = 4;
 /// Close reason for a client cut off for reading too slowly.
 const SLOW_CONSUMER: &str = "slow_consumer";
 
+/// The client's socket once upgraded: the TCP stream, the bytes already read past the HTTP
+/// request, and the WebSocket settings.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub read_ahead: Vec<u8>,
+    pub config: WebSocketConfig,
+}
+
 /// Runs the session until the client leaves or is sent away.
-pub async fn run<S>(
-    mut socket: WebSocketStream<S>,
-    hub: Arc<Hub>,
-    limits: ConnectionLimits,
-    who: Admission,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+pub async fn run(upgraded: Upgraded, hub: Arc<Hub>, limits: ConnectionLimits, who: Admission) {
+    // Rooms write into the socket through the outbox; the session reads it through `socket`.
+    let stream = Arc::new(upgraded.stream);
+    let (out, queue) = outbox_for(limits.outbound_queue_bytes, Some(stream.clone()));
+    let mut socket = WebSocketStream::from_partially_read(
+        ClientSocket::new(stream, out.clone()),
+        upgraded.read_ahead,
+        WsRole::Server,
+        Some(upgraded.config),
+    )
+    .await;
     let seat = match hub.take_seat() {
         Ok(seat) => seat,
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
@@ -70,7 +82,6 @@ pub async fn run<S>(
         Err(refusal) => return Box::pin(refuse(socket, &hub, refusal)).await,
     };
     let conn = hub.next_conn_id();
-    let (out, mut queue) = outbox(limits.outbound_queue_bytes);
     let request = JoinRequest {
         conn,
         member: who.member.clone(),
@@ -118,15 +129,15 @@ pub async fn run<S>(
                 }
                 break End::Close(close::SERVICE_RESTART, "draining");
             }
-            item = queue.recv() => {
-                // A client that stops reading must not hold its session forever: the write
-                // gives up on overflow, or when it has not finished by the next ping.
-                let write = Box::pin(write_batch(&mut socket, &mut queue, item));
+            _ = queue.queued() => {
+                // The socket did not take everything at once. A client that stops reading
+                // must not hold its session forever: the flush gives up on overflow, or when
+                // it has not finished by the next ping.
                 tokio::select! {
-                    written = tokio::time::timeout(write_limit, write) => match written {
+                    flushed = tokio::time::timeout(write_limit, queue.flush()) => match flushed {
                         Ok(Ok(None)) => {}
                         Ok(Ok(Some((code, reason)))) => break End::Close(code, reason),
-                        Ok(Err(())) => break End::Gone,
+                        Ok(Err(_)) => break End::Gone,
                         Err(_) => break End::Close(close::GOING_AWAY, "write timeout"),
                     },
                     _ = overflow.cancelled() => break End::Close(close::GOING_AWAY, SLOW_CONSUMER),
@@ -221,39 +232,6 @@ fn quota(limits: &ConnectionLimits) -> Quota {
 
 fn text(json: String) -> Message {
     Message::Text(json.into())
-}
-
-/// Writes `first` and whatever else is already queued, then flushes once. Returns the close to
-/// perform if the queue asked for one.
-async fn write_batch<S>(
-    socket: &mut WebSocketStream<S>,
-    queue: &mut OutboxReceiver,
-    first: Outbound,
-) -> Result<Option<(u16, &'static str)>, ()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut item = Some(first);
-    let mut written = 0;
-    while let Some(next) = item.take() {
-        match next {
-            Outbound::Frame(frame) => {
-                let len = frame.len();
-                socket.feed(Message::Text(frame)).await.map_err(|_| ())?;
-                queue.written(len);
-            }
-            Outbound::Close(code, reason) => {
-                socket.flush().await.map_err(|_| ())?;
-                return Ok(Some((code, reason)));
-            }
-        }
-        written += 1;
-        if written < WRITE_BATCH {
-            item = queue.try_recv();
-        }
-    }
-    socket.flush().await.map_err(|_| ())?;
-    Ok(None)
 }
 
 /// Sends the refusal and closes.

@@ -1,9 +1,10 @@
 //! The node itself, free of HTTP and Redis: who may join ([`admission`]), the node's seats and
 //! drain ([`hub`]), its rooms ([`registry`], [`room`]), each client's connection
-//! ([`connection`]) and the queue that feeds it ([`outbox`]), and the per-user session limit
-//! ([`user_sessions`]).
+//! ([`connection`]), the path that writes into its socket ([`outbox`], [`client_socket`],
+//! [`ws_frame`]), and the per-user session limit ([`user_sessions`]).
 
 pub mod admission;
+pub mod client_socket;
 pub mod closing;
 pub mod connection;
 pub mod hub;
@@ -12,5 +13,6 @@ pub mod rate;
 pub mod registry;
 pub mod room;
 pub mod user_sessions;
+pub mod ws_frame;
 
 pub use hub::{Hub, HubSettings};

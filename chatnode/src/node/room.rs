@@ -22,7 +22,7 @@ use chatfleet_wire::frames::{
 use chatfleet_wire::load::Limits;
 
 use super::admission::{Refusal, admit_to_room};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, WsFrame};
 use crate::metrics::Metrics;
 use crate::store::{Backend, LoggedFrame, StateError};
 
@@ -366,7 +366,7 @@ impl RoomTask {
         });
         request.outbox.push_replay(welcome.to_json().into());
         for (_, frame) in replay {
-            request.outbox.push_replay(frame);
+            request.outbox.push_replay(frame.into());
         }
 
         // Within one epoch the client has seen up to `since` (perhaps beyond what this room
@@ -470,6 +470,8 @@ impl RoomTask {
     /// message sequence). Members that overflow are removed.
     fn fan_out(&mut self, frame: &Utf8Bytes, id: u64) {
         let started = Instant::now();
+        // Encoded once; every member's socket gets the same bytes.
+        let frame = WsFrame::from(frame.clone());
         let mut overflowed = Vec::new();
         let mut sent = 0u64;
         for (conn, joined) in &self.members {
@@ -493,6 +495,7 @@ impl RoomTask {
     }
 
     fn fan_out_except(&mut self, frame: &Utf8Bytes, except: ConnId) {
+        let frame = WsFrame::from(frame.clone());
         let mut overflowed = Vec::new();
         for (conn, joined) in &self.members {
             if *conn != except && joined.outbox.push(frame.clone()).is_err() {
@@ -515,7 +518,7 @@ impl RoomTask {
                 continue;
             };
             self.members_changed();
-            let presence = self.presence(PresenceEvent::Left, &left.member);
+            let presence = WsFrame::from(self.presence(PresenceEvent::Left, &left.member));
             for (other, joined) in &self.members {
                 if joined.outbox.push(presence.clone()).is_err() && !conns.contains(other) {
                     conns.push(*other);
@@ -526,6 +529,7 @@ impl RoomTask {
 
     /// Everyone reconnects elsewhere; the room itself stays open (it lives on another node).
     fn send_away(&mut self, frame: Utf8Bytes) {
+        let frame = WsFrame::from(frame);
         for (_, joined) in self.members.drain() {
             joined.outbox.push_replay(frame.clone());
             joined.outbox.close(close::SERVICE_RESTART, "moved");
@@ -535,6 +539,7 @@ impl RoomTask {
 
     fn close(&mut self, frame: Utf8Bytes) {
         self.closed = true;
+        let frame = WsFrame::from(frame);
         for (_, joined) in self.members.drain() {
             joined.outbox.push_replay(frame.clone());
             joined.outbox.close(close::NORMAL, "room closed");
@@ -625,7 +630,7 @@ mod tests {
             .await
             .expect("a frame in time");
         match item {
-            Outbound::Frame(frame) => serde_json::from_str(frame.as_str()).unwrap(),
+            Outbound::Frame(frame) => serde_json::from_str(frame.payload_text()).unwrap(),
             Outbound::Close(code, reason) => panic!("closed with {code} {reason}"),
         }
     }
