@@ -139,11 +139,15 @@ pub async fn join_room(
                 return;
             }
         };
+        // Copied out, so hyper's 8 KiB read buffer (of which `read_buf` is a slice) is freed
+        // now rather than held for the whole session.
+        let hyper::upgrade::Parts { io, read_buf, .. } = parts;
         let upgraded = Upgraded {
-            stream: parts.io.into_inner(),
-            read_ahead: parts.read_buf.to_vec(),
+            stream: io.into_inner(),
+            read_ahead: read_buf.to_vec(),
             config,
         };
+        drop(read_buf);
         connection::run(
             upgraded,
             state.hub.clone(),
