@@ -74,7 +74,7 @@ pub struct Config {
 
     /// WebSocket read buffer, and write batch, per connection, in bytes. Small keeps idle
     /// connections cheap; chat frames are small.
-    #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 1024)]
+    #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 256)]
     pub ws_buffer_bytes: usize,
 
     /// Seconds a connection has to send its request head (and an idle keep-alive connection

@@ -148,13 +148,14 @@ pub async fn join_room(
             config,
         };
         drop(read_buf);
-        connection::run(
+        // A task of its own: this one (and what it held to upgrade) ends here, and an idle
+        // session's task holds only the session.
+        tokio::spawn(connection::run(
             upgraded,
             state.hub.clone(),
             state.connection.clone(),
             admission,
-        )
-        .await;
+        ));
     });
     (
         StatusCode::SWITCHING_PROTOCOLS,

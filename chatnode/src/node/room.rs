@@ -63,17 +63,19 @@ pub struct JoinRequest {
 }
 
 /// Kept small (the join is boxed): every room preallocates a block of these.
+/// Boxed payloads keep a command at 16 bytes: a room's queue preallocates a block of 32
+/// commands, and a node may hold thousands of rooms of three.
 enum Command {
     Join(Box<(JoinRequest, oneshot::Sender<Result<(), Refusal>>)>),
     Leave(ConnId),
-    Deliver(LoggedFrame),
+    Deliver(Box<LoggedFrame>),
     /// The room was closed: send this frame to everyone, then close them.
-    Close(Utf8Bytes),
+    Close(Box<Utf8Bytes>),
     /// A frame for every member, outside the message sequence (system notices).
-    Broadcast(Utf8Bytes),
+    Broadcast(Box<Utf8Bytes>),
     /// The room moved to another node: send this `moved` frame to everyone, then close them
     /// with 1012 so they reconnect to its endpoint.
-    Move(Utf8Bytes),
+    Move(Box<Utf8Bytes>),
 }
 
 /// The room's task is gone (it retired); look the room up again.
@@ -177,7 +179,12 @@ impl RoomHandle {
     /// Hands a logged message to the room without waiting. A full queue marks the room as
     /// lagging instead, and the room reads what it missed from the log.
     pub fn deliver(&self, message: LoggedFrame) {
-        if self.shared.tx.try_send(Command::Deliver(message)).is_err() {
+        if self
+            .shared
+            .tx
+            .try_send(Command::Deliver(Box::new(message)))
+            .is_err()
+        {
             self.shared.lagged.store(true, Ordering::Release);
         }
     }
@@ -188,15 +195,27 @@ impl RoomHandle {
     }
 
     pub async fn close(&self, closed_frame: Utf8Bytes) {
-        let _ = self.shared.tx.send(Command::Close(closed_frame)).await;
+        let _ = self
+            .shared
+            .tx
+            .send(Command::Close(Box::new(closed_frame)))
+            .await;
     }
 
     pub async fn relocate(&self, moved_frame: Utf8Bytes) {
-        let _ = self.shared.tx.send(Command::Move(moved_frame)).await;
+        let _ = self
+            .shared
+            .tx
+            .send(Command::Move(Box::new(moved_frame)))
+            .await;
     }
 
     pub async fn broadcast(&self, frame: Utf8Bytes) {
-        let _ = self.shared.tx.send(Command::Broadcast(frame)).await;
+        let _ = self
+            .shared
+            .tx
+            .send(Command::Broadcast(Box::new(frame)))
+            .await;
     }
 }
 
@@ -230,7 +249,8 @@ impl RoomTask {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        if let Err(error) = self.start().await {
+        // Rare, large steps are boxed: an idle room's task then holds only its loop.
+        if let Err(error) = Box::pin(self.start()).await {
             tracing::warn!(room = %self.id(), %error, "room could not start");
             self.retire(&mut rx, Some(Refusal::Unavailable));
             return;
@@ -253,7 +273,7 @@ impl RoomTask {
                 },
                 _ = tick.tick() => {
                     if self.handle.shared.lagged.swap(false, Ordering::AcqRel) {
-                        self.catch_up(None).await;
+                        Box::pin(self.catch_up(None)).await;
                     }
                     let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
                     if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
@@ -302,14 +322,17 @@ impl RoomTask {
         match command {
             Command::Join(join) => {
                 let (request, reply) = *join;
-                let result = self.join(request).await;
+                let result = Box::pin(self.join(request)).await;
                 let _ = reply.send(result);
             }
             Command::Leave(conn) => self.remove(vec![conn]),
-            Command::Deliver((id, frame)) => self.deliver(id, frame).await,
-            Command::Close(frame) => self.close(frame),
+            Command::Deliver(message) => {
+                let (id, frame) = *message;
+                self.deliver(id, frame).await;
+            }
+            Command::Close(frame) => self.close(*frame),
             Command::Broadcast(frame) => self.fan_out(&frame, 0),
-            Command::Move(frame) => self.send_away(frame),
+            Command::Move(frame) => self.send_away(*frame),
         }
     }
 
@@ -418,7 +441,7 @@ impl RoomTask {
         if id <= self.last_id {
             return; // already delivered, through the other path
         }
-        if id > self.last_id + 1 && !self.catch_up(Some(id - 1)).await {
+        if id > self.last_id + 1 && !Box::pin(self.catch_up(Some(id - 1))).await {
             // The log is unreachable: keep order, let the tick retry from the log.
             self.handle.mark_lagged();
             return;
