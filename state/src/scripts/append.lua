@@ -7,14 +7,17 @@
 --       floor (the newest id the calling node has delivered),
 --       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none.
 -- Returns {id, duplicate (0|1), epoch}; id -1 when the room was closed.
+-- Every redis.call costs a few microseconds here, so a message pays only for what it needs:
+-- the room's keys get their TTL back only once it has run down by a tenth (at most a minute),
+-- and the dedup set is trimmed every 64 ids rather than on every send.
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0, ''} end
+local ttl = tonumber(ARGV[5])
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
   -- The room's state is new, or was lost: a new epoch tells resuming clients so.
   epoch = ARGV[8]
-  redis.call('SET', KEYS[5], epoch)
+  redis.call('SET', KEYS[5], epoch, 'EX', ttl)
 end
-redis.call('EXPIRE', KEYS[5], ARGV[5])
 if ARGV[7] ~= '' then
   local first = redis.call('ZSCORE', KEYS[4], ARGV[7])
   if first then return {tonumber(first), 1, epoch} end
@@ -36,11 +39,18 @@ end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'f', frame)
 redis.call('PUBLISH', ARGV[4], frame)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+-- The counter's TTL stands for the room's: -1 when INCR just made it.
+if redis.call('TTL', KEYS[1]) < ttl - math.min(60, math.floor(ttl / 10)) then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[4], id, ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', id - tonumber(ARGV[3]))
-  redis.call('EXPIRE', KEYS[4], ARGV[5])
+  if id % 64 == 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', id - tonumber(ARGV[3]))
+  end
+  -- Every time: the set may be new while the counter's TTL is still fresh.
+  redis.call('EXPIRE', KEYS[4], ttl)
 end
 return {id, 0, epoch}
