@@ -72,8 +72,8 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub outbound_queue_bytes: usize,
 
-    /// WebSocket read buffer, and write batch, per connection, in bytes. Small keeps idle
-    /// connections cheap; chat frames are small.
+    /// WebSocket read buffer per connection, in bytes (larger client frames take several
+    /// reads). Small keeps idle connections cheap; chat frames are small.
     #[arg(long, env = "CHATNODE_WS_BUFFER_BYTES", default_value_t = 256)]
     pub ws_buffer_bytes: usize,
 

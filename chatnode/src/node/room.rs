@@ -331,7 +331,7 @@ impl RoomTask {
                 self.deliver(id, frame).await;
             }
             Command::Close(frame) => self.close(*frame),
-            Command::Broadcast(frame) => self.fan_out(&frame, 0),
+            Command::Broadcast(frame) => self.fan_out(&frame, 0).await,
             Command::Move(frame) => self.send_away(*frame),
         }
     }
@@ -447,7 +447,7 @@ impl RoomTask {
             return;
         }
         self.advance_to(id);
-        self.fan_out(&frame, id);
+        self.fan_out(&frame, id).await;
     }
 
     /// Delivers what the log holds after `last_id` (up to `upto`, or its end). False when the
@@ -479,7 +479,7 @@ impl RoomTask {
                     tracing::warn!(room = %self.id(), from = self.last_id + 1, "messages left the history before delivery");
                 }
                 for (id, frame) in missed {
-                    self.fan_out(&frame, id);
+                    self.fan_out(&frame, id).await;
                 }
                 // Ids beyond the retained history cannot be delivered; move past them.
                 self.advance_to(upto);
@@ -491,7 +491,11 @@ impl RoomTask {
 
     /// Sends `frame` to every member; `id` is the message id (0 for frames outside the
     /// message sequence). Members that overflow are removed.
-    fn fan_out(&mut self, frame: &Utf8Bytes, id: u64) {
+    ///
+    /// Each member costs a socket write, so a room of 300 spends milliseconds here: every
+    /// write draws on tokio's cooperative budget, and a busy room yields its thread to the
+    /// other rooms' tasks as the budget runs out instead of holding it for a whole fan-out.
+    async fn fan_out(&mut self, frame: &Utf8Bytes, id: u64) {
         let started = Instant::now();
         // Encoded once; every member's socket gets the same bytes.
         let frame = WsFrame::from(frame.clone());
@@ -505,6 +509,7 @@ impl RoomTask {
                 Ok(()) => sent += 1,
                 Err(_) => overflowed.push(*conn),
             }
+            tokio::task::consume_budget().await;
         }
         let metrics = &self.env.metrics;
         metrics.messages_out.inc_by(sent);
