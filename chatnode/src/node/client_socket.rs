@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::outbox::{Outbox, WsFrame};
+use super::outbox::{Outbox, Overflowed, WsFrame};
 
 pub struct ClientSocket {
     stream: Arc<TcpStream>,
@@ -49,15 +49,18 @@ impl AsyncRead for ClientSocket {
 
 impl AsyncWrite for ClientSocket {
     /// Takes all of `buf` (the WebSocket layer hands over whole frames), so a frame is never
-    /// split around another writer's.
+    /// split around another writer's. Within the outbox's cap like any frame: a client that
+    /// sends pings and never reads would otherwise have the node queue pongs without end.
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.outbox
-            .push_replay(WsFrame::raw(Bytes::copy_from_slice(buf)));
-        Poll::Ready(Ok(buf.len()))
+        match self.outbox.push(WsFrame::raw(Bytes::copy_from_slice(buf))) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            // The session sees the overflow too, and ends as a slow consumer.
+            Err(Overflowed) => Poll::Ready(Err(io::Error::other("the client does not read"))),
+        }
     }
 
     /// Written once everything before a close request is: the request itself is the

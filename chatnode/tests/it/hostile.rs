@@ -171,6 +171,42 @@ async fn a_client_that_sends_bad_frames_and_never_reads_is_cut_off() {
     );
 }
 
+/// Every ping asks for a pong: a client that sends pings and never reads must not make the
+/// node queue pongs without end. Its pongs count against its queue's byte cap like any frame,
+/// and once its socket is full the session stops reading it and gives up on the write at the
+/// next ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pings_and_never_reads_is_cut_off() {
+    let node = in_process(&[
+        "--insecure-dev-auth",
+        "--outbound-queue-bytes",
+        "65536",
+        "--ping-seconds",
+        "2",
+    ])
+    .await;
+    let mut client = joined(&node, "support/hostile").await;
+    let ping: Vec<u8> = RawFrame::new(opcode::PING, vec![b'p'; 125]).encode();
+    let started = Instant::now();
+    // Far more pongs than the sockets' kernel buffers (megabytes on loopback) and the 64 KiB
+    // cap hold together, though the node answers only the latest of the pings it read at once.
+    for _ in 0..400 {
+        let burst: Vec<u8> = (0..1_000).flat_map(|_| ping.clone()).collect();
+        // A node that already closed refuses the bytes; a stalled write ends the bursts too.
+        let sent = tokio::time::timeout(Duration::from_secs(1), client.send_bytes(&burst)).await;
+        if sent.is_err() || connections(&node).await == 0 {
+            break;
+        }
+    }
+    while connections(&node).await > 0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the pinging client still holds its seat"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A TCP connection from `source` that sends `bytes` (half a request head, or nothing) and
 /// stops.
 async fn stalled(node: &Node, source: &str, bytes: &[u8]) -> Option<tokio::net::TcpStream> {
