@@ -3,7 +3,6 @@
 //! `docs/benchmarks.md` gives the scenarios and the commands that reproduce them.
 
 mod args;
-mod procfs;
 mod report;
 mod run;
 mod stats;

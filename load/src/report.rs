@@ -4,8 +4,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::args::Args;
-use crate::procfs::ProcSample;
 use crate::stats::{Class, Stats, get};
+use chatfleet_load::procfs::ProcSample;
 
 #[derive(Debug, Serialize)]
 pub struct Latency {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use crate::args::Args;
-use crate::procfs::{self, ProcSample};
 use crate::report::Report;
 use crate::stats::{Class, Stats, get};
 use crate::user::{self, Phase, Plan, Shared};
+use chatfleet_load::procfs::{self, ProcSample};
 
 /// The longest the connect phase may take.
 const CONNECT_LIMIT: Duration = Duration::from_secs(600);

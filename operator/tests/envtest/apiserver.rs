@@ -240,22 +240,11 @@ impl Drop for TempDir {
     }
 }
 
-/// CPU seconds (user and system) process `pid` has used so far, from `/proc/PID/stat`, in the
-/// kernel's usual 100 ticks a second.
+/// CPU seconds (user and system) process `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis start at field 3 (state); utime is 14.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    chatfleet_load::procfs::sample(pid)
+        .expect("the process's /proc entry is readable")
+        .cpu_seconds
 }
 
 /// What changed between two counts of [`ApiServer::writes`], one line each, per `per` units.
