@@ -41,55 +41,51 @@ pub async fn room_status(
     Ok(updated.resource_version())
 }
 
-/// Adds `finalizer` to a room, as a precondition on the room's resourceVersion, and returns the
-/// room as the API server now has it: the same pass goes on to place it, rather than waiting
-/// for the watch to bring the change back.
+/// Adds `finalizer` to a room and returns the room as the API server now has it: the same
+/// pass goes on to place it, rather than waiting for the watch to bring the change back.
 pub async fn add_room_finalizer(
     room: &ChatRoom,
     ctx: &Context,
     finalizer: &str,
 ) -> Result<ChatRoom> {
-    let mut finalizers = room.finalizers().to_vec();
-    finalizers.push(finalizer.to_owned());
-    let patch = json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": room.resource_version() }
-    });
-    let api: Api<ChatRoom> =
-        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    Ok(api
-        .patch(
-            &room.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?)
+    let mut finalizers: Vec<&str> = room.finalizers().iter().map(String::as_str).collect();
+    finalizers.push(finalizer);
+    Ok(set_room_finalizers(room, ctx, &finalizers).await?)
 }
 
-/// Removes `finalizer` from a room being deleted, as a precondition on its resourceVersion.
-/// A room already gone is no error: the API server deleted it once nothing held it.
+/// Removes `finalizer` from a room being deleted. A room already gone is no error: the API
+/// server deleted it once nothing held it.
 pub async fn remove_room_finalizer(room: &ChatRoom, ctx: &Context, finalizer: &str) -> Result<()> {
-    let finalizers: Vec<&String> = room
+    let finalizers: Vec<&str> = room
         .finalizers()
         .iter()
+        .map(String::as_str)
         .filter(|f| *f != finalizer)
         .collect();
+    match set_room_finalizers(room, ctx, &finalizers).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Replaces a room's finalizers, as a precondition on the resourceVersion it was read at, so
+/// a concurrent change to the list conflicts instead of being overwritten.
+async fn set_room_finalizers(
+    room: &ChatRoom,
+    ctx: &Context,
+    finalizers: &[&str],
+) -> kube::Result<ChatRoom> {
     let patch = json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": room.resource_version() }
     });
-    let api: Api<ChatRoom> =
-        Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    match api
+    Api::<ChatRoom>::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default())
         .patch(
             &room.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// Writes a fleet's status if it differs from the one it has.
