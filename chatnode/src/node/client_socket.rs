@@ -66,11 +66,11 @@ impl AsyncWrite for ClientSocket {
     /// Written once everything before a close request is: the request itself is the
     /// session's to carry out.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.outbox.poll_flush(cx, false).map_ok(|_| ())
+        self.outbox.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.outbox.poll_flush(cx, false))?;
+        ready!(self.outbox.poll_flush(cx))?;
         Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(Shutdown::Write))
     }
 }

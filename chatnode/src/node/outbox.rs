@@ -125,42 +125,21 @@ impl Shared {
         self.ready.notify_one();
         Ok(())
     }
-}
-
-impl Outbox {
-    /// Sends a frame, or reports that the client overflowed (and marks it so).
-    pub fn push(&self, frame: WsFrame) -> Result<(), Overflowed> {
-        self.shared.send(frame, true)
-    }
-
-    /// Sends a frame whatever the cap: for a resume's replay, which the history length
-    /// already bounds, and for the session's own replies.
-    pub fn push_replay(&self, frame: WsFrame) {
-        let _ = self.shared.send(frame, false);
-    }
-
-    /// Asks the session to close after the frames already sent or queued.
-    pub fn close(&self, code: u16, reason: &'static str) {
-        let mut queue = self.shared.state.lock().expect("outbox lock");
-        queue.items.push_back(Outbound::Close(code, reason));
-        drop(queue);
-        self.shared.ready.notify_one();
-    }
 
     /// Writes what waits, as far as the socket takes it: `Ready(Ok(Some(close)))` when a
     /// close request reached the front (taken from the queue only if `take_close`),
     /// `Ready(Ok(None))` when nothing waits any more, and `Pending` until the socket can take
     /// more.
-    pub fn poll_flush(
+    fn poll_flush(
         &self,
         cx: &mut Context<'_>,
         take_close: bool,
     ) -> Poll<io::Result<Option<(u16, &'static str)>>> {
-        let Some(socket) = &self.shared.socket else {
+        let Some(socket) = &self.socket else {
             return Poll::Ready(Ok(None));
         };
         loop {
-            let mut queue = self.shared.state.lock().expect("outbox lock");
+            let mut queue = self.state.lock().expect("outbox lock");
             let front_written = queue.front_written;
             let Some(front) = queue.items.front() else {
                 if queue.items.capacity() > KEPT_CAPACITY {
@@ -200,6 +179,33 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Sends a frame, or reports that the client overflowed (and marks it so).
+    pub fn push(&self, frame: WsFrame) -> Result<(), Overflowed> {
+        self.shared.send(frame, true)
+    }
+
+    /// Sends a frame whatever the cap: for what a room must get to a member anyway, the
+    /// `welcome` and a resume's replay (which the history length bounds) and the last frame
+    /// before a close.
+    pub fn push_replay(&self, frame: WsFrame) {
+        let _ = self.shared.send(frame, false);
+    }
+
+    /// Asks the session to close after the frames already sent or queued.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let mut queue = self.shared.state.lock().expect("outbox lock");
+        queue.items.push_back(Outbound::Close(code, reason));
+        drop(queue);
+        self.shared.ready.notify_one();
+    }
+
+    /// Writes what waits, up to a close request (which is the session's to carry out).
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_flush(cx, false).map_ok(|_| ())
+    }
+}
+
 impl OutboxReceiver {
     /// Waits until something was queued (a frame the socket did not take, or a close).
     pub async fn queued(&self) {
@@ -222,10 +228,7 @@ impl OutboxReceiver {
     /// Writes what is queued, waiting for the socket as needed; the close to perform if one
     /// was asked for.
     pub async fn flush(&self) -> io::Result<Option<(u16, &'static str)>> {
-        let outbox = Outbox {
-            shared: self.shared.clone(),
-        };
-        std::future::poll_fn(|cx| outbox.poll_flush(cx, true)).await
+        std::future::poll_fn(|cx| self.shared.poll_flush(cx, true)).await
     }
 
     /// The next queued item, waiting for one (outboxes without a socket, in tests).
