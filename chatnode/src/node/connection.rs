@@ -101,12 +101,18 @@ async fn admit(
     .await;
     let seat = match hub.take_seat() {
         Ok(seat) => seat,
-        Err(refusal) => return refuse(socket, &hub, refusal).await,
+        Err(refusal) => {
+            refuse(socket, &hub, refusal).await;
+            return None;
+        }
     };
     // Held for the whole session; dropping it frees the user's slot.
     let slot = match hub.user_sessions().claim(&who.member.user).await {
         Ok(slot) => slot,
-        Err(refusal) => return refuse(socket, &hub, refusal).await,
+        Err(refusal) => {
+            refuse(socket, &hub, refusal).await;
+            return None;
+        }
     };
     let conn = hub.next_conn_id();
     let request = JoinRequest {
@@ -118,7 +124,10 @@ async fn admit(
     };
     let room = match hub.rooms().join(&who.room, request).await {
         Ok(room) => room,
-        Err(refusal) => return refuse(socket, &hub, refusal).await,
+        Err(refusal) => {
+            refuse(socket, &hub, refusal).await;
+            return None;
+        }
     };
     tracing::debug!(room = %who.room, user = %who.member.user, conn, "joined");
     let limiter = RateLimiter::direct(quota(&limits));
@@ -310,11 +319,7 @@ fn text(json: String) -> Message {
 }
 
 /// Sends the refusal and closes.
-async fn refuse<S>(
-    mut socket: WebSocketStream<S>,
-    hub: &Hub,
-    refusal: Refusal,
-) -> Option<Box<Session>>
+async fn refuse<S>(mut socket: WebSocketStream<S>, hub: &Hub, refusal: Refusal)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -323,8 +328,7 @@ where
     tracing::debug!(%code, "join refused");
     let frame = ServerFrame::error(code, refusal.to_string());
     if let Err(end) = send(&mut socket, frame, Duration::from_secs(1)).await {
-        closing::finish(&mut socket, end).await;
-        return None;
+        return closing::finish(&mut socket, end).await;
     }
     let close_code = match refusal {
         Refusal::Draining => close::SERVICE_RESTART,
@@ -333,7 +337,6 @@ where
         Refusal::NodeFull | Refusal::RoomFull | Refusal::Unavailable => close::TRY_AGAIN_LATER,
     };
     closing::finish(&mut socket, End::Close(close_code, code.as_str())).await;
-    None
 }
 
 /// What a connection knows to handle its client's frames.

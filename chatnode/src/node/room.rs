@@ -62,7 +62,6 @@ pub struct JoinRequest {
     pub epoch: Option<String>,
 }
 
-/// Kept small (the join is boxed): every room preallocates a block of these.
 /// Boxed payloads keep a command at 16 bytes: a room's queue preallocates a block of 32
 /// commands, and a node may hold thousands of rooms of three.
 enum Command {
