@@ -235,6 +235,10 @@ pub struct ChatRoomStatus {
     /// The pod hosting the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The UID of that pod when the room was placed: a pod made anew under the same name is
+    /// another process, and the room has lost its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     /// WebSocket URL to join (add `?token=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

@@ -75,7 +75,7 @@ pub fn max_members(spec: &ChatRoomSpec, fleet_limit: u32) -> Result<u32, Waiting
 /// What the reconciler learned about a placed room's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeEvidence {
-    /// Its pod exists and is not being deleted.
+    /// The pod it was placed on still exists and is not being deleted (see [`same_pod`]).
     pub pod_exists: bool,
     /// What the seats script found on it (its report fresh, draining or gone); None when
     /// Redis did not answer.
@@ -115,6 +115,18 @@ pub fn judge(node: NodeEvidence) -> Verdict {
             }
         },
         Some(Seats::Reserved { .. } | Seats::Free { .. } | Seats::Full { .. }) => Verdict::Keep,
+    }
+}
+
+/// Whether the pod named in a room's status is still the one it was placed on: `current` is
+/// the UID of the pod of that name now (None when there is none). A StatefulSet makes a
+/// deleted pod anew under the same name, at once; that is another process, which never held
+/// the room. A room placed before UIDs were recorded takes the pod's word.
+pub fn same_pod(recorded: Option<&str>, current: Option<&str>) -> bool {
+    match (recorded, current) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(recorded), Some(current)) => recorded == current,
     }
 }
 
@@ -211,6 +223,18 @@ mod tests {
         let ready = vec!["chat-0".to_owned(), "chat-1".to_owned()];
         assert_eq!(candidates(&ready, Some("chat-0")), ["chat-1"]);
         assert_eq!(candidates(&ready, None), ready);
+    }
+
+    #[test]
+    fn a_pod_made_anew_under_the_same_name_is_not_the_rooms_node() {
+        assert!(same_pod(Some("uid-1"), Some("uid-1")));
+        assert!(!same_pod(Some("uid-1"), Some("uid-2")), "recreated");
+        assert!(!same_pod(Some("uid-1"), None), "deleted");
+        assert!(
+            same_pod(None, Some("uid-2")),
+            "placed before UIDs were kept"
+        );
+        assert!(!same_pod(None, None));
     }
 
     #[test]

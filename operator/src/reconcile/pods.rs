@@ -26,9 +26,16 @@ pub fn fleet_pods(pods: &[Arc<Pod>], namespace: &str, fleet: &str) -> Vec<String
         .collect()
 }
 
-/// Whether the fleet has a pod `name` that is not being deleted.
-pub fn fleet_pod_exists(pods: &[Arc<Pod>], namespace: &str, fleet: &str, name: &str) -> bool {
-    live_pods(pods, namespace, fleet).any(|pod| pod.name_any() == name)
+/// The UID of the fleet's pod `name`, if it exists and is not being deleted.
+pub fn fleet_pod_uid(
+    pods: &[Arc<Pod>],
+    namespace: &str,
+    fleet: &str,
+    name: &str,
+) -> Option<String> {
+    live_pods(pods, namespace, fleet)
+        .find(|pod| pod.name_any() == name)
+        .and_then(|pod| pod.metadata.uid.clone())
 }
 
 /// The fleet's pods that are Ready and not being deleted, by name.

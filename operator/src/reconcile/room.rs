@@ -22,7 +22,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::placing::Reserved;
-use super::pods::{fleet_pod_exists, fleet_pods, ready_pods};
+use super::pods::{fleet_pod_uid, fleet_pods, ready_pods};
 use super::status::{self, Placed};
 use super::writes;
 use crate::context::Context;
@@ -124,7 +124,9 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     // A placed room stays while its node is alive, and holds its node while that cannot be
     // told (a Redis outage); it moves only when its node is known to be gone or draining.
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
-        let pod_exists = fleet_pod_exists(&pods, &namespace, &fleet.name_any(), node);
+        let pod_uid = fleet_pod_uid(&pods, &namespace, &fleet.name_any(), node);
+        let recorded_uid = room.status.as_ref().and_then(|s| s.pod_uid.as_deref());
+        let pod_exists = decide::same_pod(recorded_uid, pod_uid.as_deref());
         let seats = if pod_exists {
             let expected = room.spec.expected_members;
             match redis.seats.force(node, &id, expected).await {
@@ -160,7 +162,11 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             Verdict::Keep => {
                 // Keeps the room's settings alive while nobody has joined it yet.
                 redis.rooms.create(&id, settings).await?;
-                return stay(room, &fleet, &redis, &id, node, &ready, ctx).await;
+                let here = Here {
+                    node,
+                    pod_uid: pod_uid.as_deref(),
+                };
+                return stay(room, &fleet, &redis, &id, here, &ready, ctx).await;
             }
             Verdict::Hold(why) => {
                 tracing::info!(room = %id, %node, why, "holding the placement");
@@ -216,9 +222,11 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         .observe(started.elapsed().as_secs_f64());
     let result = async {
         let endpoint = endpoint(&fleet, &redis, &node, &id).await?;
+        let pod_uid = fleet_pod_uid(&pods, &namespace, &fleet.name_any(), &node);
         let placement = Placed {
             fleet: &fleet.name_any(),
             node: &node,
+            pod_uid: pod_uid.as_deref(),
             endpoint: &endpoint,
             phase,
             moving_from: moving_from.as_deref(),
@@ -283,13 +291,20 @@ async fn record_placement(
     Ok(Action::requeue(ctx.settings.room_resync))
 }
 
+/// The node a placed room is on, and the UID of its pod now.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    node: &'a str,
+    pod_uid: Option<&'a str>,
+}
+
 /// The room stays on its healthy node: refresh members, rate and the empty-room clock.
 async fn stay(
     room: &ChatRoom,
     fleet: &ChatFleet,
     redis: &FleetState,
     id: &RoomId,
-    node: &str,
+    Here { node, pod_uid }: Here<'_>,
     ready: &[String],
     ctx: &Context,
 ) -> Result<Action> {
@@ -297,7 +312,7 @@ async fn stay(
     let old = room.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     let endpoint = endpoint(fleet, redis, node, id).await?;
-    let status = status::staying(&old, load, endpoint, room.meta().generation, now);
+    let status = status::staying(&old, load, endpoint, pod_uid, room.meta().generation, now);
     if status != old {
         writes::room_status(room, ctx, &status, room.resource_version().as_deref()).await?;
     }

@@ -107,6 +107,7 @@ pub fn pending(
     let mut status = ChatRoomStatus {
         phase: RoomPhase::Pending,
         node: None,
+        pod_uid: None,
         endpoint: None,
         reason: Some(waiting.message.clone()),
         observed_generation: generation,
@@ -179,6 +180,7 @@ pub fn placed(
     let mut status = ChatRoomStatus {
         phase: placement.phase,
         node: Some(node.to_owned()),
+        pod_uid: placement.pod_uid.map(str::to_owned),
         endpoint: Some(placement.endpoint.to_owned()),
         reason: Some(reason),
         observed_generation: generation,
@@ -195,6 +197,8 @@ pub fn placed(
 pub struct Placed<'a> {
     pub fleet: &'a str,
     pub node: &'a str,
+    /// The UID of the node's pod, recorded so a pod made anew under its name is told apart.
+    pub pod_uid: Option<&'a str>,
     pub endpoint: &'a str,
     pub phase: RoomPhase,
     pub moving_from: Option<&'a str>,
@@ -205,6 +209,7 @@ pub fn staying(
     old: &ChatRoomStatus,
     load: RoomLoad,
     endpoint: String,
+    pod_uid: Option<&str>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> ChatRoomStatus {
@@ -218,6 +223,8 @@ pub fn staying(
         message_rate: reported_rate(old.message_rate, load.msg_rate),
         observed_generation: generation,
         endpoint: Some(endpoint),
+        // A room placed before UIDs were recorded learns its pod's now.
+        pod_uid: old.pod_uid.clone().or(pod_uid.map(str::to_owned)),
         ..old.clone()
     };
     if phase != old.phase {
@@ -359,6 +366,7 @@ mod tests {
         let mut placement = Placed {
             fleet: "chat",
             node: "chat-1",
+            pod_uid: Some("uid-1"),
             endpoint: "ws://chat-1/v1/rooms/a/b/ws",
             phase: RoomPhase::Placed,
             moving_from: None,
@@ -397,6 +405,7 @@ mod tests {
         let placement = Placed {
             fleet: "chat",
             node: "chat-1",
+            pod_uid: Some("uid-1"),
             endpoint: "ws://chat-1/v1/rooms/a/b/ws",
             phase: RoomPhase::Placed,
             moving_from: None,
@@ -409,6 +418,7 @@ mod tests {
             &status,
             RoomLoad::default(),
             placement.endpoint.to_owned(),
+            placement.pod_uid,
             Some(1),
             later,
         );
@@ -452,20 +462,20 @@ mod tests {
             members: 0,
             msg_rate: 0.0,
         };
-        let first = staying(&old, empty, "ws://e".into(), None, t0);
+        let first = staying(&old, empty, "ws://e".into(), None, None, t0);
         assert_eq!(
             first.phase,
             RoomPhase::Overflow,
             "an overflowing room stays so"
         );
         assert_eq!(first.empty_since, Some(t0.to_string()));
-        let later = staying(&first, empty, "ws://e".into(), None, t1);
+        let later = staying(&first, empty, "ws://e".into(), None, None, t1);
         assert_eq!(later.empty_since, Some(t0.to_string()));
         let busy = RoomLoad {
             members: 2,
             msg_rate: 3.0,
         };
-        let joined = staying(&later, busy, "ws://e".into(), None, t1);
+        let joined = staying(&later, busy, "ws://e".into(), None, None, t1);
         assert_eq!(
             (joined.empty_since, joined.members, joined.message_rate),
             (None, 2, 3.0)

@@ -99,7 +99,7 @@ pub fn not_found() -> Reply {
 /// A pod of fleet `fleet` in `support`, Ready or not.
 pub fn pod(fleet: &str, name: &str, ready: bool) -> Pod {
     serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "support",
+        "metadata": {"name": name, "namespace": "support", "uid": format!("uid-{name}"),
                      "labels": {"app.kubernetes.io/name": "chatnode", "chatfleet.dev/fleet": fleet}},
         "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
     }))

@@ -284,7 +284,35 @@ async fn a_room_on_a_healthy_node_stays_and_reports_its_members() {
     assert_eq!(status["phase"], "Placed");
     assert_eq!(status["members"], 2);
     assert_eq!(status["messageRate"], 1.23);
+    assert_eq!(
+        status["podUid"], "uid-chat-0",
+        "a room learns its pod's UID"
+    );
     assert!(api.event_reasons().is_empty(), "staying is not news");
+}
+
+/// A StatefulSet makes a deleted pod anew under its name at once, while the deleted pod's
+/// process may still report for a moment: the room has lost its node all the same.
+#[tokio::test]
+async fn a_room_whose_pod_was_made_anew_moves() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 1, 0.0).await;
+    report(&redis, "chat-1", 0, 0.0).await;
+    let mut status = placed_on("chat-0").unwrap();
+    status.pod_uid = Some("uid-of-the-deleted-pod".into());
+    let room = room(Some(status));
+    let (client, api) = MockApi::start(api_server(Some(fleet(&redis)), room.clone()));
+    let ctx = context(
+        client,
+        vec![pod("chat", "chat-0", false), pod("chat", "chat-1", true)],
+    );
+
+    reconcile(Arc::new(room), ctx).await.unwrap();
+
+    let status = statuses(&api).pop().unwrap();
+    assert_eq!(status["node"], "chat-1");
+    assert_eq!(status["podUid"], "uid-chat-1");
+    assert_eq!(status["reason"], "moved from chat-0");
 }
 
 #[tokio::test]
