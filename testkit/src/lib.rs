@@ -23,12 +23,22 @@ pub const SECRET: &str = "test-token-secret";
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A port nothing listens on now, and never handed out before in this process: a test that
+/// restarts its redis-server on its port must not find another test's server there.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The chatnode binary cargo built beside the running test (`target/<profile>/chatnode`).
@@ -75,24 +85,42 @@ impl Redis {
     }
 
     async fn spawn(&mut self) {
+        // `--save ''` stops saving, not loading: a replica's full sync writes an RDB file, and a
+        // server started beside a stray one would begin with its data. Each port gets its own
+        // file, removed before it starts.
+        let rdb = format!("chatfleet-test-{}.rdb", self.port);
+        let _ = std::fs::remove_file(std::env::temp_dir().join(&rdb));
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &rdb])
             .stdout(Stdio::null())
             .stderr(child_stderr())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + PATIENCE;
         loop {
+            // Ours answers, not whatever else took the port meanwhile.
             if let Ok(client) = redis::Client::open(self.url())
                 && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
+                && let Ok(info) = redis::cmd("INFO")
+                    .arg("server")
                     .query_async::<String>(&mut conn)
                     .await
-                    .is_ok()
             {
+                assert!(
+                    info.contains(&format!("process_id:{pid}\r")),
+                    "port {} is taken by another redis-server",
+                    self.port
+                );
                 return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server on port {} exited: {status}", self.port);
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
