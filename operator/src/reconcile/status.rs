@@ -359,18 +359,23 @@ mod tests {
         assert_eq!(conditions.len(), 1);
     }
 
-    #[test]
-    fn placing_moving_and_overflowing_each_say_so() {
-        let now = at("2026-01-01T00:00:00Z");
-        let old = ChatRoomStatus::default();
-        let mut placement = Placed {
+    /// A room's first placement, on a node with free seats.
+    fn first_placement() -> Placed<'static> {
+        Placed {
             fleet: "chat",
             node: "chat-1",
             pod_uid: Some("uid-1"),
             endpoint: "ws://chat-1/v1/rooms/a/b/ws",
             phase: RoomPhase::Placed,
             moving_from: None,
-        };
+        }
+    }
+
+    #[test]
+    fn placing_moving_and_overflowing_each_say_so() {
+        let now = at("2026-01-01T00:00:00Z");
+        let old = ChatRoomStatus::default();
+        let mut placement = first_placement();
         let (status, said) = placed(&old, &placement, Some(3), now);
         assert_eq!(status.node.as_deref(), Some("chat-1"));
         assert_eq!(status.endpoint.as_deref(), Some(placement.endpoint));
@@ -402,14 +407,7 @@ mod tests {
     #[test]
     fn a_new_empty_room_stays_as_it_was_placed() {
         let placed_at = at("2026-01-01T00:00:00Z");
-        let placement = Placed {
-            fleet: "chat",
-            node: "chat-1",
-            pod_uid: Some("uid-1"),
-            endpoint: "ws://chat-1/v1/rooms/a/b/ws",
-            phase: RoomPhase::Placed,
-            moving_from: None,
-        };
+        let placement = first_placement();
         let (status, _) = placed(&ChatRoomStatus::default(), &placement, Some(1), placed_at);
         assert_eq!(status.empty_since, Some(placed_at.to_string()));
 
