@@ -67,10 +67,111 @@ fn child_stderr() -> Stdio {
     }
 }
 
+/// Sentinels watching a primary under the master name `chat`, each a `redis-server
+/// --sentinel` with its own config file (Sentinel rewrites it). Killed when dropped.
+pub struct Sentinels {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinels {
+    /// `count` sentinels, a quorum of a majority, declaring the master down after 1 s.
+    pub async fn start(primary: &Redis, count: usize) -> Sentinels {
+        let dir = std::env::temp_dir().join(format!("chatfleet-sentinel-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let quorum = count / 2 + 1;
+        let mut sentinels = Sentinels {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for _ in 0..count {
+            let port = free_port();
+            let conf = sentinels.dir.join(format!("{port}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\n\
+                 sentinel monitor chat 127.0.0.1 {} {quorum}\n\
+                 sentinel down-after-milliseconds chat 1000\n\
+                 sentinel failover-timeout chat 5000\n\
+                 sentinel parallel-syncs chat 1\n",
+                primary.port
+            );
+            std::fs::write(&conf, text).unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(child_stderr())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test installs it)");
+            sentinels.ports.push(port);
+            sentinels.children.push(child);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        for port in &sentinels.ports {
+            loop {
+                let url = format!("redis://127.0.0.1:{port}");
+                if let Ok(client) = redis::Client::open(url)
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                    && redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a sentinel did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        sentinels
+    }
+
+    /// `redis+sentinel://` naming every sentinel and the master `chat`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+sentinel://{}/chat", hosts.join(","))
+    }
+
+    /// The port of the server the sentinels now name as master.
+    pub async fn master_port(&self) -> Option<u16> {
+        let url = format!("redis://127.0.0.1:{}", self.ports[0]);
+        let mut conn = redis::Client::open(url)
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("chat")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(port)
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A private `redis-server`, killed when dropped.
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Flags beside the defaults (such as `--replicaof`).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -79,7 +180,26 @@ impl Redis {
     }
 
     pub async fn start_on(port: u16) -> Redis {
-        let mut redis = Redis { port, child: None };
+        let mut redis = Redis {
+            port,
+            child: None,
+            extra: Vec::new(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// A replica of `primary`, as Sentinel fails over to.
+    pub async fn start_replica_of(primary: &Redis) -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+            extra: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+            ],
+        };
         redis.spawn().await;
         redis
     }
@@ -96,6 +216,7 @@ impl Redis {
             .arg("--dir")
             .arg(std::env::temp_dir())
             .args(["--dbfilename", &rdb])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(child_stderr())
             .spawn()

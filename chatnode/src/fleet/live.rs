@@ -77,6 +77,10 @@ async fn serve(
     stop: &CancellationToken,
 ) {
     let mut subscribed = HashSet::new();
+    // Under Sentinel, a failover moves the shared connection to the new master; the
+    // subscriptions follow by starting over there (a plain Redis never changes).
+    let mut master = store.state().redis.master_changes();
+    master.borrow_and_update();
     if sink.subscribe(keys::control_channel()).await.is_err() {
         return;
     }
@@ -96,6 +100,10 @@ async fn serve(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            Ok(()) = master.changed() => {
+                tracing::info!("Redis has a new master; subscribing there");
+                return;
+            }
             message = stream.next() => match message {
                 Some(message) => route(hub, &message),
                 None => return,

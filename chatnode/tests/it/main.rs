@@ -12,5 +12,6 @@ mod limits;
 mod openapi;
 mod outage;
 mod resume;
+mod sentinel;
 mod sessions;
 mod support;
