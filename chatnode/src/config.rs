@@ -19,6 +19,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Redis to share load, history and live messages with the fleet; standalone without it.
+    /// `redis://host:port`, or under Sentinel `redis+sentinel://host:port,host:port/master`.
     #[arg(long, env = "CHATNODE_REDIS_URL")]
     pub redis_url: Option<String>,
 

@@ -39,8 +39,10 @@ impl ConnectionSettings {
 const ASK_SENTINELS_EVERY: Duration = Duration::from_millis(250);
 
 /// The URL scheme of a Redis run under Sentinel:
-/// `redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]`. The
-/// credentials are the master's; the sentinels are asked without.
+/// `redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]
+/// [?sentinel_username=...&sentinel_password=...]`. The credentials before the hosts are the
+/// master's (and its replicas'); sentinels that require a password of their own get it in the
+/// query.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
 /// A fleet's Redis: the client (for dedicated connections such as pub/sub) and one
@@ -128,7 +130,7 @@ impl Current {
 /// What a `redis+sentinel://` URL says.
 #[derive(Debug, Clone)]
 struct SentinelConfig {
-    sentinels: Vec<String>,
+    sentinels: Vec<redis::ConnectionInfo>,
     master_name: String,
     /// The master's database and credentials.
     redis: redis::RedisConnectionInfo,
@@ -140,6 +142,7 @@ impl SentinelConfig {
         let invalid = |why: &'static str| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, why))
         };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((credentials, rest)) => (Some(credentials), rest),
             None => (None, rest),
@@ -160,23 +163,36 @@ impl SentinelConfig {
                 .map_err(|_| invalid("the database is a number"))?,
             _ => 0,
         };
-        let sentinels: Vec<String> = hosts
-            .split(',')
-            .filter(|host| !host.is_empty())
-            .map(|host| format!("redis://{host}"))
-            .collect();
-        if sentinels.is_empty() {
-            return Err(invalid("a Sentinel URL lists at least one sentinel"));
+        let mut sentinel_auth = redis::RedisConnectionInfo::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            sentinel_auth = match name.as_ref() {
+                "sentinel_username" => sentinel_auth.set_username(value),
+                "sentinel_password" => sentinel_auth.set_password(value),
+                _ => {
+                    return Err(invalid(
+                        "a Sentinel URL takes only sentinel_username and sentinel_password",
+                    ));
+                }
+            };
         }
+        let hosts: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
+        let Some(first) = hosts.first() else {
+            return Err(invalid("a Sentinel URL lists at least one sentinel"));
+        };
+        let sentinels = hosts
+            .iter()
+            .map(|host| {
+                Ok(format!("redis://{host}")
+                    .into_connection_info()?
+                    .set_redis_settings(sentinel_auth.clone()))
+            })
+            .collect::<Result<Vec<_>, redis::RedisError>>()?;
         // The master's credentials, parsed as redis-rs parses them in a plain URL.
         let redis = match credentials {
-            Some(credentials) => format!(
-                "redis://{credentials}@{}",
-                &sentinels[0]["redis://".len()..]
-            )
-            .into_connection_info()?
-            .redis_settings()
-            .clone(),
+            Some(credentials) => format!("redis://{credentials}@{first}")
+                .into_connection_info()?
+                .redis_settings()
+                .clone(),
             None => redis::RedisConnectionInfo::default(),
         }
         .set_db(db);
@@ -251,7 +267,13 @@ mod tests {
     #[test]
     fn a_sentinel_url_names_the_sentinels_the_master_and_its_database() {
         let config = SentinelConfig::parse(":secret@s1:26379,s2:26380/chat/2").unwrap();
-        assert_eq!(config.sentinels, ["redis://s1:26379", "redis://s2:26380"]);
+        let hosts: Vec<String> = config
+            .sentinels
+            .iter()
+            .map(|sentinel| sentinel.addr().to_string())
+            .collect();
+        assert_eq!(hosts, ["s1:26379", "s2:26380"]);
+        assert_eq!(config.sentinels[0].redis_settings().password(), None);
         assert_eq!(config.master_name, "chat");
         assert_eq!(config.redis.db(), 2);
         assert_eq!(config.redis.password(), Some("secret"));
@@ -259,6 +281,20 @@ mod tests {
         let plain = SentinelConfig::parse("s1:26379/chat").unwrap();
         assert_eq!(plain.redis.db(), 0);
         assert_eq!(plain.redis.password(), None);
+
+        let guarded =
+            SentinelConfig::parse("u:p%40ss@s1:26379/chat?sentinel_password=s%26cret").unwrap();
+        assert_eq!(guarded.redis.username(), Some("u"));
+        assert_eq!(guarded.redis.password(), Some("p@ss"));
+        let sentinel = guarded.sentinels[0].redis_settings();
+        assert_eq!(
+            (sentinel.username(), sentinel.password()),
+            (None, Some("s&cret"))
+        );
+        assert!(
+            SentinelConfig::parse("s1:26379/chat?password=x").is_err(),
+            "unknown option"
+        );
 
         assert!(SentinelConfig::parse("s1:26379").is_err(), "no master name");
         assert!(

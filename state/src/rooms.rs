@@ -25,6 +25,8 @@ pub struct Appended {
     pub frame: Option<String>,
     /// The log's epoch.
     pub epoch: String,
+    /// This append began the epoch: the room's state was new, or Redis had lost messages.
+    pub renewed: bool,
 }
 
 /// A new, random epoch name.
@@ -57,14 +59,17 @@ impl RoomStore {
     }
 
     /// The newest message id and the log's epoch, read together; a room without an epoch
-    /// gets one.
-    pub async fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
+    /// gets one. `floor` is the newest id the caller has delivered: a log found behind it
+    /// lost messages, and moves up to it in a new epoch.
+    pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
         let keys = RoomKeys::new(room);
         let (id, epoch): (u64, String) = scripts::POSITION
             .key(&keys.seq)
             .key(&keys.epoch)
+            .key(&keys.log)
             .arg(new_epoch())
             .arg(self.ttl_seconds())
+            .arg(floor)
             .invoke_async(&mut self.redis.conn())
             .await?;
         Ok((id, epoch))
@@ -221,7 +226,7 @@ impl MessageLog {
         dedup: Option<&str>,
     ) -> Result<Appended, StateError> {
         let keys = RoomKeys::new(room);
-        let (id, duplicate, epoch): (i64, i64, String) = scripts::APPEND
+        let (id, duplicate, epoch, renewed): (i64, i64, String, i64) = scripts::APPEND
             .key(&keys.seq)
             .key(&keys.log)
             .key(&keys.closed)
@@ -242,6 +247,11 @@ impl MessageLog {
         }
         let id = id as u64;
         let frame = (duplicate == 0).then(|| message_json(id, tail));
-        Ok(Appended { id, frame, epoch })
+        Ok(Appended {
+            id,
+            frame,
+            epoch,
+            renewed: renewed == 1,
+        })
     }
 }

@@ -97,3 +97,50 @@ async fn a_retried_send_gets_its_first_id_and_the_dedup_set_stays_bounded() {
     assert!(kept <= 164, "dedup entries kept: {kept}");
     assert!(kept >= 100, "recent sends still deduplicate: {kept}");
 }
+
+/// Redis lost messages a node delivered (a failover to a replica that was behind): ids go on
+/// above what the node delivered, and the log begins a new epoch, whether the node notices
+/// on its next read of the log's position or on its next append.
+#[tokio::test]
+async fn a_log_behind_what_a_node_delivered_moves_up_in_a_new_epoch() {
+    let redis = Redis::start().await;
+    let log = log(&redis).await;
+    let keys = RoomKeys::new(&room());
+    let tail = r#","body":"x"}"#;
+    for _ in 0..3 {
+        log.append(&room(), tail, 0, None).await.unwrap();
+    }
+    let (latest, epoch) = log.rooms().position(&room(), 3).await.unwrap();
+    assert_eq!(latest, 3);
+    let caught_up = log.append(&room(), tail, 3, None).await.unwrap();
+    assert_eq!((caught_up.id, caught_up.renewed), (4, false));
+    assert_eq!(caught_up.epoch, epoch, "nothing lost, same epoch");
+
+    // The log kept ids 1 and 2 only, as a replica promoted too early would.
+    let mut conn = redis.conn().await;
+    let _: () = conn.set(&keys.seq, 2).await.unwrap();
+    let _: () = redis::cmd("XTRIM")
+        .arg(&keys.log)
+        .arg("MAXLEN")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (latest, noticed) = log.rooms().position(&room(), 4).await.unwrap();
+    assert_eq!(latest, 4, "ids never go backwards");
+    assert_ne!(noticed, epoch, "a gap begins a new epoch");
+    let next = log.append(&room(), tail, 4, None).await.unwrap();
+    assert_eq!((next.id, next.renewed, &next.epoch), (5, false, &noticed));
+
+    // The same loss met first by an append.
+    let _: () = conn.set(&keys.seq, 2).await.unwrap();
+    let appended = log.append(&room(), tail, 5, None).await.unwrap();
+    assert_eq!(appended.id, 6);
+    assert!(appended.renewed);
+    assert_ne!(appended.epoch, noticed);
+
+    // The counter alone was evicted while the log survived: nothing was lost.
+    let _: () = conn.del(&keys.seq).await.unwrap();
+    let (latest, same) = log.rooms().position(&room(), 6).await.unwrap();
+    assert_eq!((latest, &same), (6, &appended.epoch));
+}

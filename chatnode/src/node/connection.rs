@@ -475,6 +475,10 @@ impl Connection {
                 // A retry of a send already appended: the first one is (or will be) delivered.
                 let frame = appended.frame?;
                 self.hub.count_message_in();
+                if appended.renewed {
+                    // Redis lost messages (or the room is new): the room rereads its epoch.
+                    self.room.mark_lagged();
+                }
                 // Deliver at once; a fleet's live channel brings the same id again, and the
                 // room drops the duplicate.
                 self.room.deliver((appended.id, frame));

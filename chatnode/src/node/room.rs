@@ -293,7 +293,7 @@ impl RoomTask {
             return Err(StateError::LiveUnavailable);
         }
         let backend = self.backend().clone();
-        let (latest, epoch) = backend.position(self.id()).await?;
+        let (latest, epoch) = backend.position(self.id(), self.last_id).await?;
         self.advance_to(latest);
         self.epoch = epoch;
         self.closed = backend.is_closed(self.id()).await?;
@@ -455,7 +455,7 @@ impl RoomTask {
         let backend = self.backend().clone();
         let upto = match upto {
             Some(upto) => upto,
-            None => match backend.position(self.id()).await {
+            None => match backend.position(self.id(), self.last_id).await {
                 Ok((latest, epoch)) => {
                     if epoch != self.epoch {
                         tracing::warn!(room = %self.id(), old = %self.epoch, new = %epoch, "the room's log began a new epoch: its history was lost");

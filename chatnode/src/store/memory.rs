@@ -143,6 +143,7 @@ impl MemoryStore {
                     id: *first,
                     frame: None,
                     epoch: log.epoch.clone(),
+                    renewed: false,
                 });
             }
             log.latest_id += 1;
@@ -174,6 +175,9 @@ impl MemoryStore {
             id,
             frame: Some(frame),
             epoch,
+            // A forgotten room comes back in a new epoch, but never midway: its room task
+            // learns the epoch when it starts.
+            renewed: false,
         })
     }
 

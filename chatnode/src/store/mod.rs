@@ -25,6 +25,8 @@ pub struct Appended {
     /// None when the send was a retry of one already appended.
     pub frame: Option<Utf8Bytes>,
     pub epoch: String,
+    /// This append began a new epoch: Redis had lost messages of the room.
+    pub renewed: bool,
 }
 
 /// The log behind every room of this node: in memory standalone, the fleet's Redis otherwise.
@@ -75,16 +77,19 @@ impl Backend {
                     id: appended.id,
                     frame: appended.frame.map(Utf8Bytes::from),
                     epoch: appended.epoch,
+                    renewed: appended.renewed,
                 })
             }
         }
     }
 
-    /// The newest message id and the log's epoch, read together.
-    pub async fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
+    /// The newest message id and the log's epoch, read together. `floor` is the newest id
+    /// the caller delivered: Redis found behind it lost messages and begins a new epoch (the
+    /// memory log never loses part of a room).
+    pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
         match self {
             Backend::Memory(m) => Ok(m.position(room)),
-            Backend::Redis(r) => r.state().rooms.position(room).await,
+            Backend::Redis(r) => r.state().rooms.position(room, floor).await,
         }
     }
 

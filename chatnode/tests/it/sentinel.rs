@@ -1,10 +1,11 @@
 //! Redis under Sentinel: a primary, a replica and three sentinels, real processes. The primary
 //! is killed while clients of two nodes chat; the nodes follow the master the sentinels name,
-//! and chatting resumes by itself with nothing acknowledged lost or duplicated.
+//! and chatting resumes by itself with nothing acknowledged lost or duplicated. Where the
+//! replica was behind, the room begins a new epoch and resumes say they are incomplete.
 
 use std::time::{Duration, Instant};
 
-use chatfleet_wire::frames::{ErrorCode, ServerFrame};
+use chatfleet_wire::frames::{ErrorCode, Message, ServerFrame};
 
 use crate::support::{Client, Node, Redis, Sentinels, eventually};
 
@@ -30,119 +31,184 @@ async fn sentinel_node(sentinels: &Sentinels, name: &str) -> Node {
     node
 }
 
-/// Each sentinel knows the replica and the other sentinels: a failover can be agreed.
-async fn sentinels_ready(sentinels: &Sentinels) {
-    for port in &sentinels.ports {
-        let url = format!("redis://127.0.0.1:{port}");
-        eventually("the sentinels know each other and the replica", || {
-            let url = url.clone();
-            let others = sentinels.ports.len() - 1;
+/// A primary with one replica, three sentinels watching it, and two nodes following them.
+struct Fleet {
+    primary: Redis,
+    replica: Redis,
+    sentinels: Sentinels,
+    one: Node,
+    two: Node,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let primary = Redis::start().await;
+        let replica = Redis::start_replica_of(&primary).await;
+        let sentinels = Sentinels::start(&primary, 3).await;
+        sentinels.ready(1).await;
+        let one = sentinel_node(&sentinels, "chat-0").await;
+        let two = sentinel_node(&sentinels, "chat-1").await;
+        Fleet {
+            primary,
+            replica,
+            sentinels,
+            one,
+            two,
+        }
+    }
+
+    /// Cuts the replica off its primary, as a network partition would: its link is closed,
+    /// and it cannot authenticate to link again.
+    async fn cut_replication(&self) {
+        let mut conn = self.replica.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("not-the-password")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("master")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually("the replica lost its link", || {
+            let mut conn = conn.clone();
             async move {
-                let Ok(mut conn) = redis::Client::open(url)
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                else {
-                    return false;
-                };
-                let peers: Vec<redis::Value> = redis::cmd("SENTINEL")
-                    .arg("sentinels")
-                    .arg("chat")
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
                     .query_async(&mut conn)
                     .await
                     .unwrap_or_default();
-                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
-                    .arg("replicas")
-                    .arg("chat")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                peers.len() == others && replicas.len() == 1
+                info.contains("master_link_status:down")
             }
         })
         .await;
     }
+
+    /// Lets the replica authenticate again (its primary is gone by then).
+    async fn restore_replication(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("")
+            .query_async(&mut self.replica.conn().await)
+            .await
+            .unwrap();
+    }
+
+    /// After the primary was killed, has `client` send `body` as a client told `unavailable`
+    /// or `unconfirmed` does: the same send again until it is accepted. Returns the accepted
+    /// message, once the sentinels name the replica.
+    async fn send_through_failover(&self, client: &mut Client, body: &str) -> Message {
+        let killed = Instant::now();
+        let mut refusals = 0;
+        let accepted = loop {
+            assert!(
+                killed.elapsed() < FAILOVER_LIMIT,
+                "chatting did not resume within {FAILOVER_LIMIT:?} ({refusals} refusals)"
+            );
+            client.say_as(body, &format!("k-{body}")).await;
+            match tokio::time::timeout(Duration::from_secs(5), client.recv_skip_presence()).await {
+                Ok(ServerFrame::Message(m)) if m.content.body == body => break m,
+                Ok(ServerFrame::Error(error)) => {
+                    assert!(
+                        matches!(error.code, ErrorCode::Unavailable | ErrorCode::Unconfirmed),
+                        "{error:?}"
+                    );
+                    refusals += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => {}
+            }
+        };
+        println!(
+            "failover: chatting resumed {:?} after the primary was killed ({refusals} sends refused meanwhile)",
+            killed.elapsed()
+        );
+        assert_eq!(self.sentinels.master_port().await, Some(self.replica.port));
+        accepted
+    }
+}
+
+/// Every message `client` receives until it has been quiet for 2 s.
+async fn drain(client: &mut Client) -> Vec<(u64, String)> {
+    let mut messages = Vec::new();
+    while let Ok(frame) =
+        tokio::time::timeout(Duration::from_secs(2), client.recv_skip_presence()).await
+    {
+        if let ServerFrame::Message(m) = frame {
+            messages.push((m.id, m.content.body));
+        }
+    }
+    messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chatting_resumes_by_itself_after_a_sentinel_failover() {
-    let mut primary = Redis::start().await;
-    let replica = Redis::start_replica_of(&primary).await;
-    let sentinels = Sentinels::start(&primary, 3).await;
-    sentinels_ready(&sentinels).await;
-    let one = sentinel_node(&sentinels, "chat-0").await;
-    let two = sentinel_node(&sentinels, "chat-1").await;
+    let mut fleet = Fleet::start().await;
     let room = "support/failover";
-    let (mut ann, _) = Client::join(&one.ws_as(room, "ann", "")).await;
-    let (mut bob, _) = Client::join(&two.ws_as(room, "bob", "")).await;
+    let (mut ann, _) = Client::join(&fleet.one.ws_as(room, "ann", "")).await;
+    let (mut bob, _) = Client::join(&fleet.two.ws_as(room, "bob", "")).await;
     ann.say_as("before", "k-before").await;
     assert_eq!(ann.message().await.content.body, "before");
     assert_eq!(bob.message().await.content.body, "before");
-    // Acknowledged and on the replica: asynchronous replication has caught up.
-    let conn = primary.conn().await;
-    eventually("the replica has what was acknowledged", || {
-        let mut conn = conn.clone();
-        async move {
-            let copies: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(100)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(0);
-            copies == 1
-        }
-    })
-    .await;
-    drop(conn);
+    fleet.primary.replicated(1).await;
 
-    primary.kill();
-    let killed = Instant::now();
-    // Ann retries the same send, as a client told `unavailable` or `unconfirmed` does.
-    let mut refusals = 0;
-    loop {
-        assert!(
-            killed.elapsed() < FAILOVER_LIMIT,
-            "chatting did not resume within {FAILOVER_LIMIT:?} ({refusals} refusals)"
-        );
-        ann.say_as("after", "k-after").await;
-        match tokio::time::timeout(Duration::from_secs(5), ann.recv_skip_presence()).await {
-            Ok(ServerFrame::Message(m)) if m.content.body == "after" => break,
-            Ok(ServerFrame::Error(error)) => {
-                assert!(
-                    matches!(error.code, ErrorCode::Unavailable | ErrorCode::Unconfirmed),
-                    "{error:?}"
-                );
-                refusals += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(_) => {}
-        }
-    }
-    println!(
-        "failover: chatting resumed {:?} after the primary was killed ({refusals} sends refused meanwhile)",
-        killed.elapsed()
-    );
-    assert_eq!(sentinels.master_port().await, Some(replica.port));
+    fleet.primary.kill();
+    let after = fleet.send_through_failover(&mut ann, "after").await;
+    assert_eq!(after.id, 2);
     // Bob, on the other node, gets the message once, and nothing twice.
-    let mut bodies = Vec::new();
-    while let Ok(frame) =
-        tokio::time::timeout(Duration::from_secs(2), bob.recv_skip_presence()).await
-    {
-        if let ServerFrame::Message(m) = frame {
-            bodies.push(m.content.body);
-        }
-    }
-    assert_eq!(bodies, ["after"]);
+    assert_eq!(drain(&mut bob).await, [(2, "after".to_owned())]);
     // The history survived on the promoted replica: a newcomer reads both messages.
-    let (mut cat, _) = Client::join(&two.ws_as(room, "cat", "&since=0")).await;
-    let mut history = Vec::new();
-    while let Ok(frame) =
-        tokio::time::timeout(Duration::from_secs(2), cat.recv_skip_presence()).await
-    {
-        if let ServerFrame::Message(m) = frame {
-            history.push(m.content.body);
-        }
-    }
+    let (mut cat, _) = Client::join(&fleet.two.ws_as(room, "cat", "&since=0")).await;
+    let history: Vec<String> = drain(&mut cat).await.into_iter().map(|(_, b)| b).collect();
     assert_eq!(history, ["before", "after"]);
+}
+
+/// Asynchronous replication loses what the replica had not received when the primary died.
+/// Members saw it; the room must not reuse its id, and a resume across the gap must not
+/// claim to be complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_that_was_behind_begins_a_new_epoch() {
+    let mut fleet = Fleet::start().await;
+    let room = "support/behind";
+    let (mut ann, _) = Client::join(&fleet.one.ws_as(room, "ann", "")).await;
+    let (mut bob, welcome) = Client::join(&fleet.two.ws_as(room, "bob", "")).await;
+    ann.say_as("kept", "k-kept").await;
+    assert_eq!(ann.message().await.content.body, "kept");
+    assert_eq!(bob.message().await.id, 1);
+    fleet.primary.replicated(1).await;
+
+    // The replica loses its link (and cannot link again): the next message is acknowledged
+    // and delivered, but never replicated.
+    fleet.cut_replication().await;
+    ann.say_as("lost", "k-lost").await;
+    assert_eq!(ann.message().await.id, 2);
+    assert_eq!(bob.message().await.id, 2);
+    fleet.primary.kill();
+    fleet.restore_replication().await;
+
+    let after = fleet.send_through_failover(&mut ann, "after").await;
+    assert_eq!(after.id, 3, "the id bob saw for `lost` is not given again");
+    assert_eq!(drain(&mut bob).await, [(3, "after".to_owned())]);
+
+    // Bob reconnects as a client does, from the last message he saw: the history he would
+    // replay lost a message, so the resume is incomplete and names the new epoch.
+    drop(bob);
+    let resume = format!("&since=2&epoch={}", welcome.epoch);
+    let (mut bob, again) = Client::join(&fleet.two.ws_as(room, "bob", &resume)).await;
+    assert_ne!(again.epoch, welcome.epoch, "a gap begins a new epoch");
+    let resumed = again.resume.expect("a resume");
+    assert!(!resumed.complete, "{resumed:?}");
+    let replayed: Vec<String> = drain(&mut bob).await.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(
+        replayed,
+        ["kept", "after"],
+        "what the promoted replica retains"
+    );
 }

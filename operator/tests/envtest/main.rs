@@ -242,6 +242,35 @@ async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
             .to_string()
             .contains("expectedMembers must not exceed maxMembers")
     );
+    // A fleet's Redis is a plain or a Sentinel URL, nothing else.
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let fleet_on = |url: &str| -> ChatFleet {
+        serde_json::from_value(json!({
+            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+            "metadata": {"name": "dry"},
+            "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": url},
+                     "tokenSecret": {"name": "tokens", "key": "secret"}}
+        }))
+        .unwrap()
+    };
+    for url in [
+        "redis://r:6379",
+        "redis+sentinel://:pw@s-0:26379,s-1:26379/mymaster",
+    ] {
+        fleets.create(&dry_run, &fleet_on(url)).await.unwrap();
+    }
+    let refused = fleets
+        .create(&dry_run, &fleet_on("http://r:6379"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("redis.url must start with"),
+        "{refused}"
+    );
 
     start_operator(&client);
     create_fleet(&client, &redis).await;
@@ -962,4 +991,12 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
     assert!(both.contains("chatroom.chatfleet.dev/a"), "{both}");
     let short = run(&["-n", NS, "get", "croom", "a", "-o", "name"]);
     assert_eq!(short.trim(), "chatroom.chatfleet.dev/a");
+    // The shipped fleets pass the schema: the sample, and the production one whose Redis runs
+    // under Sentinel (in a namespace of their own, so neither merges into fleet `chat`).
+    run(&["create", "namespace", "shipped"]);
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    for fleet in ["samples/fleet.yaml", "production/sentinel/fleet.yaml"] {
+        let file = manifests.join(fleet).to_string_lossy().into_owned();
+        run(&["-n", "shipped", "apply", "--dry-run=server", "-f", &file]);
+    }
 }

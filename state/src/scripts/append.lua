@@ -6,34 +6,47 @@
 -- ARGV: frame prefix, frame tail, history length, live channel, ttl seconds,
 --       floor (the newest id the calling node has delivered),
 --       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none.
--- Returns {id, duplicate (0|1), epoch}; id -1 when the room was closed.
+-- Returns {id, duplicate (0|1), epoch, renewed (1 when this call began the epoch)}; id -1 when
+-- the room was closed.
 -- Every redis.call costs a few microseconds here, so a message pays only for what it needs:
 -- the room's keys get their TTL back only once it has run down by a tenth (at most a minute),
 -- and the dedup set is trimmed every 64 ids rather than on every send.
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0, ''} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0, '', 0} end
 local ttl = tonumber(ARGV[5])
 local epoch = redis.call('GET', KEYS[5])
+local renewed = 0
 if not epoch then
   -- The room's state is new, or was lost: a new epoch tells resuming clients so.
   epoch = ARGV[8]
   redis.call('SET', KEYS[5], epoch, 'EX', ttl)
+  renewed = 1
 end
 if ARGV[7] ~= '' then
   local first = redis.call('ZSCORE', KEYS[4], ARGV[7])
-  if first then return {tonumber(first), 1, epoch} end
+  if first then return {tonumber(first), 1, epoch, renewed} end
 end
 local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[6])
+local known = id - 1
 if id == 1 then
   -- The counter was lost (evicted) while the log survived: continue after the log.
   local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
   if #last > 0 then
-    floor = math.max(floor, tonumber(string.match(last[1][1], '^(%d+)')))
+    known = tonumber(string.match(last[1][1], '^(%d+)'))
   end
 end
-if id <= floor then
-  -- Redis lost the room's state (restart, eviction): ids never go backwards.
+if floor > known then
+  -- Redis lost messages the node delivered (a restart, or a failover to a replica that was
+  -- behind): ids never go backwards, and the history has a gap, so a new epoch.
   id = floor + 1
+  redis.call('SET', KEYS[1], id)
+  if renewed == 0 then
+    epoch = ARGV[8]
+    redis.call('SET', KEYS[5], epoch, 'EX', ttl)
+    renewed = 1
+  end
+elseif id <= known then
+  id = known + 1
   redis.call('SET', KEYS[1], id)
 end
 local frame = ARGV[1] .. id .. ARGV[2]
@@ -53,4 +66,4 @@ if ARGV[7] ~= '' then
   -- Every time: the set may be new while the counter's TTL is still fresh.
   redis.call('EXPIRE', KEYS[4], ttl)
 end
-return {id, 0, epoch}
+return {id, 0, epoch, renewed}
