@@ -76,11 +76,12 @@ pub struct ChatFleetSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("redis needs exactly one of url or secretRef"))]
 pub struct RedisSource {
-    /// e.g. `redis://redis.chatfleet:6379`, or for Redis under Sentinel
+    /// e.g. `redis://redis.chatfleet:6379`; for Redis under Sentinel
     /// `redis+sentinel://sentinel-0:26379,sentinel-1:26379/mymaster` (sentinels, then the
-    /// master's name; credentials before the hosts are the master's).
+    /// master's name; credentials before the hosts are the master's); for a Redis Cluster
+    /// `redis+cluster://redis-0:6379,redis-1:6379` (any of its nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+sentinel://')").message("redis.url must start with redis://, rediss:// or redis+sentinel://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+sentinel://') || self.startsWith('redis+cluster://')").message("redis.url must start with redis://, rediss://, redis+sentinel:// or redis+cluster://"))]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,

@@ -1,13 +1,19 @@
-//! One connection to a fleet's Redis, with the timeouts that decide how an outage looks, and
-//! the master it follows when Redis runs under Sentinel.
+//! One connection to a fleet's Redis, with the timeouts that decide how an outage looks: a
+//! single server, the master the sentinels name, or a Redis Cluster.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{ConnectionAddr, IntoConnectionInfo};
+use futures_util::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::sync::watch;
+
+use crate::cluster::{self, Cluster};
+use crate::sentinel::{self, SentinelConfig};
 
 /// How long to wait for Redis before calling it unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,73 +40,137 @@ impl ConnectionSettings {
     };
 }
 
-/// How often the sentinels are asked which server is the master. A failover is noticed
-/// within this, on top of the sentinels' own detection (`down-after-milliseconds`).
-const ASK_SENTINELS_EVERY: Duration = Duration::from_millis(250);
-
-/// The URL scheme of a Redis run under Sentinel:
-/// `redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]
-/// [?sentinel_username=...&sentinel_password=...]`. The credentials before the hosts are the
-/// master's (and its replicas'); sentinels that require a password of their own get it in the
-/// query.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
-
-/// A fleet's Redis: the client (for dedicated connections such as pub/sub) and one
-/// multiplexed, self-reconnecting connection for everything else. Under Sentinel, both
-/// follow the master the sentinels name. Cheap to clone.
+/// A fleet's Redis: one multiplexed, self-reconnecting connection for commands, and what a
+/// subscription needs to make its own (see [`crate::subscription`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
-    current: Arc<RwLock<Current>>,
-    /// Counts the masters this handle has followed (0 for a plain Redis).
-    master: watch::Receiver<u64>,
+    mode: Mode,
 }
 
-struct Current {
-    client: redis::Client,
+#[derive(Clone)]
+pub(crate) enum Mode {
+    /// One server, or the master the sentinels name.
+    Server {
+        current: Arc<RwLock<Current>>,
+        /// Counts the masters followed (0 for a plain Redis).
+        master: watch::Receiver<u64>,
+    },
+    /// Redis Cluster: commands follow the slot map, live channels are sharded.
+    Cluster(Cluster),
+}
+
+/// The server commands go to now, and a connection to it.
+pub(crate) struct Current {
+    pub(crate) client: redis::Client,
     conn: ConnectionManager,
 }
 
 impl Redis {
     /// Prepares the connection without waiting for Redis, so a component starts (and reports
-    /// not ready) while Redis is down. A `redis+sentinel://` URL starts a task (so call this
-    /// within a Tokio runtime) that asks the sentinels for the master until every handle is
-    /// dropped; until they name one, requests fail as refused: nothing was sent.
+    /// not ready) while Redis is down. Takes `redis://` and `rediss://` URLs, a
+    /// [`sentinel::SCHEME`] URL, or a [`cluster::SCHEME`] URL. A Sentinel URL starts a task
+    /// (so call this within a Tokio runtime) that asks the sentinels for the master until
+    /// every handle is dropped; until they name one, requests fail as refused: nothing was
+    /// sent.
     pub fn open(url: &str, settings: ConnectionSettings) -> Result<Self, redis::RedisError> {
-        let Some(sentinel) = url.strip_prefix(SENTINEL_SCHEME) else {
+        if let Some(rest) = url.strip_prefix(cluster::SCHEME) {
+            return Ok(Self {
+                mode: Mode::Cluster(Cluster::new(rest, settings)?),
+            });
+        }
+        let Some(rest) = url.strip_prefix(sentinel::SCHEME) else {
             let (_, master) = watch::channel(0);
             let current = Current::connect(redis::Client::open(url)?, settings)?;
             return Ok(Self {
-                current: Arc::new(RwLock::new(current)),
-                master,
+                mode: Mode::Server {
+                    current: Arc::new(RwLock::new(current)),
+                    master,
+                },
             });
         };
-        let config = SentinelConfig::parse(sentinel)?;
+        let config = SentinelConfig::parse(rest)?;
         // No master yet: a socket path that does not exist fails each request as refused.
         let nowhere = redis::Client::open("redis+unix:///nonexistent/chatfleet-no-master-yet")?;
         let current = Arc::new(RwLock::new(Current::connect(nowhere, settings)?));
         let (announce, master) = watch::channel(0);
-        tokio::spawn(follow_master(
+        tokio::spawn(sentinel::follow_master(
             config,
             settings,
             Arc::downgrade(&current),
             announce,
         ));
-        Ok(Self { current, master })
-    }
-
-    pub fn client(&self) -> redis::Client {
-        self.current.read().expect("redis lock").client.clone()
+        Ok(Self {
+            mode: Mode::Server { current, master },
+        })
     }
 
     /// A handle on the shared connection.
-    pub fn conn(&self) -> ConnectionManager {
-        self.current.read().expect("redis lock").conn.clone()
+    pub fn conn(&self) -> Conn {
+        match &self.mode {
+            Mode::Server { current, .. } => {
+                Conn::Server(current.read().expect("redis lock").conn.clone())
+            }
+            Mode::Cluster(cluster) => Conn::Cluster(cluster.conn()),
+        }
     }
 
-    /// Changes whenever Redis runs under Sentinel and a new master was followed: dedicated
-    /// connections (subscriptions) are then to be made again, on it.
+    /// Changes whenever the sentinels name a new master (never for a plain server or a
+    /// cluster): a connection that failed to the old one may succeed at once.
     pub fn master_changes(&self) -> watch::Receiver<u64> {
-        self.master.clone()
+        match &self.mode {
+            Mode::Server { master, .. } => master.clone(),
+            Mode::Cluster(_) => watch::channel(0).1,
+        }
+    }
+
+    pub(crate) fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// Whether this is a Redis Cluster: every multi-key command and pipeline must then stay
+    /// within one slot, and live channels are sharded.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.mode, Mode::Cluster(_))
+    }
+
+    /// The command that publishes on a room's live channel: `SPUBLISH` on a cluster, so a
+    /// message travels only within its room's shard rather than to every node of the cluster.
+    pub fn room_publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Sends one pipeline of the commands `add` makes for each item, several at once: one
+    /// pipeline on one server; on a cluster, one per slot of the items' `key`s, since a
+    /// pipeline there stays within one slot. The replies come grouped by slot.
+    pub(crate) async fn pipeline_by_slot<I, T: FromRedisValue>(
+        &self,
+        items: &[I],
+        key: impl Fn(&I) -> String,
+        add: impl Fn(&mut Pipeline, &I),
+    ) -> Result<Vec<T>, redis::RedisError> {
+        let pipes: Vec<Pipeline> = if self.is_cluster() {
+            let mut by_slot: HashMap<Slot, Pipeline> = HashMap::new();
+            for item in items {
+                add(by_slot.entry(Slot::for_key(key(item))).or_default(), item);
+            }
+            by_slot.into_values().collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for item in items {
+                add(&mut pipe, item);
+            }
+            vec![pipe]
+        };
+        let replies = try_join_all(pipes.iter().map(|pipe| {
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
+        }))
+        .await?;
+        Ok(replies.into_iter().flatten().collect())
     }
 
     /// Whether Redis answers now.
@@ -113,7 +183,7 @@ impl Redis {
 }
 
 impl Current {
-    fn connect(
+    pub(crate) fn connect(
         client: redis::Client,
         settings: ConnectionSettings,
     ) -> Result<Self, redis::RedisError> {
@@ -127,184 +197,84 @@ impl Current {
     }
 }
 
-/// What a `redis+sentinel://` URL says.
-#[derive(Debug, Clone)]
-struct SentinelConfig {
-    sentinels: Vec<redis::ConnectionInfo>,
-    master_name: String,
-    /// The master's database and credentials.
-    redis: redis::RedisConnectionInfo,
+/// A handle on a fleet's shared command connection, whichever layout Redis has.
+#[derive(Clone)]
+pub enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
-impl SentinelConfig {
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(conn) => conn.get_db(),
+            Conn::Cluster(_) => 0,
+        }
+    }
+}
+
+/// A URL's host list and what surrounds it: `[credentials@]host:port[,host:port...][/path]
+/// [?query]`, as Sentinel and Cluster URLs write it.
+pub(crate) struct HostList<'a> {
+    pub(crate) credentials: Option<&'a str>,
+    pub(crate) hosts: Vec<&'a str>,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+}
+
+impl<'a> HostList<'a> {
     /// Parses what follows the scheme.
-    fn parse(rest: &str) -> Result<Self, redis::RedisError> {
-        let invalid = |why: &'static str| {
-            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, why))
-        };
+    pub(crate) fn parse(rest: &'a str) -> Result<Self, redis::RedisError> {
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((credentials, rest)) => (Some(credentials), rest),
             None => (None, rest),
         };
-        let (hosts, path) = rest.split_once('/').ok_or_else(|| {
-            invalid("a Sentinel URL names its master: redis+sentinel://host:port/name")
-        })?;
-        let mut path = path.split('/');
-        let master_name = path.next().unwrap_or_default().to_owned();
-        if master_name.is_empty() {
-            return Err(invalid(
-                "a Sentinel URL names its master: redis+sentinel://host:port/name",
-            ));
-        }
-        let db = match path.next() {
-            Some(db) if !db.is_empty() => db
-                .parse()
-                .map_err(|_| invalid("the database is a number"))?,
-            _ => 0,
-        };
-        let mut sentinel_auth = redis::RedisConnectionInfo::default();
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            sentinel_auth = match name.as_ref() {
-                "sentinel_username" => sentinel_auth.set_username(value),
-                "sentinel_password" => sentinel_auth.set_password(value),
-                _ => {
-                    return Err(invalid(
-                        "a Sentinel URL takes only sentinel_username and sentinel_password",
-                    ));
-                }
-            };
-        }
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
         let hosts: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
-        let Some(first) = hosts.first() else {
-            return Err(invalid("a Sentinel URL lists at least one sentinel"));
-        };
-        let sentinels = hosts
-            .iter()
-            .map(|host| {
-                Ok(format!("redis://{host}")
-                    .into_connection_info()?
-                    .set_redis_settings(sentinel_auth.clone()))
-            })
-            .collect::<Result<Vec<_>, redis::RedisError>>()?;
-        // The master's credentials, parsed as redis-rs parses them in a plain URL.
-        let redis = match credentials {
-            Some(credentials) => format!("redis://{credentials}@{first}")
+        if hosts.is_empty() {
+            return Err(invalid("the URL lists at least one host:port"));
+        }
+        Ok(Self {
+            credentials,
+            hosts,
+            path,
+            query,
+        })
+    }
+
+    /// The credentials, parsed (and percent-decoded) as redis-rs parses them in a plain URL.
+    pub(crate) fn credentials(&self) -> Result<redis::RedisConnectionInfo, redis::RedisError> {
+        Ok(match self.credentials {
+            Some(credentials) => format!("redis://{credentials}@{}", self.hosts[0])
                 .into_connection_info()?
                 .redis_settings()
                 .clone(),
             None => redis::RedisConnectionInfo::default(),
-        }
-        .set_db(db);
-        Ok(Self {
-            sentinels,
-            master_name,
-            redis,
         })
     }
 }
 
-/// Asks the sentinels for the master every [`ASK_SENTINELS_EVERY`] and moves the shared
-/// connection to it when it changes; ends once every [`Redis`] handle is gone.
-async fn follow_master(
-    config: SentinelConfig,
-    settings: ConnectionSettings,
-    current: std::sync::Weak<RwLock<Current>>,
-    announce: watch::Sender<u64>,
-) {
-    let mut sentinel = match Sentinel::build(config.sentinels.clone()) {
-        Ok(sentinel) => sentinel,
-        Err(error) => {
-            tracing::error!(%error, "cannot use the sentinels");
-            return;
-        }
-    };
-    let node =
-        SentinelNodeConnectionInfo::default().set_redis_connection_info(config.redis.clone());
-    let mut master: Option<ConnectionAddr> = None;
-    let mut asked = tokio::time::interval(ASK_SENTINELS_EVERY);
-    asked.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        asked.tick().await;
-        let Some(current) = current.upgrade() else {
-            return;
-        };
-        let found = tokio::time::timeout(
-            settings.connect_timeout * 2,
-            sentinel.async_master_for(&config.master_name, Some(&node)),
-        )
-        .await;
-        let client = match found {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "the sentinels name no master now");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let addr = client.get_connection_info().addr().clone();
-        if master.as_ref() == Some(&addr) {
-            continue;
-        }
-        match Current::connect(client, settings) {
-            Ok(connected) => {
-                tracing::info!(master = %addr, "following the master the sentinels name");
-                *current.write().expect("redis lock") = connected;
-                master = Some(addr);
-                announce.send_modify(|count| *count += 1);
-            }
-            Err(error) => {
-                tracing::warn!(%error, master = %addr, "cannot connect to the new master")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sentinel_url_names_the_sentinels_the_master_and_its_database() {
-        let config = SentinelConfig::parse(":secret@s1:26379,s2:26380/chat/2").unwrap();
-        let hosts: Vec<String> = config
-            .sentinels
-            .iter()
-            .map(|sentinel| sentinel.addr().to_string())
-            .collect();
-        assert_eq!(hosts, ["s1:26379", "s2:26380"]);
-        assert_eq!(config.sentinels[0].redis_settings().password(), None);
-        assert_eq!(config.master_name, "chat");
-        assert_eq!(config.redis.db(), 2);
-        assert_eq!(config.redis.password(), Some("secret"));
-
-        let plain = SentinelConfig::parse("s1:26379/chat").unwrap();
-        assert_eq!(plain.redis.db(), 0);
-        assert_eq!(plain.redis.password(), None);
-
-        let guarded =
-            SentinelConfig::parse("u:p%40ss@s1:26379/chat?sentinel_password=s%26cret").unwrap();
-        assert_eq!(guarded.redis.username(), Some("u"));
-        assert_eq!(guarded.redis.password(), Some("p@ss"));
-        let sentinel = guarded.sentinels[0].redis_settings();
-        assert_eq!(
-            (sentinel.username(), sentinel.password()),
-            (None, Some("s&cret"))
-        );
-        assert!(
-            SentinelConfig::parse("s1:26379/chat?password=x").is_err(),
-            "unknown option"
-        );
-
-        assert!(SentinelConfig::parse("s1:26379").is_err(), "no master name");
-        assert!(
-            SentinelConfig::parse("s1:26379/").is_err(),
-            "empty master name"
-        );
-        assert!(SentinelConfig::parse("/chat").is_err(), "no sentinel");
-        assert!(
-            SentinelConfig::parse("s1:26379/chat/x").is_err(),
-            "bad database"
-        );
-    }
+/// An error for a URL that cannot be used.
+pub(crate) fn invalid(why: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, why))
 }

@@ -13,6 +13,7 @@
 //! Each multi-key change is one Lua script (under `scripts/`, its contract in its header) or
 //! one transaction, and every key comes from `chatfleet_wire::keys`.
 
+pub mod cluster;
 mod connection;
 pub mod control;
 mod error;
@@ -20,9 +21,11 @@ pub mod reports;
 pub mod rooms;
 mod scripts;
 pub mod seats;
+pub mod sentinel;
 pub mod sessions;
+pub mod subscription;
 
-pub use connection::{ConnectionSettings, Redis};
+pub use connection::{Conn, ConnectionSettings, Redis};
 pub use error::StateError;
 
 use std::time::Duration;

@@ -24,7 +24,8 @@ impl LoadReports {
     }
 
     /// Writes a node's report and the load of each room it hosts, both expiring after `ttl`,
-    /// and indexes the node. One transaction, so readers never see a report without its rooms.
+    /// and indexes the node. The node's keys in one transaction, so readers never see a report
+    /// without its rooms; the index (in another slot) after.
     pub async fn write(
         &self,
         report: &LoadReport,
@@ -41,7 +42,6 @@ impl LoadReports {
                 json,
                 redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
             )
-            .zadd(keys::node_index(), &report.node, report.ts_ms)
             .del(&rooms_key);
         if !rooms.is_empty() {
             let fields: Vec<(String, String)> = rooms
@@ -54,17 +54,21 @@ impl LoadReports {
             pipe.hset_multiple(&rooms_key, &fields)
                 .pexpire(&rooms_key, ttl_ms as i64);
         }
-        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        let mut conn = self.redis.conn();
+        let _: () = pipe.query_async(&mut conn).await?;
+        let _: () = conn
+            .zadd(keys::node_index(), &report.node, report.ts_ms)
+            .await?;
         Ok(())
     }
 
     /// Removes a node's report at its clean exit, so placement forgets it at once.
     pub async fn remove(&self, node: &str) -> Result<(), StateError> {
-        let _: () = redis::pipe()
+        let mut conn = self.redis.conn();
+        let _: () = conn
             .del(&[keys::node_report(node), keys::node_rooms(node)])
-            .zrem(keys::node_index(), node)
-            .query_async(&mut self.redis.conn())
             .await?;
+        let _: () = conn.zrem(keys::node_index(), node).await?;
         Ok(())
     }
 

@@ -160,7 +160,9 @@ impl RoomStore {
             .atomic()
             .set_ex(&keys.closed, 1, MAX_TOKEN_TTL.as_secs())
             .del(keys.state().to_vec())
-            .publish(&keys.live, closed_frame)
+            .cmd(self.redis.room_publish_command())
+            .arg(&keys.live)
+            .arg(closed_frame)
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -169,10 +171,10 @@ impl RoomStore {
     /// Publishes a frame every member of the room must see, on whichever node they are
     /// (`moved`, system notices).
     pub async fn publish(&self, room: &RoomId, frame: &str) -> Result<(), StateError> {
-        let _: () = self
-            .redis
-            .conn()
-            .publish(RoomKeys::new(room).live, frame)
+        let _: () = redis::cmd(self.redis.room_publish_command())
+            .arg(RoomKeys::new(room).live)
+            .arg(frame)
+            .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
     }
@@ -183,13 +185,18 @@ impl RoomStore {
             return Ok(());
         }
         let ttl = self.ttl_seconds() as i64;
-        let mut pipe = redis::pipe();
-        for room in rooms {
-            for key in RoomKeys::new(room).state() {
-                pipe.expire(key, ttl).ignore();
-            }
-        }
-        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        let _: Vec<redis::Value> = self
+            .redis
+            .pipeline_by_slot(
+                rooms,
+                |room| RoomKeys::new(room).seq,
+                |pipe, room| {
+                    for key in RoomKeys::new(room).state() {
+                        pipe.expire(key, ttl).ignore();
+                    }
+                },
+            )
+            .await?;
         Ok(())
     }
 }
@@ -240,6 +247,7 @@ impl MessageLog {
             .arg(floor)
             .arg(dedup.unwrap_or(""))
             .arg(new_epoch())
+            .arg(self.rooms.redis.room_publish_command())
             .invoke_async(&mut self.rooms.redis.conn())
             .await?;
         if id < 0 {

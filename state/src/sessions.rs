@@ -82,17 +82,23 @@ impl SessionSlots {
             .prepare_invoke()
             .load_async(&mut conn)
             .await?;
-        let mut pipe = redis::pipe();
-        for (user, ids) in &by_user {
-            pipe.cmd("EVALSHA")
-                .arg(scripts::REFRESH_SESSION.get_hash())
-                .arg(2)
-                .arg(keys::user_sessions(user))
-                .arg(keys::user_released(user))
-                .arg(ttl.as_millis() as u64)
-                .arg(ids);
-        }
-        let gone: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let by_user: Vec<(&str, Vec<&str>)> = by_user.into_iter().collect();
+        let gone: Vec<Vec<String>> = self
+            .redis
+            .pipeline_by_slot(
+                &by_user,
+                |(user, _)| keys::user_sessions(user),
+                |pipe, (user, ids)| {
+                    pipe.cmd("EVALSHA")
+                        .arg(scripts::REFRESH_SESSION.get_hash())
+                        .arg(2)
+                        .arg(keys::user_sessions(user))
+                        .arg(keys::user_released(user))
+                        .arg(ttl.as_millis() as u64)
+                        .arg(ids);
+                },
+            )
+            .await?;
         Ok(gone.into_iter().flatten().collect())
     }
 
@@ -120,8 +126,9 @@ impl SessionSlots {
         Ok(sessions)
     }
 
-    /// Frees `user`'s slots (one session, or all) for good and tells every node to close them,
-    /// in one round trip; the record that they ended lasts [`RELEASED_FOR`], so no refresh or
+    /// Frees `user`'s slots (one session, or all) for good, then tells every node to close
+    /// them (two calls: on a cluster the user's keys and the control channel are in different
+    /// slots); the record that they ended lasts [`RELEASED_FOR`], so no refresh or
     /// late claim brings them back.
     pub async fn end(&self, user: &str, session: Option<&str>) -> Result<(), StateError> {
         let command = Control::EndSessions {
@@ -129,22 +136,16 @@ impl SessionSlots {
             session: session.map(str::to_owned),
         };
         let mut conn = self.redis.conn();
-        let _: String = scripts::END_SESSIONS
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await?;
-        let _: () = redis::pipe()
-            .cmd("EVALSHA")
-            .arg(scripts::END_SESSIONS.get_hash())
-            .arg(2)
-            .arg(keys::user_sessions(user))
-            .arg(keys::user_released(user))
+        let _: i64 = scripts::END_SESSIONS
+            .key(keys::user_sessions(user))
+            .key(keys::user_released(user))
             .arg(RELEASED_FOR.as_millis() as u64)
             .arg(session.unwrap_or(""))
-            .ignore()
+            .invoke_async(&mut conn)
+            .await?;
+        // After the slots are freed for good, so no node that closes a session sees it claimed.
+        let _: () = conn
             .publish(keys::control_channel(), command.to_json())
-            .ignore()
-            .query_async(&mut conn)
             .await?;
         Ok(())
     }

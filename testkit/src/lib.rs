@@ -6,7 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+mod redis_cluster;
 mod redis_servers;
+pub use redis_cluster::RedisCluster;
 pub use redis_servers::{Redis, Sentinels};
 use std::time::{Duration, Instant};
 
@@ -162,17 +164,27 @@ impl Node {
 
     /// A node of the fleet sharing `redis`, named `name`, reporting every 200 ms, plus `args`.
     pub async fn in_fleet(redis: &Redis, name: &str, args: &[&str]) -> Node {
-        let url = redis.url();
+        Self::on_redis(&redis.url(), name, args).await
+    }
+
+    /// A fleet node named `name` on the Redis at `url` (any layout), heartbeat every 200 ms,
+    /// ready (its Redis answered) when this returns.
+    pub async fn on_redis(url: &str, name: &str, args: &[&str]) -> Node {
         let mut all = vec![
             "--redis-url",
-            &url,
+            url,
             "--node-name",
             name,
             "--heartbeat-ms",
             "200",
         ];
         all.extend_from_slice(args);
-        Node::start(&all).await
+        let node = Node::start(&all).await;
+        eventually("the node reaches its Redis and is ready", || async {
+            node.get("/readyz").await.status() == 200
+        })
+        .await;
+        node
     }
 
     pub fn pid(&self) -> u32 {
@@ -393,6 +405,51 @@ impl Client {
     }
 
     /// Sends `body` with the given `client_id` (a retry repeats the first one's).
+    /// Every message received until none came for `quiet`: (id, body) in arrival order.
+    pub async fn messages_until_quiet(&mut self, quiet: Duration) -> Vec<(u64, String)> {
+        let mut messages = Vec::new();
+        while let Ok(frame) = tokio::time::timeout(quiet, self.recv_skip_presence()).await {
+            if let ServerFrame::Message(m) = frame {
+                messages.push((m.id, m.content.body));
+            }
+        }
+        messages
+    }
+
+    /// Sends `body` as a client told `unavailable` or `unconfirmed` does: the same send (same
+    /// `client_id`) again until it is accepted, for at most `limit`. Returns the accepted
+    /// message and how many sends were refused.
+    pub async fn say_until_accepted(
+        &mut self,
+        body: &str,
+        client_id: &str,
+        limit: Duration,
+    ) -> (chatfleet_wire::frames::Message, u32) {
+        use chatfleet_wire::frames::ErrorCode;
+        let started = Instant::now();
+        let mut refusals = 0;
+        loop {
+            assert!(
+                started.elapsed() < limit,
+                "`{body}` not accepted within {limit:?} ({refusals} refusals)"
+            );
+            self.say_as(body, client_id).await;
+            match tokio::time::timeout(Duration::from_secs(5), self.recv_skip_presence()).await {
+                Ok(ServerFrame::Message(m)) if m.content.body == body => return (m, refusals),
+                Ok(ServerFrame::Error(error)) => {
+                    assert!(
+                        matches!(error.code, ErrorCode::Unavailable | ErrorCode::Unconfirmed),
+                        "{error:?}"
+                    );
+                    refusals += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => {}
+            }
+        }
+    }
+
     pub async fn say_as(&mut self, body: &str, client_id: &str) {
         let frame = ClientFrame::Send {
             body: body.into(),

@@ -203,6 +203,18 @@ impl Redis {
         redis
     }
 
+    /// A server on `port` with `extra` flags beside the defaults.
+    pub async fn start_with(port: u16, extra: Vec<String>) -> Redis {
+        let mut redis = Redis {
+            port,
+            child: None,
+            extra,
+            password: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
     /// A server that requires `password`, as production servers do.
     pub async fn start_guarded(password: &str) -> Redis {
         let mut redis = Redis {

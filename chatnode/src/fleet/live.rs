@@ -1,15 +1,15 @@
 //! The node's subscription to the live channels of the rooms it hosts (fleet mode only).
 //!
-//! One task owns the pub/sub connection. It subscribes exactly to the rooms the hub has,
-//! routes each frame to its room, and after a reconnect subscribes again and has every room
-//! catch up from its log, so a Redis outage loses no message.
+//! One task owns the subscription. It subscribes exactly to the rooms the hub has, routes
+//! each frame to its room, and whenever the subscription may have missed messages (a
+//! reconnect, a Sentinel failover, a room's slot moving to another shard of a cluster)
+//! subscribes anew and has every room catch up from its log, so no message is lost.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use chatfleet_state::subscription::{Event, Subscription};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -32,12 +32,12 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut master = store.state().redis.master_changes();
     while !stop.is_cancelled() {
-        match store.state().redis.client().get_async_pubsub().await {
-            Ok(pubsub) => {
+        match Subscription::open(&store.state().redis).await {
+            Ok(subscription) => {
                 backoff = MIN_BACKOFF;
-                let (sink, stream) = pubsub.split();
-                serve(&hub, &store, sink, stream, &mut requests, &stop).await;
+                serve(&hub, &store, subscription, &mut requests, &stop).await;
                 store.set_live_ok(false);
                 // Redis went away: the command connection may be as dead as this one. Ready
                 // again only once a heartbeat has gone through it.
@@ -52,11 +52,17 @@ pub async fn run(
             }
         }
         // Wait before retrying, answering requests meanwhile: nothing can be subscribed now.
+        // A new master (Sentinel) is worth trying at once.
         let retry = tokio::time::sleep(backoff);
         tokio::pin!(retry);
+        let mut new_master = false;
         loop {
             tokio::select! {
                 _ = &mut retry => break,
+                Ok(()) = master.changed() => {
+                    new_master = true;
+                    break;
+                }
                 _ = stop.cancelled() => return,
                 request = requests.recv() => match request {
                     Some(request) => answer(request, false),
@@ -64,28 +70,35 @@ pub async fn run(
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = if new_master {
+            MIN_BACKOFF
+        } else {
+            (backoff * 2).min(MAX_BACKOFF)
+        };
     }
 }
 
 async fn serve(
     hub: &Arc<Hub>,
     store: &FleetStore,
-    mut sink: PubSubSink,
-    mut stream: redis::aio::PubSubStream,
+    mut subscription: Subscription,
     requests: &mut mpsc::UnboundedReceiver<LiveSync>,
     stop: &CancellationToken,
 ) {
     let mut subscribed = HashSet::new();
-    // Under Sentinel, a failover moves the shared connection to the new master; the
-    // subscriptions follow by starting over there (a plain Redis never changes).
-    let mut master = store.state().redis.master_changes();
-    master.borrow_and_update();
-    if sink.subscribe(keys::control_channel()).await.is_err() {
+    if subscription
+        .subscribe(&keys::control_channel())
+        .await
+        .is_err()
+    {
         return;
     }
     for room in hub.rooms().all() {
-        if sink.subscribe(RoomKeys::new(room.id()).live).await.is_err() {
+        if subscription
+            .subscribe_room(&RoomKeys::new(room.id()).live)
+            .await
+            .is_err()
+        {
             return;
         }
         subscribed.insert(room.id().clone());
@@ -100,17 +113,18 @@ async fn serve(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            Ok(()) = master.changed() => {
-                tracing::info!("Redis has a new master; subscribing there");
-                return;
-            }
-            message = stream.next() => match message {
-                Some(message) => route(hub, &message),
+            event = subscription.next() => match event {
+                Some(Event::Message(message)) => route(hub, &message),
+                Some(Event::Moved(channel)) => {
+                    if !follow_moved(hub, &mut subscription, &channel).await {
+                        return;
+                    }
+                }
                 None => return,
             },
             request = requests.recv() => {
                 let Some(request) = request else { return };
-                let ok = sync(hub, &mut sink, &mut subscribed, &request.room).await;
+                let ok = sync(hub, &mut subscription, &mut subscribed, &request.room).await;
                 answer(request, ok);
                 if !ok {
                     return;
@@ -123,7 +137,7 @@ async fn serve(
 /// Subscribes or unsubscribes so the connection follows the hub's rooms.
 async fn sync(
     hub: &Hub,
-    sink: &mut PubSubSink,
+    subscription: &mut Subscription,
     subscribed: &mut HashSet<RoomId>,
     room: &RoomId,
 ) -> bool {
@@ -131,15 +145,31 @@ async fn sync(
     let wanted = hub.rooms().hosts(room);
     let has = subscribed.contains(room);
     if wanted && !has {
-        if sink.subscribe(&channel).await.is_err() {
+        if subscription.subscribe_room(&channel).await.is_err() {
             return false;
         }
         subscribed.insert(room.clone());
     } else if !wanted && has {
-        if sink.unsubscribe(&channel).await.is_err() {
+        if subscription.unsubscribe_room(&channel).await.is_err() {
             return false;
         }
         subscribed.remove(room);
+    }
+    true
+}
+
+/// Subscribes again to a room channel whose slot moved to another shard (the subscription
+/// goes to the slot's new owner), and has the room read what was published meanwhile.
+async fn follow_moved(hub: &Hub, subscription: &mut Subscription, channel: &str) -> bool {
+    let Some(room) = room_of_channel(channel) else {
+        return true;
+    };
+    tracing::info!(%room, "the room's slot moved to another shard; subscribing there");
+    if subscription.subscribe_room(channel).await.is_err() {
+        return false;
+    }
+    if let Some(handle) = hub.rooms().get(&room) {
+        handle.mark_lagged();
     }
     true
 }

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod auth;
 mod chat;
+mod cluster;
 mod drain;
 mod fleet;
 mod hostile;

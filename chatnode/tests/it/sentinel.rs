@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatfleet_wire::frames::{ErrorCode, Message, ServerFrame};
+use chatfleet_wire::frames::Message;
 
 use crate::support::{Client, Node, Redis, Sentinels, eventually};
 
@@ -14,21 +14,7 @@ use crate::support::{Client, Node, Redis, Sentinels, eventually};
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 
 async fn sentinel_node(sentinels: &Sentinels, name: &str) -> Node {
-    let url = sentinels.url();
-    let node = Node::start(&[
-        "--redis-url",
-        &url,
-        "--node-name",
-        name,
-        "--heartbeat-ms",
-        "200",
-    ])
-    .await;
-    eventually("the node follows the master and is ready", || async {
-        node.get("/readyz").await.status() == 200
-    })
-    .await;
-    node
+    Node::on_redis(&sentinels.url(), name, &[]).await
 }
 
 /// A primary with one replica, three sentinels watching it, and two nodes following them.
@@ -100,32 +86,13 @@ impl Fleet {
             .unwrap();
     }
 
-    /// After the primary was killed, has `client` send `body` as a client told `unavailable`
-    /// or `unconfirmed` does: the same send again until it is accepted. Returns the accepted
-    /// message, once the sentinels name the replica.
+    /// After the primary was killed, has `client` send `body` until it is accepted. Returns
+    /// the accepted message, once the sentinels name the replica.
     async fn send_through_failover(&self, client: &mut Client, body: &str) -> Message {
         let killed = Instant::now();
-        let mut refusals = 0;
-        let accepted = loop {
-            assert!(
-                killed.elapsed() < FAILOVER_LIMIT,
-                "chatting did not resume within {FAILOVER_LIMIT:?} ({refusals} refusals)"
-            );
-            client.say_as(body, &format!("k-{body}")).await;
-            match tokio::time::timeout(Duration::from_secs(5), client.recv_skip_presence()).await {
-                Ok(ServerFrame::Message(m)) if m.content.body == body => break m,
-                Ok(ServerFrame::Error(error)) => {
-                    assert!(
-                        matches!(error.code, ErrorCode::Unavailable | ErrorCode::Unconfirmed),
-                        "{error:?}"
-                    );
-                    refusals += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(_) => {}
-            }
-        };
+        let (accepted, refusals) = client
+            .say_until_accepted(body, &format!("k-{body}"), FAILOVER_LIMIT)
+            .await;
         println!(
             "failover: chatting resumed {:?} after the primary was killed ({refusals} sends refused meanwhile)",
             killed.elapsed()
@@ -137,15 +104,7 @@ impl Fleet {
 
 /// Every message `client` receives until it has been quiet for 2 s.
 async fn drain(client: &mut Client) -> Vec<(u64, String)> {
-    let mut messages = Vec::new();
-    while let Ok(frame) =
-        tokio::time::timeout(Duration::from_secs(2), client.recv_skip_presence()).await
-    {
-        if let ServerFrame::Message(m) = frame {
-            messages.push((m.id, m.content.body));
-        }
-    }
-    messages
+    client.messages_until_quiet(Duration::from_secs(2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

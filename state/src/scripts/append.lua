@@ -5,7 +5,9 @@
 -- KEYS: seq, log, closed, sent, epoch (one room's keys: one hash tag, one slot).
 -- ARGV: frame prefix, frame tail, history length, live channel, ttl seconds,
 --       floor (the newest id the calling node has delivered),
---       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none.
+--       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none,
+--       the publish command (PUBLISH, or SPUBLISH on a Redis Cluster: the live channel shares
+--       the room's hash tag, so it is in the script's slot).
 -- Returns {id, duplicate (0|1), epoch, renewed (1 when this call began the epoch)}; id -1 when
 -- the room was closed.
 -- Every redis.call costs a few microseconds here, so a message pays only for what it needs:
@@ -51,7 +53,7 @@ elseif id <= known then
 end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'f', frame)
-redis.call('PUBLISH', ARGV[4], frame)
+redis.call(ARGV[9], ARGV[4], frame)
 -- The counter's TTL stands for the room's: -1 when INCR just made it.
 if redis.call('TTL', KEYS[1]) < ttl - math.min(60, math.floor(ttl / 10)) then
   redis.call('EXPIRE', KEYS[1], ttl)

@@ -1,7 +1,10 @@
-//! The operator on a Redis run under Sentinel, real processes, laid out as charts deploy it
-//! (the master and the sentinels each require a password): it places rooms through the
-//! master the sentinels name, and places again, through the same handle, once they have
-//! promoted the replica after the primary died.
+//! The operator on the production layouts of Redis, real processes:
+//!
+//! - under Sentinel, laid out as charts deploy it (the master and the sentinels each require a
+//!   password): it places rooms through the master the sentinels name, and places again,
+//!   through the same handle, once they have promoted the replica after the primary died;
+//! - on a Redis Cluster of three primaries: it reads reports and reserves seats on nodes whose
+//!   keys live on different shards.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,7 @@ use chatfleet_wire::RoomId;
 use operator::decide::placement::Strategy;
 use operator::fleet_redis::{FleetRedis, RedisHealth, RedisPool};
 use operator::reconcile::placing::{Placer, Reserved};
-use testkit::{Redis, Sentinels};
+use testkit::{Redis, RedisCluster, Sentinels};
 
 const NODES: [&str; 2] = ["chat-0", "chat-1"];
 
@@ -80,4 +83,58 @@ async fn rooms_are_placed_through_the_master_the_sentinels_name_before_and_after
     );
     let kept = fleet.seats.peek_node(&first).await.unwrap();
     assert_eq!(kept.seats, Seats::Free { free: 27 }, "30 seats, 3 reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_placed_on_nodes_whose_keys_live_on_different_shards() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let state = cluster.state();
+    for node in NODES {
+        let report = testkit::load_report(node, 0, 30, 0.0);
+        state
+            .reports
+            .write(&report, &[], Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let shards = [
+        cluster
+            .primary_of(&chatfleet_wire::keys::node_report(NODES[0]))
+            .await,
+        cluster
+            .primary_of(&chatfleet_wire::keys::node_report(NODES[1]))
+            .await,
+    ];
+    assert_ne!(
+        shards[0], shards[1],
+        "the nodes' keys should be on two shards"
+    );
+
+    let pool = RedisPool::new(Duration::from_secs(3600));
+    let fleet = pool.for_url(&cluster.url()).unwrap();
+    let placer = Placer::default();
+    let mut placed = Vec::new();
+    for n in 0..4 {
+        placed.push(
+            place(&placer, &fleet, &format!("support/spread-{n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    placed.sort();
+    assert_eq!(
+        placed,
+        ["chat-0", "chat-0", "chat-1", "chat-1"],
+        "spread by load"
+    );
+    for node in NODES {
+        let seats = fleet.seats.peek_node(node).await.unwrap();
+        assert_eq!(
+            seats.seats,
+            Seats::Free { free: 24 },
+            "{node}: 30 seats, 2 rooms of 3"
+        );
+    }
+    let listed = fleet.reports.fleet().await.unwrap();
+    assert_eq!(listed.len(), 2);
 }
