@@ -6,10 +6,10 @@
 //! follows `MOVED` and `ASK`, refreshes the slot map, and sends sharded subscriptions to
 //! whichever primary owns their slot now.
 
+use redis::ProtocolVersion;
 use redis::aio::AsyncPushSender;
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{IntoConnectionInfo, ProtocolVersion};
 
 use crate::connection::{ConnectionSettings, HostList, invalid};
 
@@ -35,16 +35,7 @@ impl Cluster {
                 "a Cluster URL is redis+cluster://[user:password@]host:port[,host:port...] (a cluster has one database)",
             ));
         }
-        let credentials = url.credentials()?;
-        let seeds = url
-            .hosts
-            .iter()
-            .map(|host| {
-                Ok(format!("redis://{host}")
-                    .into_connection_info()?
-                    .set_redis_settings(credentials.clone()))
-            })
-            .collect::<Result<Vec<_>, redis::RedisError>>()?;
+        let seeds = url.connections(&url.credentials()?)?;
         let client = Self::builder(&seeds, settings).build()?;
         let conn = client.get_pending_async_connection_with_config(ClusterConfig::default());
         Ok(Self {

@@ -262,6 +262,21 @@ impl<'a> HostList<'a> {
         })
     }
 
+    /// Each host, to be reached with `settings` (credentials, database).
+    pub(crate) fn connections(
+        &self,
+        settings: &redis::RedisConnectionInfo,
+    ) -> Result<Vec<redis::ConnectionInfo>, redis::RedisError> {
+        self.hosts
+            .iter()
+            .map(|host| {
+                Ok(format!("redis://{host}")
+                    .into_connection_info()?
+                    .set_redis_settings(settings.clone()))
+            })
+            .collect()
+    }
+
     /// The credentials, parsed (and percent-decoded) as redis-rs parses them in a plain URL.
     pub(crate) fn credentials(&self) -> Result<redis::RedisConnectionInfo, redis::RedisError> {
         Ok(match self.credentials {

@@ -4,8 +4,8 @@
 use std::sync::{RwLock, Weak};
 use std::time::Duration;
 
+use redis::ConnectionAddr;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{ConnectionAddr, IntoConnectionInfo};
 use tokio::sync::watch;
 
 use crate::connection::{ConnectionSettings, Current, HostList, invalid};
@@ -59,15 +59,7 @@ impl SentinelConfig {
                 }
             };
         }
-        let sentinels = url
-            .hosts
-            .iter()
-            .map(|host| {
-                Ok(format!("redis://{host}")
-                    .into_connection_info()?
-                    .set_redis_settings(sentinel_auth.clone()))
-            })
-            .collect::<Result<Vec<_>, redis::RedisError>>()?;
+        let sentinels = url.connections(&sentinel_auth)?;
         let redis = url.credentials()?.set_db(db);
         Ok(Self {
             sentinels,

@@ -3,7 +3,6 @@
 //! primary (its replica takes over) and move a slot from one primary to another.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::{Redis, eventually};
 
@@ -65,12 +64,7 @@ impl RedisCluster {
 
     /// The fleet's shared state in this cluster, as chatfleet's components see it.
     pub fn state(&self) -> chatfleet_state::FleetState {
-        let redis = chatfleet_state::Redis::open(
-            &self.url(),
-            chatfleet_state::ConnectionSettings::OPERATOR,
-        )
-        .unwrap();
-        chatfleet_state::FleetState::new(redis, Duration::from_secs(86_400))
+        crate::redis_servers::fleet_state(&self.url())
     }
 
     /// Waits until every live node says the cluster is ok and they agree on who serves
@@ -98,14 +92,7 @@ impl RedisCluster {
     /// The index in `nodes` of the primary serving `key` now.
     pub async fn primary_of(&self, key: &str) -> usize {
         let slot = self.slot_of(key).await;
-        let mut conn = self.any().conn().await;
-        let port = slot_owners(&mut conn)
-            .await
-            .into_iter()
-            .find(|(start, end, _)| (*start..=*end).contains(&slot))
-            .map(|(_, _, port)| port)
-            .expect("every slot is served");
-        self.index_of(port)
+        self.owner_of(slot).await
     }
 
     pub async fn slot_of(&self, key: &str) -> u16 {
@@ -128,14 +115,7 @@ impl RedisCluster {
     /// the slot importing and migrating, its keys moved with MIGRATE, then the slot handed
     /// over on every primary.
     pub async fn move_slot(&self, slot: u16, to: usize) {
-        let mut conn = self.any().conn().await;
-        let owner = slot_owners(&mut conn)
-            .await
-            .into_iter()
-            .find(|(start, end, _)| (*start..=*end).contains(&slot))
-            .map(|(_, _, port)| port)
-            .unwrap();
-        let from = self.index_of(owner);
+        let from = self.owner_of(slot).await;
         assert_ne!(from, to, "slot {slot} is already there");
         let (source, target) = (self.node(from), self.node(to));
         let mut source_conn = source.conn().await;
@@ -184,6 +164,18 @@ impl RedisCluster {
             }
         }
         self.settled().await;
+    }
+
+    /// The index in `nodes` of the primary serving `slot` now.
+    async fn owner_of(&self, slot: u16) -> usize {
+        let mut conn = self.any().conn().await;
+        let port = slot_owners(&mut conn)
+            .await
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, port)| port)
+            .expect("every slot is served");
+        self.index_of(port)
     }
 
     fn any(&self) -> &Redis {

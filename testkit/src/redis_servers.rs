@@ -369,12 +369,7 @@ impl Redis {
 
     /// The fleet's shared state in this server, as chatfleet's components see it.
     pub fn state(&self) -> chatfleet_state::FleetState {
-        let redis = chatfleet_state::Redis::open(
-            &self.url(),
-            chatfleet_state::ConnectionSettings::OPERATOR,
-        )
-        .unwrap();
-        chatfleet_state::FleetState::new(redis, Duration::from_secs(86_400))
+        fleet_state(&self.url())
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -390,4 +385,11 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The fleet's shared state in the Redis at `url`, as chatfleet's components see it.
+pub(crate) fn fleet_state(url: &str) -> chatfleet_state::FleetState {
+    let redis =
+        chatfleet_state::Redis::open(url, chatfleet_state::ConnectionSettings::OPERATOR).unwrap();
+    chatfleet_state::FleetState::new(redis, Duration::from_secs(86_400))
 }
