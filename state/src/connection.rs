@@ -173,6 +173,58 @@ impl Redis {
         Ok(replies.into_iter().flatten().collect())
     }
 
+    /// Sends one command per item, `add` writing it after `prelude`'s commands (whose replies
+    /// the prelude must `ignore`), and returns the replies in the items' order: in one round
+    /// trip on one server; on a cluster, one pipeline per slot of the items' `key`s, sent at
+    /// once.
+    pub(crate) async fn query_each_by_slot<I, T: FromRedisValue>(
+        &self,
+        items: &[I],
+        key: impl Fn(&I) -> String,
+        prelude: impl Fn(&mut Pipeline),
+        add: impl Fn(&mut Pipeline, &I),
+    ) -> Result<Vec<T>, redis::RedisError> {
+        // Which items each pipeline carries, in order.
+        let mut groups: Vec<(Pipeline, Vec<usize>)> = Vec::new();
+        let mut slots: HashMap<Slot, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            let group = if self.is_cluster() {
+                *slots.entry(Slot::for_key(key(item))).or_insert_with(|| {
+                    groups.push((redis::pipe(), Vec::new()));
+                    groups.len() - 1
+                })
+            } else {
+                if groups.is_empty() {
+                    groups.push((redis::pipe(), Vec::new()));
+                }
+                0
+            };
+            let (pipe, indices) = &mut groups[group];
+            if indices.is_empty() {
+                prelude(pipe);
+            }
+            add(pipe, item);
+            indices.push(index);
+        }
+        let replies = try_join_all(groups.iter().map(|(pipe, _)| {
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
+        }))
+        .await?;
+        let mut ordered: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
+        for ((_, indices), replies) in groups.iter().zip(replies) {
+            if replies.len() != indices.len() {
+                return Err(invalid(
+                    "a pipeline answered a different number of commands",
+                ));
+            }
+            for (index, reply) in indices.iter().zip(replies) {
+                ordered[*index] = Some(reply);
+            }
+        }
+        Ok(ordered.into_iter().flatten().collect())
+    }
+
     /// Whether Redis answers now.
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         redis::cmd("PING")

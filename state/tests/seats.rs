@@ -137,6 +137,50 @@ async fn dead_and_draining_nodes_take_nothing_but_force_overflows() {
     );
 }
 
+#[tokio::test]
+async fn many_nodes_are_peeked_at_once_in_their_order_even_after_redis_forgot_the_script() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 4, 10, false).await;
+    report(&redis, "chat-1", 0, 10, true).await;
+    report(&redis, "chat-2", 1, 10, false).await;
+    let seats = store(&redis).await;
+    // A reservation of the room itself does not count against it; another room's does.
+    seats.reserve("chat-2", &room(1), 3).await.unwrap();
+    seats.reserve("chat-0", &room(2), 2).await.unwrap();
+    let nodes: Vec<String> = ["chat-2", "gone", "chat-1", "chat-0"]
+        .map(String::from)
+        .into();
+    let expected = [
+        Seats::Free { free: 9 },
+        Seats::Gone,
+        Seats::Draining { free: 10 },
+        Seats::Free { free: 4 },
+    ];
+    let found: Vec<Seats> = seats
+        .peek_many(&nodes, &room(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.seats)
+        .collect();
+    assert_eq!(found, expected);
+    // As after a restart or a failover: the server has no scripts cached.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let again: Vec<Seats> = seats
+        .peek_many(&nodes, &room(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.seats)
+        .collect();
+    assert_eq!(again, expected);
+    assert!(seats.peek_many(&[], &room(1)).await.unwrap().is_empty());
+}
+
 /// The contract between the crates: a real node's heartbeat is what the script reads.
 #[tokio::test]
 async fn a_real_nodes_members_fill_the_reservation_of_their_room() {

@@ -55,17 +55,20 @@ impl Placer {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
-        let mut nodes = Vec::with_capacity(candidates.len());
-        for pod in candidates {
-            let found = seats.peek(pod, room).await?;
-            if let Seats::Free { free } = found.seats {
-                nodes.push(NodeLoad {
+        // Every candidate's seats in one round trip: the lock is held for two, not one per node.
+        let found = seats.peek_many(candidates, room).await?;
+        let mut nodes: Vec<NodeLoad> = candidates
+            .iter()
+            .zip(found)
+            .filter_map(|(pod, found)| match found.seats {
+                Seats::Free { free } => Some(NodeLoad {
                     name: pod.clone(),
                     free_seats: free,
                     msg_rate: found.msg_rate,
-                });
-            }
-        }
+                }),
+                _ => None,
+            })
+            .collect();
         for _ in 0..RESERVE_ATTEMPTS {
             let (node, overflow) = match placement::place(&nodes, expected, strategy) {
                 Placement::Fits { node } => (node, false),
