@@ -19,7 +19,8 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Redis to share load, history and live messages with the fleet; standalone without it.
-    /// `redis://host:port`, or under Sentinel `redis+sentinel://host:port,host:port/master`.
+    /// `redis://host:port`, under Sentinel `redis+sentinel://host:port,host:port/master`, or a
+    /// Redis Cluster `redis+cluster://host:port,host:port` (any of its nodes).
     #[arg(long, env = "CHATNODE_REDIS_URL")]
     pub redis_url: Option<String>,
 
