@@ -152,31 +152,14 @@ impl Redis {
         key: impl Fn(&I) -> String,
         add: impl Fn(&mut Pipeline, &I),
     ) -> Result<Vec<T>, redis::RedisError> {
-        let pipes: Vec<Pipeline> = if self.is_cluster() {
-            let mut by_slot: HashMap<Slot, Pipeline> = HashMap::new();
-            for item in items {
-                add(by_slot.entry(Slot::for_key(key(item))).or_default(), item);
-            }
-            by_slot.into_values().collect()
-        } else {
-            let mut pipe = redis::pipe();
-            for item in items {
-                add(&mut pipe, item);
-            }
-            vec![pipe]
-        };
-        let replies = try_join_all(pipes.iter().map(|pipe| {
-            let mut conn = self.conn();
-            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
-        }))
-        .await?;
+        let groups = self.group_by_slot(items, key, |_| {}, add);
+        let replies: Vec<Vec<T>> = self.send_all(&groups).await?;
         Ok(replies.into_iter().flatten().collect())
     }
 
     /// Sends one command per item, `add` writing it after `prelude`'s commands (whose replies
-    /// the prelude must `ignore`), and returns the replies in the items' order: in one round
-    /// trip on one server; on a cluster, one pipeline per slot of the items' `key`s, sent at
-    /// once.
+    /// the prelude must `ignore`), grouped as [`Redis::pipeline_by_slot`] groups them, and
+    /// returns the replies in the items' order.
     pub(crate) async fn query_each_by_slot<I, T: FromRedisValue>(
         &self,
         items: &[I],
@@ -184,33 +167,8 @@ impl Redis {
         prelude: impl Fn(&mut Pipeline),
         add: impl Fn(&mut Pipeline, &I),
     ) -> Result<Vec<T>, redis::RedisError> {
-        // Which items each pipeline carries, in order.
-        let mut groups: Vec<(Pipeline, Vec<usize>)> = Vec::new();
-        let mut slots: HashMap<Slot, usize> = HashMap::new();
-        for (index, item) in items.iter().enumerate() {
-            let group = if self.is_cluster() {
-                *slots.entry(Slot::for_key(key(item))).or_insert_with(|| {
-                    groups.push((redis::pipe(), Vec::new()));
-                    groups.len() - 1
-                })
-            } else {
-                if groups.is_empty() {
-                    groups.push((redis::pipe(), Vec::new()));
-                }
-                0
-            };
-            let (pipe, indices) = &mut groups[group];
-            if indices.is_empty() {
-                prelude(pipe);
-            }
-            add(pipe, item);
-            indices.push(index);
-        }
-        let replies = try_join_all(groups.iter().map(|(pipe, _)| {
-            let mut conn = self.conn();
-            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
-        }))
-        .await?;
+        let groups = self.group_by_slot(items, key, prelude, add);
+        let replies: Vec<Vec<T>> = self.send_all(&groups).await?;
         let mut ordered: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
         for ((_, indices), replies) in groups.iter().zip(replies) {
             if replies.len() != indices.len() {
@@ -223,6 +181,45 @@ impl Redis {
             }
         }
         Ok(ordered.into_iter().flatten().collect())
+    }
+
+    /// The pipelines for `items`, each with the indices of the items it carries: one on one
+    /// server; on a cluster, one per slot of the items' `key`s. Each opens with `prelude`.
+    fn group_by_slot<I>(
+        &self,
+        items: &[I],
+        key: impl Fn(&I) -> String,
+        prelude: impl Fn(&mut Pipeline),
+        add: impl Fn(&mut Pipeline, &I),
+    ) -> Vec<(Pipeline, Vec<usize>)> {
+        let mut groups: Vec<(Pipeline, Vec<usize>)> = Vec::new();
+        // On one server every item goes into the one pipeline (slot None).
+        let mut slots: HashMap<Option<Slot>, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            let slot = self.is_cluster().then(|| Slot::for_key(key(item)));
+            let group = *slots.entry(slot).or_insert_with(|| {
+                let mut pipe = redis::pipe();
+                prelude(&mut pipe);
+                groups.push((pipe, Vec::new()));
+                groups.len() - 1
+            });
+            let (pipe, indices) = &mut groups[group];
+            add(pipe, item);
+            indices.push(index);
+        }
+        groups
+    }
+
+    /// Sends every pipeline at once and returns their replies, pipeline by pipeline.
+    async fn send_all<T: FromRedisValue>(
+        &self,
+        groups: &[(Pipeline, Vec<usize>)],
+    ) -> Result<Vec<Vec<T>>, redis::RedisError> {
+        try_join_all(groups.iter().map(|(pipe, _)| {
+            let mut conn = self.conn();
+            async move { pipe.query_async::<Vec<T>>(&mut conn).await }
+        }))
+        .await
     }
 
     /// Whether Redis answers now.

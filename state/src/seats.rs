@@ -6,7 +6,7 @@
 
 use chatfleet_wire::RoomId;
 use chatfleet_wire::keys;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, ScriptInvocation};
 
 use crate::{Redis, StateError, scripts};
 
@@ -43,11 +43,6 @@ impl SeatStore {
         Self { redis }
     }
 
-    /// Free seats on `node`, not counting `room`'s own reservation there.
-    pub async fn peek(&self, node: &str, room: &RoomId) -> Result<NodeSeats, StateError> {
-        self.run(node, "peek", &room.to_string(), 0).await
-    }
-
     /// Free seats on each of `nodes`, not counting `room`'s own reservations, in the nodes'
     /// order: one round trip (one per slot on a cluster) whatever the number of nodes, so a
     /// placement over a large fleet waits for Redis once, not once per node.
@@ -68,15 +63,7 @@ impl SeatStore {
                     pipe.load_script(&scripts::SEATS).ignore();
                 },
                 |pipe, node| {
-                    pipe.invoke_script(
-                        scripts::SEATS
-                            .key(keys::node_report(node))
-                            .key(keys::node_rooms(node))
-                            .key(keys::node_reserved(node))
-                            .arg("peek")
-                            .arg(&room)
-                            .arg(0),
-                    );
+                    pipe.invoke_script(&invocation(node, "peek", &room, 0));
                 },
             )
             .await?;
@@ -125,17 +112,24 @@ impl SeatStore {
         room: &str,
         seats: u32,
     ) -> Result<NodeSeats, StateError> {
-        let (outcome, free, rate): (String, i64, String) = scripts::SEATS
-            .key(keys::node_report(node))
-            .key(keys::node_rooms(node))
-            .key(keys::node_reserved(node))
-            .arg(mode)
-            .arg(room)
-            .arg(seats)
+        let reply: (String, i64, String) = invocation(node, mode, room, seats)
             .invoke_async(&mut self.redis.conn())
             .await?;
-        Ok(node_seats((outcome, free, rate)))
+        Ok(node_seats(reply))
     }
+}
+
+/// The seats script on `node`'s keys, in `mode` (`peek`, `reserve` or `force`).
+fn invocation(node: &str, mode: &str, room: &str, seats: u32) -> ScriptInvocation<'static> {
+    let mut invocation = scripts::SEATS.prepare_invoke();
+    invocation
+        .key(keys::node_report(node))
+        .key(keys::node_rooms(node))
+        .key(keys::node_reserved(node))
+        .arg(mode)
+        .arg(room)
+        .arg(seats);
+    invocation
 }
 
 /// The seats script's answer: its outcome, the free seats and the node's message rate.

@@ -27,6 +27,12 @@ fn room(n: usize) -> RoomId {
     format!("support/room-{n}").parse().unwrap()
 }
 
+/// What `peek_many` finds on each of `nodes`, for `room`.
+async fn peek_all(seats: &SeatStore, nodes: &[String], room: &RoomId) -> Vec<Seats> {
+    let found = seats.peek_many(nodes, room).await.unwrap();
+    found.into_iter().map(|n| n.seats).collect()
+}
+
 #[tokio::test]
 async fn concurrent_reservations_never_oversubscribe_a_node() {
     let redis = Redis::start().await;
@@ -99,7 +105,7 @@ async fn reservations_shrink_as_members_arrive_and_release_gives_seats_back() {
     );
     // The room does not count against itself when it is checked again.
     assert_eq!(
-        seats.peek("chat-0", &room(1)).await.unwrap().seats,
+        peek_all(&seats, &["chat-0".to_owned()], &room(1)).await[0],
         Seats::Free { free: 7 }
     );
     seats.release("chat-0", &room(1)).await.unwrap();
@@ -156,29 +162,15 @@ async fn many_nodes_are_peeked_at_once_in_their_order_even_after_redis_forgot_th
         Seats::Draining { free: 10 },
         Seats::Free { free: 4 },
     ];
-    let found: Vec<Seats> = seats
-        .peek_many(&nodes, &room(1))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.seats)
-        .collect();
-    assert_eq!(found, expected);
+    assert_eq!(peek_all(&seats, &nodes, &room(1)).await, expected);
     // As after a restart or a failover: the server has no scripts cached.
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut redis.conn().await)
         .await
         .unwrap();
-    let again: Vec<Seats> = seats
-        .peek_many(&nodes, &room(1))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| n.seats)
-        .collect();
-    assert_eq!(again, expected);
-    assert!(seats.peek_many(&[], &room(1)).await.unwrap().is_empty());
+    assert_eq!(peek_all(&seats, &nodes, &room(1)).await, expected);
+    assert!(peek_all(&seats, &[], &room(1)).await.is_empty());
 }
 
 /// The contract between the crates: a real node's heartbeat is what the script reads.
