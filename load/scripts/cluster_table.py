@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from markdown_table import print_table
+
 TICKS_PER_SECOND = 100
 folder = Path(sys.argv[1])
 layouts = sys.argv[2:] or ["single", "c1", "c3", "c6"]
@@ -38,9 +40,4 @@ for load, load_label in loads.items():
 
 header = ("load", "Redis", "deliveries/s", "delivered", "p99", "nodes CPU / delivery",
           "Redis CPU / delivery", "busiest shard's share of Redis CPU")
-widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
-line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-print(line(header))
-print("| " + " | ".join("-" * w for w in widths) + " |")
-for row in rows:
-    print(line(row))
+print_table(header, rows)

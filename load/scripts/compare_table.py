@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from markdown_table import print_table
+
 folder = Path(sys.argv[1])
 
 
@@ -80,9 +82,4 @@ for size in (300, 3):
                  fmt(ours_b / 1024, " KiB", 1), fmt(peer_b / 1024, " KiB", 1), fmt(ratio(ours_b, peer_b), " ×"), ""))
 
 header = ("", "chatnode", "Node.js peer", "chatnode / peer", "chatnode / floor")
-widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]
-line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-print(line(header))
-print("| " + " | ".join("-" * w for w in widths) + " |")
-for row in rows:
-    print(line(row))
+print_table(header, rows)
