@@ -2,7 +2,8 @@
 //! routers over two traits, so each server plugs in where its rooms and its fleet live.
 //!
 //! - [`rooms`]: the room API over a [`RoomDirectory`](rooms::RoomDirectory): open, list,
-//!   show and close rooms, mint join tokens ([`tokens`]), read history ([`history`]).
+//!   show and close rooms, mint join tokens ([`tokens`]), read history ([`history`]),
+//!   moderate members ([`moderation`]).
 //! - [`admin`]: users' sessions and the fleet over a [`FleetAdmin`](admin::FleetAdmin);
 //!   [`redis_admin`] is that trait over a fleet's Redis.
 //! - [`keys`]: API keys and their scopes; [`error`]: the one error type and its JSON.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod history;
 pub mod keys;
+pub mod moderation;
 pub mod openapi;
 pub mod redis_admin;
 pub mod rooms;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, rooms};
+use crate::{admin, moderation, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,12 +28,14 @@ use crate::{admin, rooms};
     ),
     paths(
         rooms::create, rooms::list, rooms::show, rooms::remove, rooms::token, rooms::history,
+        moderation::mute, moderation::unmute, moderation::remove,
         admin::list_sessions, admin::end_all, admin::end_one,
         admin::fleet, admin::drain, admin::broadcast,
     ),
     modifiers(&ApiKeyHeader),
     tags(
         (name = "rooms", description = "Open, inspect and close rooms; invite people"),
+        (name = "moderation", description = "Mute and remove members (room scope)"),
         (name = "sessions", description = "A user's sessions across the fleet (room scope)"),
         (name = "admin", description = "The fleet's nodes, drains and broadcasts (admin scope)"),
         (name = "node", description = "Served by chat nodes only"),

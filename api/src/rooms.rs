@@ -11,16 +11,17 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chatfleet_wire::RoomId;
-use chatfleet_wire::frames::Role;
+use chatfleet_wire::frames::{Moderation, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::ApiPath;
 use crate::history::{HistoryQuery, HistoryView};
 use crate::keys::{ApiKeys, Scope, require_scope};
+use crate::moderation::{self, ReasonQuery, reason_or};
 use crate::{ApiError, ErrorBody};
 
 /// A request to open a room.
@@ -232,7 +233,19 @@ pub trait RoomDirectory: Send + Sync + 'static {
         filter: &RoomFilter,
     ) -> impl Future<Output = Result<Vec<RoomView>, ApiError>> + Send;
     fn get_room(&self, room: &RoomId) -> impl Future<Output = Result<RoomView, ApiError>> + Send;
-    fn close_room(&self, room: &RoomId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Closes the room; its members see `reason` in their `closed` frame.
+    fn close_room(
+        &self,
+        room: &RoomId,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Records a moderator's action and has every node hosting the room apply it (see
+    /// [`crate::moderation`]); `not_found` for an unknown room.
+    fn moderate(
+        &self,
+        room: &RoomId,
+        moderation: Moderation,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
     fn mint_token(
         &self,
         room: &RoomId,
@@ -256,6 +269,14 @@ pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
         )
         .route("/v1/rooms/{namespace}/{room}/tokens", post(token::<D>))
         .route("/v1/rooms/{namespace}/{room}/history", get(history::<D>))
+        .route(
+            "/v1/rooms/{namespace}/{room}/members/{user}",
+            delete(moderation::remove::<D>),
+        )
+        .route(
+            "/v1/rooms/{namespace}/{room}/members/{user}/mute",
+            post(moderation::mute::<D>).delete(moderation::unmute::<D>),
+        )
         .with_state(directory)
         .layer(middleware::from_fn_with_state(
             (keys, Scope::Room),
@@ -263,7 +284,7 @@ pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
         ))
 }
 
-fn room_id(namespace: &str, room: &str) -> Result<RoomId, ApiError> {
+pub(crate) fn room_id(namespace: &str, room: &str) -> Result<RoomId, ApiError> {
     RoomId::new(namespace, room).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
@@ -347,16 +368,22 @@ pub(crate) async fn show<D: RoomDirectory>(
     ))
 }
 
-/// Close a room: its members get `closed`, its history is dropped, old tokens cannot reopen it.
+/// Close a room: its members get `closed` (with the reason), its history is dropped, old
+/// tokens cannot reopen it.
 #[utoipa::path(delete, path = "/v1/rooms/{namespace}/{room}", tag = "rooms", security(("api_key" = [])),
-    params(("namespace" = String, Path), ("room" = String, Path)),
+    params(("namespace" = String, Path), ("room" = String, Path), ReasonQuery),
     responses((status = 204, description = "closed"), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn remove<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     ApiPath((namespace, room)): ApiPath<(String, String)>,
+    query: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    directory.close_room(&room_id(&namespace, &room)?).await?;
+    let Query(query) = query?;
+    let reason = reason_or(query.reason, "closed through the room API")?;
+    directory
+        .close_room(&room_id(&namespace, &room)?, &reason)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// API group of both resources.
 pub const GROUP: &str = "chatfleet.dev";
 
+/// Annotation on a ChatRoom being deleted: the reason its members see in `closed` (the room
+/// API sets it before deleting; `kubectl annotate` can too).
+pub const CLOSE_REASON_ANNOTATION: &str = "chatfleet.dev/close-reason";
+
 /// A fleet of chat nodes: a StatefulSet whose pods report their load to one Redis.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

@@ -5,6 +5,8 @@
 //!
 //! - [`rooms::RoomStore`]: a room's settings, tombstone, live channel and TTL, and reads of
 //!   its message log; [`rooms::MessageLog`] appends to that log (nodes only).
+//! - [`members`]: what a room knows of its members beyond presence: read positions, mutes
+//!   and removals.
 //! - [`sessions::SessionSlots`]: the fleet-wide sessions-per-user limit.
 //! - [`reports::LoadReports`]: the load each node reports on its heartbeat.
 //! - [`control::ControlChannel`]: commands for every node (end sessions, drain, broadcast).
@@ -17,6 +19,7 @@ pub mod cluster;
 mod connection;
 pub mod control;
 mod error;
+pub mod members;
 pub mod reports;
 pub mod rooms;
 mod scripts;

@@ -44,7 +44,7 @@ pub struct RoomSettings {
 /// Rooms' state in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct RoomStore {
-    redis: Redis,
+    pub(crate) redis: Redis,
     /// How long a room's state lives without a node refreshing it.
     ttl: Duration,
 }
@@ -54,7 +54,7 @@ impl RoomStore {
         Self { redis, ttl }
     }
 
-    fn ttl_seconds(&self) -> u64 {
+    pub(crate) fn ttl_seconds(&self) -> u64 {
         self.ttl.as_secs().max(1)
     }
 

@@ -18,3 +18,5 @@ pub static END_SESSIONS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/end_sessions.lua")));
 pub static SEATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/seats.lua")));
+pub static READS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/reads.lua")));

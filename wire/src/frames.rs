@@ -4,6 +4,8 @@
 //! message (see [`message_json`]) and the same bytes go to every member, into the history and
 //! across Redis, so a resumed client receives exactly what a live one did.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::RoomId;
@@ -76,7 +78,16 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// The member is typing. Ephemeral: shown to the others, never stored. Clients may send it
+    /// on every keystroke; a node passes on at most one per [`TYPING_INTERVAL_MS`].
+    Typing,
+    /// The member has read the room up to message `up_to`. A read never moves back.
+    Read { up_to: u64 },
 }
+
+/// Shortest gap, per connection, between two `typing` frames a node passes on; clients show
+/// "is typing" for about twice this long after the last one.
+pub const TYPING_INTERVAL_MS: u64 = 2_000;
 
 /// Frames a node sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +117,47 @@ pub enum ServerFrame {
         /// Milliseconds since the Unix epoch.
         ts: u64,
     },
+    /// Someone is typing (see [`ClientFrame::Typing`]); not sent to that user's own sessions.
+    Typing {
+        room: RoomId,
+        user: String,
+        name: String,
+    },
+    /// Members' read positions that moved: user → the id read up to. A room sends at most
+    /// one per second, with every read since the last; apply each as a maximum.
+    Read {
+        room: RoomId,
+        reads: BTreeMap<String, u64>,
+    },
+    /// A moderator acted on a member through the room API.
+    Moderation(Moderation),
+}
+
+/// A moderator's action on a member, as every member of the room sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Moderation {
+    pub room: RoomId,
+    pub user: String,
+    pub action: ModerationAction,
+    pub reason: String,
+    /// For `muted`: until when, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// Milliseconds since the Unix epoch, when the moderator acted.
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// The member's sends are refused with `muted` until `until`.
+    Muted,
+    /// A mute was lifted early.
+    Unmuted,
+    /// The member's sessions were closed, and the member may not join the room again.
+    Removed,
 }
 
 /// First frame on every accepted connection.
@@ -127,6 +179,12 @@ pub struct Welcome {
     /// Present when the client asked to resume with `since`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Every member's read position (user → the id read up to), the joining user's included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<String, u64>,
+    /// Set while the joining user is muted: until when (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 /// How a resume went.
@@ -221,6 +279,10 @@ pub enum ErrorCode {
     /// The node could not learn whether a send was appended (Redis stalled mid-request): it
     /// may or may not appear. Retry with the same `client_id`; the message is appended once.
     Unconfirmed,
+    /// A moderator muted the member: sends are refused until the mute ends.
+    Muted,
+    /// A moderator removed the member from the room; it may not join again.
+    Removed,
 }
 
 impl ErrorCode {
@@ -234,6 +296,7 @@ impl ErrorCode {
                 | ErrorCode::ReadOnly
                 | ErrorCode::Unavailable
                 | ErrorCode::Unconfirmed
+                | ErrorCode::Muted
         )
     }
 
@@ -252,6 +315,8 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::Unconfirmed => "unconfirmed",
+            ErrorCode::Muted => "muted",
+            ErrorCode::Removed => "removed",
         }
     }
 }
@@ -381,10 +446,46 @@ mod tests {
             r#"{"type":"send"}"#,
             r#"{"type":"send","body":"hi","extra":1}"#,
             r#"["send"]"#,
+            r#"{"type":"read"}"#,
+            r#"{"type":"read","up_to":-1}"#,
+            r#"{"type":"typing","body":"x"}"#,
             "not json",
         ] {
             assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn typing_read_and_moderation_frames_have_a_stable_shape() {
+        let typing: ClientFrame = serde_json::from_str(r#"{"type":"typing"}"#).unwrap();
+        assert_eq!(typing, ClientFrame::Typing);
+        let read: ClientFrame = serde_json::from_str(r#"{"type":"read","up_to":7}"#).unwrap();
+        assert_eq!(read, ClientFrame::Read { up_to: 7 });
+        let room: RoomId = "support/case-1".parse().unwrap();
+        let reads = ServerFrame::Read {
+            room: room.clone(),
+            reads: [("dana".to_owned(), 7)].into(),
+        };
+        assert_eq!(
+            reads.to_json(),
+            r#"{"type":"read","room":"support/case-1","reads":{"dana":7}}"#
+        );
+        let muted = ServerFrame::Moderation(Moderation {
+            room,
+            user: "dana".into(),
+            action: ModerationAction::Muted,
+            reason: "calm down".into(),
+            until: Some(5),
+            ts: 1,
+        });
+        assert_eq!(
+            muted.to_json(),
+            r#"{"type":"moderation","room":"support/case-1","user":"dana","action":"muted","reason":"calm down","until":5,"ts":1}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(&muted.to_json()).unwrap(),
+            muted
+        );
     }
 
     #[test]
@@ -403,6 +504,8 @@ mod tests {
             ErrorCode::SlowConsumer,
             ErrorCode::SessionEnded,
             ErrorCode::Unconfirmed,
+            ErrorCode::Muted,
+            ErrorCode::Removed,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

@@ -72,6 +72,12 @@ pub struct RoomKeys {
     /// Sorted set of sends already appended: member = `<user>\n<client_id>`, score = the
     /// message id; a retried send finds its first id here (the last `history_len` only).
     pub sent: String,
+    /// Hash: user → the message id the user has read up to (never decreases).
+    pub reads: String,
+    /// Hash: user → when (ms since the Unix epoch) the user's mute ends.
+    pub muted: String,
+    /// Hash: user → why a moderator removed the user; those users may not join again.
+    pub removed: String,
 }
 
 impl RoomKeys {
@@ -85,12 +91,24 @@ impl RoomKeys {
             live: format!("{base}:live"),
             epoch: format!("{base}:epoch"),
             sent: format!("{base}:sent"),
+            reads: format!("{base}:reads"),
+            muted: format!("{base}:muted"),
+            removed: format!("{base}:removed"),
         }
     }
 
     /// The keys that carry the room's shared state and expire together.
-    pub fn state(&self) -> [&str; 5] {
-        [&self.seq, &self.log, &self.meta, &self.epoch, &self.sent]
+    pub fn state(&self) -> [&str; 8] {
+        [
+            &self.seq,
+            &self.log,
+            &self.meta,
+            &self.epoch,
+            &self.sent,
+            &self.reads,
+            &self.muted,
+            &self.removed,
+        ]
     }
 }
 
@@ -117,6 +135,9 @@ mod tests {
             &keys.live,
             &keys.epoch,
             &keys.sent,
+            &keys.reads,
+            &keys.muted,
+            &keys.removed,
         ] {
             assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
         }

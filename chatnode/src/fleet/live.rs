@@ -106,9 +106,9 @@ async fn serve(
     store.set_live_ok(true);
     hub.metrics().backend_up.set(1);
     tracing::info!(rooms = subscribed.len(), "live channels subscribed");
-    // Whatever was published while we were away is in the logs.
+    // Whatever was published while we were away is in the logs and the member state.
     for room in hub.rooms().all() {
-        room.mark_lagged();
+        room.resubscribed();
     }
     loop {
         tokio::select! {
@@ -169,7 +169,7 @@ async fn follow_moved(hub: &Hub, subscription: &mut Subscription, channel: &str)
         return false;
     }
     if let Some(handle) = hub.rooms().get(&room) {
-        handle.mark_lagged();
+        handle.resubscribed();
     }
     true
 }
@@ -211,6 +211,21 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
         ("message", Some(id)) => handle.deliver((id, frame)),
         ("closed", _) => {
             tokio::spawn(async move { handle.close(frame).await });
+        }
+        ("typing", _) => {
+            if let Ok(ServerFrame::Typing { user, .. }) = serde_json::from_str(json) {
+                handle.typing(user, frame);
+            }
+        }
+        ("read", _) => {
+            if let Ok(ServerFrame::Read { reads, .. }) = serde_json::from_str(json) {
+                tokio::spawn(async move { handle.reads_arrived(reads).await });
+            }
+        }
+        ("moderation", _) => {
+            if let Ok(ServerFrame::Moderation(moderation)) = serde_json::from_str(json) {
+                tokio::spawn(async move { handle.moderate(moderation, frame).await });
+            }
         }
         ("moved", _) => {
             // Members already on the room's new node stay; everyone else reconnects there.

@@ -15,7 +15,7 @@ use chatfleet_api::tokens::mint_token_view;
 use chatfleet_state::rooms::LoggedMessage;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
-use chatfleet_wire::frames::ServerFrame;
+use chatfleet_wire::frames::{Moderation, ServerFrame};
 use chatfleet_wire::urls::ws_endpoint;
 
 use crate::node::Hub;
@@ -127,19 +127,35 @@ impl RoomDirectory for NodeDirectory {
             .ok_or_else(|| ApiError::not_found(room))
     }
 
-    async fn close_room(&self, room: &RoomId) -> Result<(), ApiError> {
+    async fn close_room(&self, room: &RoomId, reason: &str) -> Result<(), ApiError> {
         if self.view(room).await?.is_none() {
             return Err(ApiError::not_found(room));
         }
         let frame = ServerFrame::Closed {
             room: room.clone(),
-            reason: "closed through the room API".into(),
+            reason: reason.to_owned(),
         }
         .to_json();
         self.hub.backend().close_room(room, &frame).await?;
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.rooms().get(room) {
             handle.close(frame.into()).await;
+        }
+        Ok(())
+    }
+
+    async fn moderate(&self, room: &RoomId, moderation: Moderation) -> Result<(), ApiError> {
+        if self.view(room).await?.is_none() {
+            return Err(ApiError::not_found(room));
+        }
+        let frame = ServerFrame::Moderation(moderation.clone()).to_json();
+        let backend = self.hub.backend();
+        backend.moderate(room, &moderation, &frame).await?;
+        // In a fleet the live channel brings the frame to every node's room, this one's too.
+        if !backend.relays()
+            && let Some(handle) = self.hub.rooms().get(room)
+        {
+            handle.moderate(moderation, frame.into()).await;
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ pub enum Refusal {
     RoomClosed,
     #[error("you already hold as many sessions as the fleet allows; close one first")]
     SessionLimit,
+    #[error("a moderator removed you from this room")]
+    Removed,
 }
 
 impl Refusal {
@@ -39,6 +41,7 @@ impl Refusal {
             Refusal::RoomFull => ErrorCode::RoomFull,
             Refusal::RoomClosed => ErrorCode::RoomClosed,
             Refusal::SessionLimit => ErrorCode::SessionLimit,
+            Refusal::Removed => ErrorCode::Removed,
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{
-    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, bounds, close, message_tail,
+    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, TYPING_INTERVAL_MS, bounds, close,
+    message_tail,
 };
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -145,6 +146,8 @@ async fn admit(
             limiter,
             rejections: (0, Instant::now()),
             flooding: false,
+            last_typing: None,
+            last_read: 0,
         },
     }))
 }
@@ -333,7 +336,7 @@ where
     let close_code = match refusal {
         Refusal::Draining => close::SERVICE_RESTART,
         Refusal::RoomClosed => close::NORMAL,
-        Refusal::SessionLimit => close::POLICY,
+        Refusal::SessionLimit | Refusal::Removed => close::POLICY,
         Refusal::NodeFull | Refusal::RoomFull | Refusal::Unavailable => close::TRY_AGAIN_LATER,
     };
     closing::finish(&mut socket, End::Close(close_code, code.as_str())).await;
@@ -350,6 +353,10 @@ struct Connection {
     rejections: (u32, Instant),
     /// Set when the client keeps sending far past its rate limit.
     flooding: bool,
+    /// When the last `typing` frame was passed on.
+    last_typing: Option<Instant>,
+    /// The highest read position passed on.
+    last_read: u64,
 }
 
 impl Connection {
@@ -380,6 +387,7 @@ impl Connection {
                     | ErrorCode::MessageTooLarge
                     | ErrorCode::RateLimited
                     | ErrorCode::ReadOnly
+                    | ErrorCode::Muted
             )
         );
         Some(if clients_fault {
@@ -400,15 +408,65 @@ impl Connection {
         if frame.len() > self.limits.max_message_bytes + 1024 {
             return Some(too_large(self.limits.max_message_bytes));
         }
-        let (body, client_id) = match serde_json::from_str::<ClientFrame>(frame) {
-            Ok(ClientFrame::Send { body, client_id }) => (body, client_id),
-            Err(error) => {
-                return Some(ServerFrame::error(
-                    ErrorCode::BadFrame,
-                    format!("not a valid client frame: {error}"),
-                ));
+        match serde_json::from_str::<ClientFrame>(frame) {
+            Ok(ClientFrame::Send { body, client_id }) => self.send(body, client_id).await,
+            Ok(ClientFrame::Typing) => self.typing().await,
+            Ok(ClientFrame::Read { up_to }) => {
+                self.read(up_to).await;
+                None
             }
-        };
+            Err(error) => Some(ServerFrame::error(
+                ErrorCode::BadFrame,
+                format!("not a valid client frame: {error}"),
+            )),
+        }
+    }
+
+    /// Passes on that the member is typing: at most once per [`TYPING_INTERVAL_MS`], within
+    /// the room's delivery budget, never for a muted member. Dropped, not refused, past
+    /// those: clients send it on every keystroke.
+    async fn typing(&mut self) -> Option<ServerFrame> {
+        if !self.member.role.may_send() {
+            return Some(ServerFrame::error(
+                ErrorCode::ReadOnly,
+                "observers may not type",
+            ));
+        }
+        let interval = Duration::from_millis(TYPING_INTERVAL_MS);
+        if self.last_typing.is_some_and(|at| at.elapsed() < interval)
+            || self.room.muted_until(&self.member.user).is_some()
+            || !self.room.take_budget()
+        {
+            return None;
+        }
+        self.last_typing = Some(Instant::now());
+        let frame = ServerFrame::Typing {
+            room: self.room.id().clone(),
+            user: self.member.user.clone(),
+            name: self.member.name.clone(),
+        }
+        .to_json();
+        let backend = self.hub.backend();
+        if !backend.relays() {
+            self.room.typing(self.member.user.clone(), frame.into());
+        } else if let Err(error) = backend.publish(self.room.id(), &frame).await {
+            tracing::debug!(%error, "a typing frame was lost");
+        }
+        None
+    }
+
+    /// Records how far the member has read: never beyond what its room delivered, never
+    /// back. The room coalesces reads and tells the others once per second.
+    async fn read(&mut self, up_to: u64) {
+        let up_to = up_to.min(self.room.last_id());
+        if up_to <= self.last_read {
+            return;
+        }
+        self.last_read = up_to;
+        self.room.read(self.member.user.clone(), up_to).await;
+    }
+
+    async fn send(&mut self, body: String, client_id: Option<String>) -> Option<ServerFrame> {
         if body.len() > self.limits.max_message_bytes {
             return Some(too_large(self.limits.max_message_bytes));
         }
@@ -431,6 +489,12 @@ impl Connection {
             return Some(ServerFrame::error(
                 ErrorCode::ReadOnly,
                 "observers may not send",
+            ));
+        }
+        if let Some(until) = self.room.muted_until(&self.member.user) {
+            return Some(ServerFrame::error(
+                ErrorCode::Muted,
+                format!("a moderator muted you for {} s more", until.saturating_sub(unix_millis()).div_ceil(1000)),
             ));
         }
         if self.limiter.check().is_err() {

@@ -5,9 +5,9 @@
 //! them strictly in id order, filling any gap from the log, so every member sees the same
 //! sequence with nothing missing and nothing twice, whichever node the message came through.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use chatfleet_wire::RoomId;
+use chatfleet_state::members::MemberState;
+use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{
-    Member, Presence, PresenceEvent, Resume, ServerFrame, Welcome, close,
+    ErrorCode, Member, Moderation, ModerationAction, Presence, PresenceEvent, Resume,
+    ServerFrame, Welcome, close,
 };
 use chatfleet_wire::load::Limits;
 
@@ -75,6 +78,14 @@ enum Command {
     /// The room moved to another node: send this `moved` frame to everyone, then close them
     /// with 1012 so they reconnect to its endpoint.
     Move(Box<Utf8Bytes>),
+    /// A `typing` frame: for every member but that user's own sessions.
+    Typing(Box<(String, Utf8Bytes)>),
+    /// A member here read up to an id: recorded, and told to the room at the next tick.
+    Read(Box<(String, u64)>),
+    /// Read positions a node of the fleet published (this one's included).
+    Reads(Box<BTreeMap<String, u64>>),
+    /// A moderator acted on a member: apply it and show its frame to everyone.
+    Moderate(Box<(Moderation, Utf8Bytes)>),
 }
 
 /// The room's task is gone (it retired); look the room up again.
@@ -92,6 +103,11 @@ struct Shared {
     tx: mpsc::Sender<Command>,
     /// Set when a live delivery found the queue full; the task then catches up from the log.
     lagged: AtomicBool,
+    /// Set when the live channel may have missed member-state changes (reads, moderation);
+    /// the task then reads them again.
+    stale_members: AtomicBool,
+    /// Muted users → when their mute ends (ms since the Unix epoch): sends check it.
+    muted: Mutex<HashMap<String, u64>>,
     members: AtomicU32,
     max_members: AtomicU32,
     /// The newest message id the room delivered, for appends to stay above.
@@ -110,6 +126,8 @@ impl RoomHandle {
             id,
             tx,
             lagged: AtomicBool::new(false),
+            stale_members: AtomicBool::new(false),
+            muted: Mutex::default(),
             members: AtomicU32::new(0),
             max_members: AtomicU32::new(env.limits.max_room_members),
             last_id: AtomicU64::new(0),
@@ -124,6 +142,8 @@ impl RoomHandle {
             members: HashMap::new(),
             last_id: 0,
             epoch: String::new(),
+            member_state: MemberState::default(),
+            pending_reads: BTreeMap::new(),
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -193,6 +213,50 @@ impl RoomHandle {
         self.shared.lagged.store(true, Ordering::Release);
     }
 
+    /// The live channel was subscribed anew: whatever it carried meanwhile (messages, reads,
+    /// moderation) is read again from Redis.
+    pub fn resubscribed(&self) {
+        self.shared.stale_members.store(true, Ordering::Release);
+        self.mark_lagged();
+    }
+
+    /// Until when `user` is muted (ms since the Unix epoch), if a mute holds now.
+    pub fn muted_until(&self, user: &str) -> Option<u64> {
+        let muted = self.shared.muted.lock().expect("mute lock");
+        muted.get(user).copied().filter(|&until| until > unix_millis())
+    }
+
+    /// Hands a `typing` frame from `user` to the room. Ephemeral: dropped if the queue is
+    /// full, never retried.
+    pub fn typing(&self, user: String, frame: Utf8Bytes) {
+        let _ = self
+            .shared
+            .tx
+            .try_send(Command::Typing(Box::new((user, frame))));
+    }
+
+    /// A member on this node read the room up to `up_to`.
+    pub async fn read(&self, user: String, up_to: u64) {
+        let _ = self
+            .shared
+            .tx
+            .send(Command::Read(Box::new((user, up_to))))
+            .await;
+    }
+
+    /// Read positions from the live channel.
+    pub async fn reads_arrived(&self, reads: BTreeMap<String, u64>) {
+        let _ = self.shared.tx.send(Command::Reads(Box::new(reads))).await;
+    }
+
+    pub async fn moderate(&self, moderation: Moderation, frame: Utf8Bytes) {
+        let _ = self
+            .shared
+            .tx
+            .send(Command::Moderate(Box::new((moderation, frame))))
+            .await;
+    }
+
     pub async fn close(&self, closed_frame: Utf8Bytes) {
         let _ = self
             .shared
@@ -234,6 +298,10 @@ struct RoomTask {
     last_id: u64,
     /// The log's epoch: ids compare only within it.
     epoch: String,
+    /// Read positions, mutes and removals, as the room's shared state has them.
+    member_state: MemberState,
+    /// Reads by members here not yet recorded: written and told once per tick.
+    pending_reads: BTreeMap<String, u64>,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -271,8 +339,14 @@ impl RoomTask {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    if self.handle.shared.stale_members.swap(false, Ordering::AcqRel) {
+                        Box::pin(self.reload_member_state()).await;
+                    }
                     if self.handle.shared.lagged.swap(false, Ordering::AcqRel) {
                         Box::pin(self.catch_up(None)).await;
+                    }
+                    if !self.pending_reads.is_empty() {
+                        Box::pin(self.flush_reads()).await;
                     }
                     let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
                     if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
@@ -303,7 +377,98 @@ impl RoomTask {
             None => node_limit,
         };
         self.handle.shared.max_members.store(max, Ordering::Relaxed);
+        let member_state = backend.member_state(self.id()).await?;
+        self.set_member_state(member_state);
         Ok(())
+    }
+
+    fn set_member_state(&mut self, state: MemberState) {
+        *self.handle.shared.muted.lock().expect("mute lock") = state.muted.clone();
+        self.member_state = state;
+    }
+
+    /// Reads the member state again; on failure, tries at the next tick.
+    async fn reload_member_state(&mut self) {
+        match self.backend().clone().member_state(self.id()).await {
+            Ok(state) => {
+                let moved = state.reads.clone();
+                let mut merged = state;
+                // Positions only move up, also those learned since the last read.
+                merged.merge_reads(&self.member_state.reads);
+                self.set_member_state(merged);
+                self.apply_reads(&moved);
+            }
+            Err(_) => self
+                .handle
+                .shared
+                .stale_members
+                .store(true, Ordering::Release),
+        }
+    }
+
+    /// Records this node's pending reads; in a fleet the live channel brings them back to
+    /// every node hosting the room (this one too), standalone they go out at once.
+    async fn flush_reads(&mut self) {
+        let reads = std::mem::take(&mut self.pending_reads);
+        let frame = ServerFrame::Read {
+            room: self.id().clone(),
+            reads: reads.clone(),
+        }
+        .to_json();
+        let backend = self.backend().clone();
+        match backend.record_reads(self.id(), &reads, &frame).await {
+            Ok(_) if !backend.relays() => self.apply_reads(&reads),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(room = %self.id(), %error, "cannot record reads; retrying");
+                for (user, id) in reads {
+                    let pending = self.pending_reads.entry(user).or_default();
+                    *pending = (*pending).max(id);
+                }
+            }
+        }
+    }
+
+    /// Raises read positions and tells the members the ones that moved.
+    fn apply_reads(&mut self, reads: &BTreeMap<String, u64>) {
+        let moved = self.member_state.merge_reads(reads);
+        if moved.is_empty() {
+            return;
+        }
+        let frame = ServerFrame::Read {
+            room: self.id().clone(),
+            reads: moved,
+        };
+        self.fan_out_to(&frame.to_json().into(), |_, _| true);
+    }
+
+    /// Applies a moderator's action: the room sees its frame, and a removed member's sessions
+    /// are told why and closed.
+    fn moderate(&mut self, moderation: Moderation, frame: Utf8Bytes) {
+        self.member_state.apply(&moderation);
+        *self.handle.shared.muted.lock().expect("mute lock") = self.member_state.muted.clone();
+        self.fan_out_to(&frame, |_, _| true);
+        if moderation.action != ModerationAction::Removed {
+            return;
+        }
+        let error = WsFrame::from(Utf8Bytes::from(
+            ServerFrame::error(
+                ErrorCode::Removed,
+                format!("a moderator removed you: {}", moderation.reason),
+            )
+            .to_json(),
+        ));
+        let removed: Vec<ConnId> = self
+            .members
+            .iter()
+            .filter(|(_, joined)| joined.member.user == moderation.user)
+            .map(|(conn, joined)| {
+                joined.outbox.push_replay(error.clone());
+                joined.outbox.close(close::POLICY, "removed");
+                *conn
+            })
+            .collect();
+        self.remove(removed);
     }
 
     /// Leaves the node's rooms; joins still queued get no answer and look the room up again.
@@ -332,6 +497,23 @@ impl RoomTask {
             Command::Close(frame) => self.close(*frame),
             Command::Broadcast(frame) => self.fan_out(&frame, 0).await,
             Command::Move(frame) => self.send_away(*frame),
+            Command::Typing(typing) => {
+                let (user, frame) = *typing;
+                self.fan_out_to(&frame, |_, joined| joined.member.user != user);
+            }
+            Command::Read(read) => {
+                let (user, up_to) = *read;
+                if self.member_state.reads.get(&user).is_some_and(|&at| at >= up_to) {
+                    return;
+                }
+                let pending = self.pending_reads.entry(user).or_default();
+                *pending = (*pending).max(up_to);
+            }
+            Command::Reads(reads) => self.apply_reads(&reads),
+            Command::Moderate(moderation) => {
+                let (moderation, frame) = *moderation;
+                self.moderate(moderation, frame);
+            }
         }
     }
 
@@ -346,6 +528,13 @@ impl RoomTask {
             if self.closed {
                 return Err(Refusal::RoomClosed);
             }
+        }
+        if self
+            .member_state
+            .removed
+            .contains_key(&request.member.user)
+        {
+            return Err(Refusal::Removed);
         }
         admit_to_room(self.members.len() as u32, self.handle.max_members())?;
 
@@ -385,6 +574,8 @@ impl RoomTask {
             last_id: self.last_id,
             epoch: self.epoch.clone(),
             resume,
+            reads: self.member_state.reads.clone(),
+            muted_until: self.handle.muted_until(&request.member.user),
         });
         request.outbox.push_replay(welcome.to_json().into());
         for (_, frame) in replay {
@@ -522,10 +713,15 @@ impl RoomTask {
     }
 
     fn fan_out_except(&mut self, frame: &Utf8Bytes, except: ConnId) {
+        self.fan_out_to(frame, |conn, _| conn != except);
+    }
+
+    /// Sends a frame outside the message sequence to the members `to` picks.
+    fn fan_out_to(&mut self, frame: &Utf8Bytes, to: impl Fn(ConnId, &Joined) -> bool) {
         let frame = WsFrame::from(frame.clone());
         let mut overflowed = Vec::new();
         for (conn, joined) in &self.members {
-            if *conn != except && joined.outbox.push(frame.clone()).is_err() {
+            if to(*conn, joined) && joined.outbox.push(frame.clone()).is_err() {
                 overflowed.push(*conn);
             }
         }
@@ -592,6 +788,11 @@ mod tests {
     /// A room on a standalone node whose log holds at most `history_len` messages.
     fn room(history_len: usize) -> (RoomHandle, Backend) {
         let backend = Backend::Memory(MemoryStore::with_history(history_len));
+        (room_on(&backend), backend)
+    }
+
+    /// A room task over `backend`, as another node or a restarted one would start it.
+    fn room_on(backend: &Backend) -> RoomHandle {
         let env = Arc::new(RoomEnv {
             backend: backend.clone(),
             node_name: "test".into(),
@@ -599,8 +800,7 @@ mod tests {
             deliveries_per_second: 10_000,
             metrics: Arc::new(Metrics::new()),
         });
-        let handle = RoomHandle::spawn(room_id(), env, Arc::new(|_: &RoomHandle| {}));
-        (handle, backend)
+        RoomHandle::spawn(room_id(), env, Arc::new(|_: &RoomHandle| {}))
     }
 
     /// Appends to the log without telling the room, as another node's message would be.
@@ -790,6 +990,164 @@ mod tests {
             message_ids(&mut stale, 1).await,
             [3],
             "live messages follow"
+        );
+    }
+
+    fn member(user: &str) -> Member {
+        Member {
+            user: user.into(),
+            name: user.to_uppercase(),
+            role: Role::Agent,
+        }
+    }
+
+    async fn join_as(room: &RoomHandle, conn: ConnId, user: &str) -> OutboxReceiver {
+        let request = JoinRequest {
+            member: member(user),
+            ..request(conn, None)
+        };
+        let mut queue = join_with(room, request).await;
+        assert!(matches!(next(&mut queue).await, ServerFrame::Welcome(_)));
+        queue
+    }
+
+    /// The next frame that is not presence.
+    async fn next_notice(queue: &mut OutboxReceiver) -> ServerFrame {
+        loop {
+            match next(queue).await {
+                ServerFrame::Presence(_) => {}
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn typing_reaches_the_others_but_not_the_typists_own_sessions() {
+        let (room, _) = room(100);
+        let mut dana_phone = join_as(&room, 1, "dana").await;
+        let mut dana_laptop = join_as(&room, 2, "dana").await;
+        let mut ann = join_as(&room, 3, "ann").await;
+        let typing = ServerFrame::Typing {
+            room: room_id(),
+            user: "dana".into(),
+            name: "DANA".into(),
+        };
+        room.typing("dana".into(), typing.to_json().into());
+        assert_eq!(next_notice(&mut ann).await, typing);
+        // A frame after it shows dana's sessions got nothing before it.
+        let closed = ServerFrame::Closed {
+            room: room_id(),
+            reason: "done".into(),
+        };
+        room.close(closed.to_json().into()).await;
+        assert_eq!(next_notice(&mut dana_phone).await, closed);
+        assert_eq!(next_notice(&mut dana_laptop).await, closed);
+    }
+
+    #[tokio::test]
+    async fn reads_are_told_once_per_tick_never_move_back_and_greet_newcomers() {
+        let (room, backend) = room(100);
+        let mut ann = join_as(&room, 1, "ann").await;
+        for body in ["a", "b", "c"] {
+            room.deliver(append(&backend, body).await);
+        }
+        assert_eq!(message_ids(&mut ann, 3).await, [1, 2, 3]);
+        room.read("dana".into(), 1).await;
+        room.read("dana".into(), 3).await;
+        room.read("ann".into(), 2).await;
+        room.read("dana".into(), 2).await;
+        let ServerFrame::Read { reads, .. } = next_notice(&mut ann).await else {
+            panic!("a read frame");
+        };
+        assert_eq!(reads, [("ann".into(), 2), ("dana".into(), 3)].into());
+        // Already known: nothing to tell.
+        room.read("dana".into(), 3).await;
+        let mut bob = join_with(&room, request(9, None)).await;
+        let ServerFrame::Welcome(welcome) = next(&mut bob).await else {
+            panic!("a welcome first");
+        };
+        assert_eq!(welcome.reads, [("ann".into(), 2), ("dana".into(), 3)].into());
+        let closed = ServerFrame::Closed {
+            room: room_id(),
+            reason: "done".into(),
+        };
+        tokio::time::sleep(TICK * 2).await;
+        room.close(closed.to_json().into()).await;
+        assert_eq!(next_notice(&mut ann).await, closed, "no second read frame");
+    }
+
+    #[tokio::test]
+    async fn a_removed_member_is_told_closed_and_refused_again_and_a_mute_holds() {
+        let (room, backend) = room(100);
+        let mut dana = join_as(&room, 1, "dana").await;
+        let mut ann = join_as(&room, 2, "ann").await;
+        let muted = Moderation {
+            room: room_id(),
+            user: "ann".into(),
+            action: ModerationAction::Muted,
+            reason: "cool down".into(),
+            until: Some(unix_millis() + 60_000),
+            ts: unix_millis(),
+        };
+        backend.moderate(&room_id(), &muted, "").await.unwrap();
+        let frame = ServerFrame::Moderation(muted.clone());
+        room.moderate(muted.clone(), frame.to_json().into()).await;
+        assert_eq!(next_notice(&mut dana).await, frame);
+        assert_eq!(next_notice(&mut ann).await, frame, "the muted member sees it too");
+        assert!(room.muted_until("ann").is_some());
+        assert_eq!(room.muted_until("dana"), None);
+
+        let removed = Moderation {
+            user: "dana".into(),
+            action: ModerationAction::Removed,
+            reason: "abuse".into(),
+            until: None,
+            ..muted
+        };
+        backend.moderate(&room_id(), &removed, "").await.unwrap();
+        let frame = ServerFrame::Moderation(removed.clone());
+        room.moderate(removed, frame.to_json().into()).await;
+        assert_eq!(next_notice(&mut ann).await, frame);
+        let ServerFrame::Presence(left) = next(&mut ann).await else {
+            panic!("dana left");
+        };
+        assert_eq!((left.event, left.user.as_str()), (PresenceEvent::Left, "dana"));
+        assert!(matches!(next(&mut dana).await, ServerFrame::Moderation(_)));
+        let ServerFrame::Error(error) = next(&mut dana).await else {
+            panic!("an error frame");
+        };
+        assert_eq!(error.code, ErrorCode::Removed);
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(5), dana.recv()).await,
+            Ok(Outbound::Close(close::POLICY, _))
+        ));
+        let again = JoinRequest {
+            member: member("dana"),
+            ..request(3, None)
+        };
+        assert_eq!(room.join(again).await.unwrap().err(), Some(Refusal::Removed));
+
+        // A room task started later (another node, a restart) knows both from the store.
+        let later = room_on(&backend);
+        let mut ann_again = join_with(
+            &later,
+            JoinRequest {
+                member: member("ann"),
+                ..request(4, None)
+            },
+        )
+        .await;
+        let ServerFrame::Welcome(welcome) = next(&mut ann_again).await else {
+            panic!("a welcome first");
+        };
+        assert_eq!(welcome.muted_until, muted.until);
+        let dana_later = JoinRequest {
+            member: member("dana"),
+            ..request(5, None)
+        };
+        assert_eq!(
+            later.join(dana_later).await.unwrap().err(),
+            Some(Refusal::Removed)
         );
     }
 }

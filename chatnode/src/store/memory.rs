@@ -6,14 +6,15 @@
 //! `--memory-history-mb` of frames: past that, the history of retired rooms goes first
 //! (longest retired first), then the oldest messages of the room being written.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_state::members::MemberState;
 use chatfleet_state::rooms::new_epoch;
 use chatfleet_wire::RoomId;
-use chatfleet_wire::frames::message_json;
+use chatfleet_wire::frames::{Moderation, message_json};
 use chatfleet_wire::token::MAX_TOKEN_TTL;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -37,6 +38,8 @@ struct RoomLog {
     idle_since: Option<Instant>,
     /// When the room was closed.
     closed_at: Option<Instant>,
+    /// Read positions, mutes and removals.
+    members: MemberState,
 }
 
 impl Default for RoomLog {
@@ -51,6 +54,7 @@ impl Default for RoomLog {
             settings: None,
             idle_since: None,
             closed_at: None,
+            members: MemberState::default(),
         }
     }
 }
@@ -305,8 +309,32 @@ impl MemoryStore {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
         log.closed_at = Some(Instant::now());
+        log.members = MemberState::default();
         let freed = log.clear();
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    pub fn member_state(&self, room: &RoomId) -> MemberState {
+        self.existing(room)
+            .map(|log| log.lock().expect("room log lock").members.clone())
+            .unwrap_or_default()
+    }
+
+    /// Raises read positions; returns how many moved.
+    pub fn record_reads(&self, room: &RoomId, reads: &BTreeMap<String, u64>) -> u32 {
+        let log = self.room(room);
+        let mut log = log.lock().expect("room log lock");
+        log.members.merge_reads(reads).len() as u32
+    }
+
+    pub fn moderate(&self, room: &RoomId, moderation: &Moderation) -> Result<(), StateError> {
+        let log = self.room(room);
+        let mut log = log.lock().expect("room log lock");
+        if log.closed_at.is_some() {
+            return Err(StateError::RoomClosed);
+        }
+        log.members.apply(moderation);
+        Ok(())
     }
 }
 

@@ -8,7 +8,11 @@ mod memory;
 
 pub use chatfleet_state::StateError;
 pub use chatfleet_state::rooms::RoomSettings;
+use std::collections::BTreeMap;
+
+use chatfleet_state::members::MemberState;
 use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::Moderation;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use self::fleet::{FleetStore, LiveSync};
@@ -140,6 +144,54 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.is_closed(room)),
             Backend::Redis(r) => r.state().rooms.is_closed(room).await,
+        }
+    }
+
+    /// The room's read positions, mutes and removals.
+    pub async fn member_state(&self, room: &RoomId) -> Result<MemberState, StateError> {
+        match self {
+            Backend::Memory(m) => Ok(m.member_state(room)),
+            Backend::Redis(r) => r.state().rooms.member_state(room).await,
+        }
+    }
+
+    /// Whether frames for a room's members travel through the backend (Redis's live channel,
+    /// which brings them back to this node too) rather than straight to the local room.
+    pub fn relays(&self) -> bool {
+        matches!(self, Backend::Redis(_))
+    }
+
+    /// Raises read positions and, in a fleet, publishes `frame` to the room's nodes.
+    pub async fn record_reads(
+        &self,
+        room: &RoomId,
+        reads: &BTreeMap<String, u64>,
+        frame: &str,
+    ) -> Result<u32, StateError> {
+        match self {
+            Backend::Memory(m) => Ok(m.record_reads(room, reads)),
+            Backend::Redis(r) => r.state().rooms.record_reads(room, reads, frame).await,
+        }
+    }
+
+    /// Records a moderator's action and, in a fleet, publishes `frame` to the room's nodes.
+    pub async fn moderate(
+        &self,
+        room: &RoomId,
+        moderation: &Moderation,
+        frame: &str,
+    ) -> Result<(), StateError> {
+        match self {
+            Backend::Memory(m) => m.moderate(room, moderation),
+            Backend::Redis(r) => r.state().rooms.moderate(room, moderation, frame).await,
+        }
+    }
+
+    /// Publishes an ephemeral frame (`typing`) to the room's nodes; nothing standalone.
+    pub async fn publish(&self, room: &RoomId, frame: &str) -> Result<(), StateError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.state().rooms.publish(room, frame).await,
         }
     }
 

@@ -15,11 +15,12 @@ use chatfleet_api::rooms::{
 use chatfleet_api::tokens::mint_token_view;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::token::TokenKeys;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use chatfleet_wire::frames::{Moderation, ServerFrame};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use crate::crd::{ChatFleet, ChatRoom, ChatRoomSpec};
+use crate::crd::{CLOSE_REASON_ANNOTATION, ChatFleet, ChatRoom, ChatRoomSpec};
 use crate::fleet_redis::RedisPool;
 use crate::secrets::{self, SecretError};
 
@@ -248,16 +249,39 @@ impl RoomDirectory for KubeDirectory {
         Ok(view(&room, limit))
     }
 
-    async fn close_room(&self, id: &RoomId) -> Result<(), ApiError> {
-        match self
-            .rooms(id.namespace())
-            .delete(id.name(), &DeleteParams::default())
-            .await
-        {
+    async fn close_room(&self, id: &RoomId, reason: &str) -> Result<(), ApiError> {
+        // The finalizer tells the members; the annotation tells it why.
+        let annotate = serde_json::json!({
+            "metadata": { "annotations": { CLOSE_REASON_ANNOTATION: reason } }
+        });
+        let rooms = self.rooms(id.namespace());
+        let patched = rooms
+            .patch(id.name(), &PatchParams::default(), &Patch::Merge(&annotate))
+            .await;
+        match patched {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(ApiError::not_found(id));
+            }
+            Err(error) => return Err(kube_error(error)),
+        }
+        match rooms.delete(id.name(), &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Err(ApiError::not_found(id)),
             Err(error) => Err(kube_error(error)),
         }
+    }
+
+    async fn moderate(&self, id: &RoomId, moderation: Moderation) -> Result<(), ApiError> {
+        let room = self.room(id).await?;
+        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
+        let redis = self
+            .redis
+            .for_fleet(&self.client, &fleet)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let frame = ServerFrame::Moderation(moderation.clone()).to_json();
+        Ok(redis.rooms.moderate(id, &moderation, &frame).await?)
     }
 
     async fn mint_token(&self, id: &RoomId, request: TokenRequest) -> Result<TokenView, ApiError> {

@@ -26,7 +26,7 @@ use super::pods::{fleet_pod_uid, fleet_pods, ready_pods};
 use super::status::{self, Placed};
 use super::writes;
 use crate::context::Context;
-use crate::crd::{ChatFleet, ChatRoom, RoomPhase};
+use crate::crd::{CLOSE_REASON_ANNOTATION, ChatFleet, ChatRoom, RoomPhase};
 use crate::decide::room::{self as decide, EmptyRoom, NodeEvidence, Verdict, Waiting};
 use crate::error::{Error, Result};
 use crate::fleet_redis::{FleetRedis, RedisHealth};
@@ -373,9 +373,14 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
+    let reason = room
+        .annotations()
+        .get(CLOSE_REASON_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| "the room was deleted".to_owned());
     let closed = ServerFrame::Closed {
         room: id.clone(),
-        reason: "the room was deleted".to_owned(),
+        reason,
     };
     redis.rooms.close(&id, &closed.to_json()).await?;
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {

@@ -1,0 +1,137 @@
+//! What a room keeps about its members beyond presence: how far each has read, who is muted
+//! until when, and who was removed. Read positions come from the members themselves (through
+//! their nodes); mutes and removals from moderators (through the room API).
+//!
+//! Each change is written and published on the room's live channel in one step, so every
+//! node hosting the room applies it; a room task that starts later reads [`MemberState`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::{Moderation, ModerationAction};
+use chatfleet_wire::keys::RoomKeys;
+
+use crate::rooms::RoomStore;
+use crate::{StateError, scripts};
+
+/// A room's member state, as a room task starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberState {
+    /// User → the message id read up to.
+    pub reads: BTreeMap<String, u64>,
+    /// User → when the mute ends (ms since the Unix epoch); ended mutes may linger.
+    pub muted: HashMap<String, u64>,
+    /// User → why they were removed.
+    pub removed: HashMap<String, String>,
+}
+
+impl MemberState {
+    /// Applies a moderation to the state.
+    pub fn apply(&mut self, moderation: &Moderation) {
+        let user = moderation.user.clone();
+        match moderation.action {
+            ModerationAction::Muted => {
+                self.muted.insert(user, moderation.until.unwrap_or(0));
+            }
+            ModerationAction::Unmuted => {
+                self.muted.remove(&user);
+            }
+            ModerationAction::Removed => {
+                self.muted.remove(&user);
+                self.removed.insert(user, moderation.reason.clone());
+            }
+        }
+    }
+
+    /// Raises read positions to those in `reads`; returns the ones that moved.
+    pub fn merge_reads(&mut self, reads: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let mut moved = BTreeMap::new();
+        for (user, &id) in reads {
+            let at = self.reads.entry(user.clone()).or_default();
+            if id > *at {
+                *at = id;
+                moved.insert(user.clone(), id);
+            }
+        }
+        moved
+    }
+}
+
+impl RoomStore {
+    /// The room's read positions, mutes and removals, read in one round trip.
+    pub async fn member_state(&self, room: &RoomId) -> Result<MemberState, StateError> {
+        let keys = RoomKeys::new(room);
+        let (reads, muted, removed): (BTreeMap<String, u64>, HashMap<String, u64>, _) =
+            redis::pipe()
+                .hgetall(&keys.reads)
+                .hgetall(&keys.muted)
+                .hgetall(&keys.removed)
+                .query_async(&mut self.redis.conn())
+                .await?;
+        Ok(MemberState {
+            reads,
+            muted,
+            removed,
+        })
+    }
+
+    /// Raises members' read positions and publishes `frame` (a `read` frame with them) to the
+    /// room's nodes if any moved. Returns how many moved.
+    pub async fn record_reads(
+        &self,
+        room: &RoomId,
+        reads: &BTreeMap<String, u64>,
+        frame: &str,
+    ) -> Result<u32, StateError> {
+        let keys = RoomKeys::new(room);
+        let mut invocation = scripts::READS.key(&keys.reads);
+        invocation
+            .arg(self.ttl_seconds())
+            .arg(&keys.live)
+            .arg(frame)
+            .arg(self.redis.room_publish_command());
+        for (user, id) in reads {
+            invocation.arg(user).arg(id);
+        }
+        Ok(invocation.invoke_async(&mut self.redis.conn()).await?)
+    }
+
+    /// Records a moderator's action and publishes `frame` (its `moderation` frame) to the
+    /// room's nodes, in one transaction. Refused for a closed room.
+    pub async fn moderate(
+        &self,
+        room: &RoomId,
+        moderation: &Moderation,
+        frame: &str,
+    ) -> Result<(), StateError> {
+        if self.is_closed(room).await? {
+            return Err(StateError::RoomClosed);
+        }
+        let keys = RoomKeys::new(room);
+        let ttl = self.ttl_seconds() as i64;
+        let user = &moderation.user;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match moderation.action {
+            ModerationAction::Muted => {
+                pipe.hset(&keys.muted, user, moderation.until.unwrap_or(0))
+                    .expire(&keys.muted, ttl);
+            }
+            ModerationAction::Unmuted => {
+                pipe.hdel(&keys.muted, user);
+            }
+            ModerationAction::Removed => {
+                pipe.hdel(&keys.muted, user)
+                    .hset(&keys.removed, user, &moderation.reason)
+                    .expire(&keys.removed, ttl);
+            }
+        }
+        let _: Vec<redis::Value> = pipe
+            .cmd(self.redis.room_publish_command())
+            .arg(&keys.live)
+            .arg(frame)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+}
