@@ -13,6 +13,7 @@ mod limits;
 mod openapi;
 mod outage;
 mod resume;
+mod room_state;
 mod sentinel;
 mod sessions;
 mod support;
