@@ -107,7 +107,15 @@ pub(crate) async fn mute<D: RoomDirectory>(
     }
     let reason = reason_or(request.reason, "muted by a moderator")?;
     let until = unix_millis() + request.seconds * 1000;
-    act(&*directory, room, user, ModerationAction::Muted, reason, Some(until)).await
+    act(
+        &*directory,
+        room,
+        user,
+        ModerationAction::Muted,
+        reason,
+        Some(until),
+    )
+    .await
 }
 
 /// Lift a member's mute.
@@ -126,7 +134,15 @@ pub(crate) async fn unmute<D: RoomDirectory>(
     let Query(query) = query?;
     let room = target(&namespace, &room, &user)?;
     let reason = reason_or(query.reason, "the mute was lifted")?;
-    act(&*directory, room, user, ModerationAction::Unmuted, reason, None).await
+    act(
+        &*directory,
+        room,
+        user,
+        ModerationAction::Unmuted,
+        reason,
+        None,
+    )
+    .await
 }
 
 /// Remove a member: each of its sessions in the room gets an `error` frame `removed` with
@@ -147,5 +163,13 @@ pub(crate) async fn remove<D: RoomDirectory>(
     let Query(query) = query?;
     let room = target(&namespace, &room, &user)?;
     let reason = reason_or(query.reason, "removed by a moderator")?;
-    act(&*directory, room, user, ModerationAction::Removed, reason, None).await
+    act(
+        &*directory,
+        room,
+        user,
+        ModerationAction::Removed,
+        reason,
+        None,
+    )
+    .await
 }

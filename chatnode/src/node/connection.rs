@@ -494,7 +494,10 @@ impl Connection {
         if let Some(until) = self.room.muted_until(&self.member.user) {
             return Some(ServerFrame::error(
                 ErrorCode::Muted,
-                format!("a moderator muted you for {} s more", until.saturating_sub(unix_millis()).div_ceil(1000)),
+                format!(
+                    "a moderator muted you for {} s more",
+                    until.saturating_sub(unix_millis()).div_ceil(1000)
+                ),
             ));
         }
         if self.limiter.check().is_err() {

@@ -7,20 +7,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use chatfleet_wire::RoomId;
 use chatfleet_state::members::MemberState;
+use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{
-    ErrorCode, Member, Moderation, ModerationAction, Presence, PresenceEvent, Resume,
-    ServerFrame, Welcome, close,
+    ErrorCode, Member, Moderation, ModerationAction, Presence, PresenceEvent, Resume, ServerFrame,
+    Welcome, close,
 };
 use chatfleet_wire::load::Limits;
 
@@ -223,7 +223,10 @@ impl RoomHandle {
     /// Until when `user` is muted (ms since the Unix epoch), if a mute holds now.
     pub fn muted_until(&self, user: &str) -> Option<u64> {
         let muted = self.shared.muted.lock().expect("mute lock");
-        muted.get(user).copied().filter(|&until| until > unix_millis())
+        muted
+            .get(user)
+            .copied()
+            .filter(|&until| until > unix_millis())
     }
 
     /// Hands a `typing` frame from `user` to the room. Ephemeral: dropped if the queue is
@@ -503,7 +506,12 @@ impl RoomTask {
             }
             Command::Read(read) => {
                 let (user, up_to) = *read;
-                if self.member_state.reads.get(&user).is_some_and(|&at| at >= up_to) {
+                if self
+                    .member_state
+                    .reads
+                    .get(&user)
+                    .is_some_and(|&at| at >= up_to)
+                {
                     return;
                 }
                 let pending = self.pending_reads.entry(user).or_default();
@@ -529,11 +537,7 @@ impl RoomTask {
                 return Err(Refusal::RoomClosed);
             }
         }
-        if self
-            .member_state
-            .removed
-            .contains_key(&request.member.user)
-        {
+        if self.member_state.removed.contains_key(&request.member.user) {
             return Err(Refusal::Removed);
         }
         admit_to_room(self.members.len() as u32, self.handle.max_members())?;
@@ -1066,7 +1070,10 @@ mod tests {
         let ServerFrame::Welcome(welcome) = next(&mut bob).await else {
             panic!("a welcome first");
         };
-        assert_eq!(welcome.reads, [("ann".into(), 2), ("dana".into(), 3)].into());
+        assert_eq!(
+            welcome.reads,
+            [("ann".into(), 2), ("dana".into(), 3)].into()
+        );
         let closed = ServerFrame::Closed {
             room: room_id(),
             reason: "done".into(),
@@ -1093,7 +1100,11 @@ mod tests {
         let frame = ServerFrame::Moderation(muted.clone());
         room.moderate(muted.clone(), frame.to_json().into()).await;
         assert_eq!(next_notice(&mut dana).await, frame);
-        assert_eq!(next_notice(&mut ann).await, frame, "the muted member sees it too");
+        assert_eq!(
+            next_notice(&mut ann).await,
+            frame,
+            "the muted member sees it too"
+        );
         assert!(room.muted_until("ann").is_some());
         assert_eq!(room.muted_until("dana"), None);
 
@@ -1111,7 +1122,10 @@ mod tests {
         let ServerFrame::Presence(left) = next(&mut ann).await else {
             panic!("dana left");
         };
-        assert_eq!((left.event, left.user.as_str()), (PresenceEvent::Left, "dana"));
+        assert_eq!(
+            (left.event, left.user.as_str()),
+            (PresenceEvent::Left, "dana")
+        );
         assert!(matches!(next(&mut dana).await, ServerFrame::Moderation(_)));
         let ServerFrame::Error(error) = next(&mut dana).await else {
             panic!("an error frame");
@@ -1125,7 +1139,10 @@ mod tests {
             member: member("dana"),
             ..request(3, None)
         };
-        assert_eq!(room.join(again).await.unwrap().err(), Some(Refusal::Removed));
+        assert_eq!(
+            room.join(again).await.unwrap().err(),
+            Some(Refusal::Removed)
+        );
 
         // A room task started later (another node, a restart) knows both from the store.
         let later = room_on(&backend);

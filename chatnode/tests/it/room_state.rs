@@ -92,9 +92,7 @@ async fn typing_and_reads_cross_nodes_and_greet_a_newcomer() {
     let (before, body) = until_message(&mut ann).await;
     assert_eq!(body, "three");
     assert!(
-        !before
-            .iter()
-            .any(|f| matches!(f, ServerFrame::Read { .. })),
+        !before.iter().any(|f| matches!(f, ServerFrame::Read { .. })),
         "{before:?}"
     );
 }
@@ -266,7 +264,13 @@ async fn moderation_on_a_standalone_node_and_its_bad_requests() {
         );
     }
     // Nothing above removed eve: she is still in the room.
-    let (status, _) = api(&node, reqwest::Method::DELETE, "/v1/rooms/support/case-s", None).await;
+    let (status, _) = api(
+        &node,
+        reqwest::Method::DELETE,
+        "/v1/rooms/support/case-s",
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     loop {
         if let ServerFrame::Closed { reason, .. } = eve.recv_skip_presence().await {

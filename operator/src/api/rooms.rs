@@ -14,8 +14,8 @@ use chatfleet_api::rooms::{
 };
 use chatfleet_api::tokens::mint_token_view;
 use chatfleet_wire::RoomId;
-use chatfleet_wire::token::TokenKeys;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
+use chatfleet_wire::token::TokenKeys;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
