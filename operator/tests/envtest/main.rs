@@ -14,6 +14,7 @@ use chatfleet_api::ApiKeys;
 use chatfleet_api::history::HistoryView;
 use chatfleet_api::rooms::CreatedRoom;
 use chatfleet_wire::keys::RoomKeys;
+use chatfleet_wire::frames::{ErrorCode, ServerFrame};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -399,6 +400,25 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
         .unwrap();
     assert_eq!(history.messages[0].content.body, "my order is stuck");
 
+    // Moderation goes through the fleet's Redis to the room's node.
+    let muted = http
+        .post(format!(
+            "{base}/v1/rooms/{}/members/cust-1/mute",
+            created.room.id
+        ))
+        .header("x-api-key", "room-key")
+        .json(&json!({"seconds": 60, "reason": "one moment"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(muted.status(), 200);
+    assert!(matches!(
+        dana.recv_skip_presence().await,
+        ServerFrame::Moderation(m) if m.reason == "one moment"
+    ));
+    dana.say("hello?").await;
+    testkit::assert_error(&dana.recv_skip_presence().await, ErrorCode::Muted);
+
     let fleet = |key: &'static str| {
         http.get(format!("{base}/v1/admin/fleet"))
             .header("x-api-key", key)
@@ -407,6 +427,22 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
     assert_eq!(fleet("room-key").await.unwrap().status(), 403);
     let view: serde_json::Value = fleet("admin-key").await.unwrap().json().await.unwrap();
     assert_eq!(view["nodes"][0]["node"], "chat-0");
+
+    // Closing with a reason: the finalizer tells the members why.
+    let closed = http
+        .delete(format!(
+            "{base}/v1/rooms/{}?reason=order%20found",
+            created.room.id
+        ))
+        .header("x-api-key", "room-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 204);
+    match dana.recv_skip_presence().await {
+        ServerFrame::Closed { reason, .. } => assert_eq!(reason, "order found"),
+        other => panic!("expected closed, got {other:?}"),
+    }
 }
 
 /// A fleet's Redis frozen past the nodes' report TTL, with every pod failing readiness as the
