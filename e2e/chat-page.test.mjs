@@ -105,3 +105,39 @@ test("a dropped connection resumes and shows what was missed, once", async () =>
   assert.deepEqual(await messages(bob), ["before", "while you were away", "after"]);
   await context.close();
 });
+
+test("typing, read markers and moderation show on the page", async () => {
+  const call = (method, path, body) => fetch(`${base}${path}`, {
+    method,
+    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+    body: body && JSON.stringify(body),
+  }).then((r) => { assert.ok(r.ok, `${method} ${path}: ${r.status}`); });
+  const context = await browser.newContext();
+  const ann = await context.newPage();
+  const bob = await context.newPage();
+  await ann.goto(`${base}/?room=default/moderated&user=ann`);
+  await ann.waitForSelector("#status:has-text('connected to')");
+  await bob.goto(`${base}/?room=default/moderated&user=bob`);
+  await bob.waitForSelector("#status:has-text('connected to')");
+
+  await bob.type("#body", "hel");
+  await ann.waitForSelector("#typing:has-text('bob is typing')");
+  await send(ann, "are you there?");
+  await bob.waitForSelector("#messages li.message:has-text('are you there?')");
+  // Bob's page marks it read; ann's page shows it.
+  await ann.waitForSelector("#seen:has-text('seen by bob')");
+  await ann.waitForSelector("#members li[data-user='bob'] .read:has-text('#1')");
+
+  await call("POST", "/v1/rooms/default/moderated/members/bob/mute", { seconds: 60, reason: "calm down" });
+  await ann.waitForSelector("#messages li.moderation:has-text('bob muted until')");
+  await bob.waitForSelector("#messages li.moderation:has-text('calm down')");
+  assert.equal(await bob.isDisabled("#body"), true, "a muted member cannot write");
+  await call("DELETE", "/v1/rooms/default/moderated/members/bob/mute");
+  await bob.waitForSelector("#body:not([disabled])");
+
+  await call("DELETE", "/v1/rooms/default/moderated/members/bob?reason=spam");
+  await bob.waitForSelector("#messages li.moderation:has-text('you removed from the room: spam')");
+  await bob.waitForSelector("#messages li.system:has-text('error removed')");
+  await ann.waitForSelector("#messages li.moderation:has-text('bob removed from the room: spam')");
+  await context.close();
+});
