@@ -79,8 +79,9 @@ pub enum ClientFrame {
         client_id: Option<String>,
     },
     /// The member is typing. Ephemeral: shown to the others, never stored. Clients may send it
-    /// on every keystroke; a node passes on at most one per [`TYPING_INTERVAL_MS`].
-    Typing,
+    /// on every keystroke; a node passes on at most one per [`TYPING_INTERVAL_MS`]. (A struct
+    /// variant, empty, so that unknown fields are refused as for every other frame.)
+    Typing {},
     /// The member has read the room up to message `up_to`. A read never moves back.
     Read { up_to: u64 },
 }
@@ -458,7 +459,7 @@ mod tests {
     #[test]
     fn typing_read_and_moderation_frames_have_a_stable_shape() {
         let typing: ClientFrame = serde_json::from_str(r#"{"type":"typing"}"#).unwrap();
-        assert_eq!(typing, ClientFrame::Typing);
+        assert_eq!(typing, ClientFrame::Typing {});
         let read: ClientFrame = serde_json::from_str(r#"{"type":"read","up_to":7}"#).unwrap();
         assert_eq!(read, ClientFrame::Read { up_to: 7 });
         let room: RoomId = "support/case-1".parse().unwrap();

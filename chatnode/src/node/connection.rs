@@ -410,7 +410,7 @@ impl Connection {
         }
         match serde_json::from_str::<ClientFrame>(frame) {
             Ok(ClientFrame::Send { body, client_id }) => self.send(body, client_id).await,
-            Ok(ClientFrame::Typing) => self.typing().await,
+            Ok(ClientFrame::Typing {}) => self.typing().await,
             Ok(ClientFrame::Read { up_to }) => {
                 self.read(up_to).await;
                 None
