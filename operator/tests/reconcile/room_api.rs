@@ -290,3 +290,39 @@ async fn with_caches_the_room_api_asks_the_api_server_only_to_create() {
         .collect();
     assert_eq!(calls, [format!("POST {ROOMS}")], "{calls:?}");
 }
+
+#[tokio::test]
+async fn closing_a_room_annotates_its_reason_then_deletes_it() {
+    let room = placed_room("case-9");
+    let (client, api) = MockApi::start(move |call: &Call| match (&call.method, call.path()) {
+        (&Method::PATCH, p) | (&Method::DELETE, p) if p.ends_with("/chatrooms/case-9") => {
+            (StatusCode::OK, serde_json::to_value(&room).unwrap())
+        }
+        _ => not_found(),
+    });
+    let directory = directory(client);
+    let id = "support/case-9".parse().unwrap();
+    directory.close_room(&id, "order found").await.unwrap();
+
+    let calls: Vec<(Method, serde_json::Value)> = api
+        .calls()
+        .into_iter()
+        .map(|call| (call.method.clone(), call.body.clone()))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].0, Method::PATCH, "the reason first");
+    assert_eq!(
+        calls[0].1["metadata"]["annotations"]["chatfleet.dev/close-reason"],
+        "order found"
+    );
+    assert_eq!(calls[1].0, Method::DELETE);
+
+    let unknown = directory
+        .close_room(&"support/nowhere".parse().unwrap(), "x")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (unknown.status, unknown.code),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+}
