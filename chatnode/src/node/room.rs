@@ -425,15 +425,21 @@ impl RoomTask {
     /// Reads the member state again; on failure, tries at the next tick.
     async fn reload_member_state(&mut self) {
         match self.backend().clone().member_state(self.id()).await {
-            Ok(state) => {
-                let moved = state.reads.clone();
-                let mut merged = state;
-                // Positions only move up, also those learned since the last read.
-                if let Some(known) = self.member_state() {
-                    merged.merge_reads(&known.reads);
+            Ok(fresh) => {
+                if self.book.is_none() && fresh == MemberState::default() {
+                    return;
                 }
-                self.set_member_state(merged);
-                self.apply_reads(&moved);
+                let MemberState {
+                    reads,
+                    muted,
+                    removed,
+                } = fresh;
+                let state = &mut self.book().state;
+                state.muted = muted;
+                state.removed = removed;
+                self.share_mutes();
+                // Positions only move up: those missed meanwhile are raised and told.
+                self.apply_reads(&reads);
             }
             Err(_) => self
                 .handle
@@ -1202,5 +1208,21 @@ mod tests {
             later.join(dana_later).await.unwrap().err(),
             Some(Refusal::Removed)
         );
+    }
+
+    #[tokio::test]
+    async fn after_a_resubscription_the_room_tells_reads_it_missed() {
+        let (room, backend) = room(100);
+        let mut ann = join_as(&room, 1, "ann").await;
+        room.deliver(append(&backend, "a").await);
+        assert_eq!(message_ids(&mut ann, 1).await, [1]);
+        // Another node recorded bob's read while this room's live channel was down.
+        let missed: BTreeMap<String, u64> = [("bob".into(), 1)].into();
+        backend.record_reads(&room_id(), &missed, "").await.unwrap();
+        room.resubscribed();
+        let ServerFrame::Read { reads, .. } = next_notice(&mut ann).await else {
+            panic!("a read frame");
+        };
+        assert_eq!(reads, missed);
     }
 }
