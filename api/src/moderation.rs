@@ -63,6 +63,20 @@ fn target(namespace: &str, room: &str, user: &str) -> Result<RoomId, ApiError> {
     room_id(namespace, room)
 }
 
+/// Unmute or remove, as the path and the query ask; the reason defaults to `default`.
+async fn act_on_query<D: RoomDirectory>(
+    directory: &D,
+    (namespace, room, user): (String, String, String),
+    query: Result<Query<ReasonQuery>, QueryRejection>,
+    action: ModerationAction,
+    default: &str,
+) -> Result<Json<Moderation>, ApiError> {
+    let Query(query) = query?;
+    let room = target(&namespace, &room, &user)?;
+    let reason = reason_or(query.reason, default)?;
+    act(directory, room, user, action, reason, None).await
+}
+
 async fn act<D: RoomDirectory>(
     directory: &D,
     room: RoomId,
@@ -128,21 +142,11 @@ pub(crate) async fn mute<D: RoomDirectory>(
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn unmute<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    ApiPath((namespace, room, user)): ApiPath<(String, String, String)>,
+    ApiPath(path): ApiPath<(String, String, String)>,
     query: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Json<Moderation>, ApiError> {
-    let Query(query) = query?;
-    let room = target(&namespace, &room, &user)?;
-    let reason = reason_or(query.reason, "the mute was lifted")?;
-    act(
-        &*directory,
-        room,
-        user,
-        ModerationAction::Unmuted,
-        reason,
-        None,
-    )
-    .await
+    let action = ModerationAction::Unmuted;
+    act_on_query(&*directory, path, query, action, "the mute was lifted").await
 }
 
 /// Remove a member: each of its sessions in the room gets an `error` frame `removed` with
@@ -157,19 +161,9 @@ pub(crate) async fn unmute<D: RoomDirectory>(
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn remove<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
-    ApiPath((namespace, room, user)): ApiPath<(String, String, String)>,
+    ApiPath(path): ApiPath<(String, String, String)>,
     query: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Json<Moderation>, ApiError> {
-    let Query(query) = query?;
-    let room = target(&namespace, &room, &user)?;
-    let reason = reason_or(query.reason, "removed by a moderator")?;
-    act(
-        &*directory,
-        room,
-        user,
-        ModerationAction::Removed,
-        reason,
-        None,
-    )
-    .await
+    let action = ModerationAction::Removed;
+    act_on_query(&*directory, path, query, action, "removed by a moderator").await
 }

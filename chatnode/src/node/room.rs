@@ -465,11 +465,16 @@ impl RoomTask {
             Err(error) => {
                 tracing::debug!(room = %self.id(), %error, "cannot record reads; retrying");
                 for (user, id) in reads {
-                    let pending = self.book().pending_reads.entry(user).or_default();
-                    *pending = (*pending).max(id);
+                    self.queue_read(user, id);
                 }
             }
         }
+    }
+
+    /// Keeps a read for the next tick's flush (the highest per user).
+    fn queue_read(&mut self, user: String, id: u64) {
+        let pending = self.book().pending_reads.entry(user).or_default();
+        *pending = (*pending).max(id);
     }
 
     /// Raises read positions and tells the members the ones that moved.
@@ -550,8 +555,7 @@ impl RoomTask {
                 if known.is_some_and(|&at| at >= up_to) {
                     return;
                 }
-                let pending = self.book().pending_reads.entry(user).or_default();
-                *pending = (*pending).max(up_to);
+                self.queue_read(user, up_to);
             }
             Command::Reads(reads) => self.apply_reads(&reads),
             Command::Moderate(moderation) => {
@@ -1047,12 +1051,16 @@ mod tests {
         }
     }
 
-    async fn join_as(room: &RoomHandle, conn: ConnId, user: &str) -> OutboxReceiver {
-        let request = JoinRequest {
+    /// A join request from `user`.
+    fn request_as(conn: ConnId, user: &str) -> JoinRequest {
+        JoinRequest {
             member: member(user),
             ..request(conn, None)
-        };
-        let mut queue = join_with(room, request).await;
+        }
+    }
+
+    async fn join_as(room: &RoomHandle, conn: ConnId, user: &str) -> OutboxReceiver {
+        let mut queue = join_with(room, request_as(conn, user)).await;
         assert!(matches!(next(&mut queue).await, ServerFrame::Welcome(_)));
         queue
     }
@@ -1177,37 +1185,18 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), dana.recv()).await,
             Ok(Outbound::Close(close::POLICY, _))
         ));
-        let again = JoinRequest {
-            member: member("dana"),
-            ..request(3, None)
-        };
-        assert_eq!(
-            room.join(again).await.unwrap().err(),
-            Some(Refusal::Removed)
-        );
+        let again = room.join(request_as(3, "dana")).await.unwrap();
+        assert_eq!(again.err(), Some(Refusal::Removed));
 
         // A room task started later (another node, a restart) knows both from the store.
         let later = room_on(&backend);
-        let mut ann_again = join_with(
-            &later,
-            JoinRequest {
-                member: member("ann"),
-                ..request(4, None)
-            },
-        )
-        .await;
+        let mut ann_again = join_with(&later, request_as(4, "ann")).await;
         let ServerFrame::Welcome(welcome) = next(&mut ann_again).await else {
             panic!("a welcome first");
         };
         assert_eq!(welcome.muted_until, muted.until);
-        let dana_later = JoinRequest {
-            member: member("dana"),
-            ..request(5, None)
-        };
-        assert_eq!(
-            later.join(dana_later).await.unwrap().err(),
-            Some(Refusal::Removed)
-        );
+        let dana_later = later.join(request_as(5, "dana")).await.unwrap();
+        assert_eq!(dana_later.err(), Some(Refusal::Removed));
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{CLOSE_REASON_ANNOTATION, ChatFleet, ChatRoom, ChatRoomSpec};
-use crate::fleet_redis::RedisPool;
+use crate::fleet_redis::{FleetRedis, RedisPool};
 use crate::secrets::{self, SecretError};
 
 /// Settings of the Kubernetes-backed directory.
@@ -273,13 +273,7 @@ impl RoomDirectory for KubeDirectory {
     }
 
     async fn moderate(&self, id: &RoomId, moderation: Moderation) -> Result<(), ApiError> {
-        let room = self.room(id).await?;
-        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
-        let redis = self
-            .redis
-            .for_fleet(&self.client, &fleet)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let redis = self.room_state(id).await?;
         let frame = ServerFrame::Moderation(moderation.clone()).to_json();
         Ok(redis.rooms.moderate(id, &moderation, &frame).await?)
     }
@@ -299,18 +293,22 @@ impl RoomDirectory for KubeDirectory {
     }
 
     async fn history(&self, id: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
-        let room = self.room(id).await?;
-        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
-        let redis = self
-            .redis
-            .for_fleet(&self.client, &fleet)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let redis = self.room_state(id).await?;
         Ok(history::read_page(&redis.rooms, id, query).await?)
     }
 }
 
 impl KubeDirectory {
+    /// The shared state of the fleet that hosts the room; `not_found` for an unknown room.
+    async fn room_state(&self, id: &RoomId) -> Result<FleetRedis, ApiError> {
+        let room = self.room(id).await?;
+        let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
+        self.redis
+            .for_fleet(&self.client, &fleet)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+
     /// The fleet's join-token key, read from its Secret.
     async fn token_keys(&self, fleet: &ChatFleet) -> Result<TokenKeys, ApiError> {
         let namespace = fleet.namespace().unwrap_or_default();
