@@ -3,7 +3,7 @@
 //!
 //! - [`rooms`]: the room API over a [`RoomDirectory`](rooms::RoomDirectory): open, list,
 //!   show and close rooms, mint join tokens ([`tokens`]), read history ([`history`]),
-//!   moderate members ([`moderation`]).
+//!   moderate members ([`moderation`]), read transcripts ([`transcript`]).
 //! - [`admin`]: users' sessions and the fleet over a [`FleetAdmin`](admin::FleetAdmin);
 //!   [`redis_admin`] is that trait over a fleet's Redis.
 //! - [`keys`]: API keys and their scopes; [`error`]: the one error type and its JSON.
@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod redis_admin;
 pub mod rooms;
 pub mod tokens;
+pub mod transcript;
 
 pub use error::{ApiError, ErrorBody, with_json_fallbacks};
 pub use keys::ApiKeys;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, moderation, rooms};
+use crate::{admin, moderation, rooms, transcript};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use crate::{admin, moderation, rooms};
     ),
     paths(
         rooms::create, rooms::list, rooms::show, rooms::remove, rooms::token, rooms::history,
+        transcript::transcript,
         moderation::mute, moderation::unmute, moderation::remove,
         admin::list_sessions, admin::end_all, admin::end_one,
         admin::fleet, admin::drain, admin::broadcast,

@@ -15,6 +15,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, Role};
+use chatfleet_wire::transcript::Transcript;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,6 +23,7 @@ use crate::extract::ApiPath;
 use crate::history::{HistoryQuery, HistoryView};
 use crate::keys::{ApiKeys, Scope, require_scope};
 use crate::moderation::{self, ReasonQuery, reason_or};
+use crate::transcript;
 use crate::{ApiError, ErrorBody};
 
 /// A request to open a room.
@@ -257,6 +259,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
         room: &RoomId,
         query: HistoryQuery,
     ) -> impl Future<Output = Result<HistoryView, ApiError>> + Send;
+    /// The room's transcript (see [`crate::transcript`]), also after the room closed;
+    /// `not_found` when there is none.
+    fn transcript(
+        &self,
+        room: &RoomId,
+    ) -> impl Future<Output = Result<Transcript, ApiError>> + Send;
 }
 
 /// The room API's routes, every one behind `X-API-Key`.
@@ -269,6 +277,10 @@ pub fn router<D: RoomDirectory>(directory: Arc<D>, keys: ApiKeys) -> Router {
         )
         .route("/v1/rooms/{namespace}/{room}/tokens", post(token::<D>))
         .route("/v1/rooms/{namespace}/{room}/history", get(history::<D>))
+        .route(
+            "/v1/rooms/{namespace}/{room}/transcript",
+            get(transcript::transcript::<D>),
+        )
         .route(
             "/v1/rooms/{namespace}/{room}/members/{user}",
             delete(moderation::remove::<D>),

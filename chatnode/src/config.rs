@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_wire::load::Limits;
 
 /// A chatfleet chat node: WebSocket chat rooms, a room API and a chat page on one port.
@@ -107,6 +108,15 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_ROOM_TTL_SECONDS", default_value_t = 86_400)]
     pub room_ttl_seconds: u64,
 
+    /// Entries (messages, joins, leaves) a room's transcript keeps at most; 0 keeps no
+    /// transcripts. Past the bound the oldest go, and the transcript says it is incomplete.
+    #[arg(long, env = "CHATNODE_TRANSCRIPT_MAX_ENTRIES", default_value_t = 100_000)]
+    pub transcript_max_entries: usize,
+
+    /// Seconds a closed room's transcript stays readable through the room API.
+    #[arg(long, env = "CHATNODE_TRANSCRIPT_RETENTION_SECONDS", default_value_t = 7 * 86_400)]
+    pub transcript_retention_seconds: u64,
+
     /// Milliseconds between load reports.
     #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -161,6 +171,13 @@ impl Config {
         Limits {
             max_node_users: self.max_node_users,
             max_room_members: self.max_room_members,
+        }
+    }
+
+    pub fn transcripts(&self) -> TranscriptSettings {
+        TranscriptSettings {
+            max_entries: self.transcript_max_entries,
+            retention: Duration::from_secs(self.transcript_retention_seconds),
         }
     }
 

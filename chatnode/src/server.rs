@@ -64,7 +64,7 @@ pub async fn serve(
     let room_ttl = Duration::from_secs(config.room_ttl_seconds.max(60));
     let (backend, live_requests) = match &config.redis_url {
         Some(url) => {
-            let (store, requests) = FleetStore::new(url, config.history_len, room_ttl)?;
+            let (store, requests) = FleetStore::new(url, config.history_len, room_ttl, config.transcripts())?;
             (Backend::Redis(store), Some(requests))
         }
         None => {
@@ -72,6 +72,7 @@ pub async fn serve(
                 history_len: config.history_len,
                 after_retire: room_ttl,
                 max_bytes: config.memory_history_mb.saturating_mul(1 << 20),
+                transcripts: config.transcripts(),
             };
             (Backend::Memory(MemoryStore::new(retention)), None)
         }

@@ -7,6 +7,8 @@
 //!   its message log; [`rooms::MessageLog`] appends to that log (nodes only).
 //! - [`members`]: what a room knows of its members beyond presence: read positions, mutes
 //!   and removals.
+//! - [`transcripts`]: what a room's transcript recorded, kept for a retention after the
+//!   room closes.
 //! - [`sessions::SessionSlots`]: the fleet-wide sessions-per-user limit.
 //! - [`reports::LoadReports`]: the load each node reports on its heartbeat.
 //! - [`control::ControlChannel`]: commands for every node (end sessions, drain, broadcast).
@@ -27,6 +29,7 @@ pub mod seats;
 pub mod sentinel;
 pub mod sessions;
 pub mod subscription;
+pub mod transcripts;
 
 pub use connection::{Conn, ConnectionSettings, Redis};
 pub use error::StateError;
@@ -55,5 +58,11 @@ impl FleetState {
             seats: seats::SeatStore::new(redis.clone()),
             redis,
         }
+    }
+
+    /// The same views, keeping transcripts as `settings` say (the default otherwise).
+    pub fn with_transcripts(mut self, settings: transcripts::TranscriptSettings) -> Self {
+        self.rooms = self.rooms.with_transcripts(settings);
+        self
     }
 }

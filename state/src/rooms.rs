@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use chatfleet_wire::RoomId;
-use chatfleet_wire::frames::{MESSAGE_PREFIX, message_json};
+use chatfleet_wire::frames::{MESSAGE_PREFIX, ServerFrame, message_json};
 use chatfleet_wire::keys::{self, LOG_FIELD, RoomKeys};
 use chatfleet_wire::token::MAX_TOKEN_TTL;
+use chatfleet_wire::transcript::TranscriptEntry;
 use redis::AsyncCommands;
 
+use crate::transcripts::TranscriptSettings;
 use crate::{Redis, StateError, scripts};
 
 /// A message as the log holds it: its id and its encoded frame.
@@ -47,11 +49,27 @@ pub struct RoomStore {
     pub(crate) redis: Redis,
     /// How long a room's state lives without a node refreshing it.
     ttl: Duration,
+    transcripts: TranscriptSettings,
 }
 
 impl RoomStore {
     pub fn new(redis: Redis, ttl: Duration) -> Self {
-        Self { redis, ttl }
+        Self {
+            redis,
+            ttl,
+            transcripts: TranscriptSettings::default(),
+        }
+    }
+
+    pub fn with_transcripts(self, transcripts: TranscriptSettings) -> Self {
+        Self {
+            transcripts,
+            ..self
+        }
+    }
+
+    pub fn transcripts(&self) -> TranscriptSettings {
+        self.transcripts
     }
 
     pub(crate) fn ttl_seconds(&self) -> u64 {
@@ -146,23 +164,50 @@ impl RoomStore {
     }
 
     /// Lifts a closed room's tombstone: only for a new room deliberately given an old name
-    /// (the operator does this when a new ChatRoom reuses a deleted one's name).
+    /// (the operator does this when a new ChatRoom reuses a deleted one's name). The old
+    /// room's transcript goes with it, so the new room's starts empty.
     pub async fn reopen(&self, room: &RoomId) -> Result<(), StateError> {
-        let _: () = self.redis.conn().del(RoomKeys::new(room).closed).await?;
+        let keys = RoomKeys::new(room);
+        let _: () = self.redis.conn().del(&[keys.closed, keys.transcript]).await?;
         Ok(())
     }
 
     /// Leaves a tombstone for as long as a token for the room could live, drops the room's
-    /// state and tells every node hosting it, in one transaction.
-    pub async fn close(&self, room: &RoomId, closed_frame: &str) -> Result<(), StateError> {
+    /// state, records the close in its transcript (kept for the retention from now on) and
+    /// tells every node hosting it with a `closed` frame carrying `reason`, in one
+    /// transaction.
+    pub async fn close(&self, room: &RoomId, reason: &str) -> Result<(), StateError> {
         let keys = RoomKeys::new(room);
-        let _: () = redis::pipe()
-            .atomic()
+        let closed_frame = ServerFrame::Closed {
+            room: room.clone(),
+            reason: reason.to_owned(),
+        }
+        .to_json();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .set_ex(&keys.closed, 1, MAX_TOKEN_TTL.as_secs())
+            .ignore()
             .del(keys.state().to_vec())
+            .ignore();
+        if self.transcripts.enabled() {
+            let entry = TranscriptEntry::Closed {
+                reason: reason.to_owned(),
+                ts: chatfleet_wire::clock::unix_millis(),
+            };
+            pipe.cmd("XADD")
+                .arg(&keys.transcript)
+                .arg("*")
+                .arg(LOG_FIELD)
+                .arg(entry.to_json())
+                .ignore()
+                .expire(&keys.transcript, self.transcripts.retention.as_secs() as i64)
+                .ignore();
+        }
+        let _: () = pipe
             .cmd(self.redis.room_publish_command())
             .arg(&keys.live)
             .arg(closed_frame)
+            .ignore()
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -191,9 +236,11 @@ impl RoomStore {
                 rooms,
                 |room| RoomKeys::new(room).seq,
                 |pipe, room| {
-                    for key in RoomKeys::new(room).state() {
+                    let keys = RoomKeys::new(room);
+                    for key in keys.state() {
                         pipe.expire(key, ttl).ignore();
                     }
+                    pipe.expire(&keys.transcript, ttl).ignore();
                 },
             )
             .await?;
@@ -239,6 +286,7 @@ impl MessageLog {
             .key(&keys.closed)
             .key(&keys.sent)
             .key(&keys.epoch)
+            .key(&keys.transcript)
             .arg(MESSAGE_PREFIX)
             .arg(tail)
             .arg(self.history_len)
@@ -248,6 +296,7 @@ impl MessageLog {
             .arg(dedup.unwrap_or(""))
             .arg(new_epoch())
             .arg(self.rooms.redis.room_publish_command())
+            .arg(self.rooms.transcripts.max_entries)
             .invoke_async(&mut self.rooms.redis.conn())
             .await?;
         if id < 0 {

@@ -78,6 +78,10 @@ pub struct RoomKeys {
     pub muted: String,
     /// Hash: user → why a moderator removed the user; those users may not join again.
     pub removed: String,
+    /// Stream of the room's transcript (field `f`: a JSON
+    /// [`TranscriptEntry`](crate::transcript::TranscriptEntry)). Not part of [`Self::state`]:
+    /// it outlives the room's close by the transcript retention.
+    pub transcript: String,
 }
 
 impl RoomKeys {
@@ -94,6 +98,7 @@ impl RoomKeys {
             reads: format!("{base}:reads"),
             muted: format!("{base}:muted"),
             removed: format!("{base}:removed"),
+            transcript: format!("{base}:transcript"),
         }
     }
 
@@ -138,6 +143,7 @@ mod tests {
             &keys.reads,
             &keys.muted,
             &keys.removed,
+            &keys.transcript,
         ] {
             assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
         }

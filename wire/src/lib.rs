@@ -6,6 +6,7 @@
 //! - [`control`]: the fleet-wide commands nodes take from Redis (end sessions, drain, broadcast).
 //! - [`keys`]: every Redis key and channel the fleet uses.
 //! - [`load`]: the load report a node writes to Redis on every heartbeat.
+//! - [`transcript`]: a room's record of messages, joins, leaves and its close.
 //! - [`room_id`]: how a room is named (`namespace/name`).
 //! - [`urls`]: a room's WebSocket URL and a node's chat page; [`clock`]: wall-clock stamps.
 //!
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod load;
 pub mod room_id;
 pub mod token;
+pub mod transcript;
 pub mod urls;
 
 pub use room_id::RoomId;

@@ -16,6 +16,7 @@ use chatfleet_state::rooms::LoggedMessage;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
+use chatfleet_wire::transcript::Transcript;
 use chatfleet_wire::urls::ws_endpoint;
 
 use crate::node::Hub;
@@ -136,7 +137,7 @@ impl RoomDirectory for NodeDirectory {
             reason: reason.to_owned(),
         }
         .to_json();
-        self.hub.backend().close_room(room, &frame).await?;
+        self.hub.backend().close_room(room, reason).await?;
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.rooms().get(room) {
             handle.close(frame.into()).await;
@@ -177,6 +178,15 @@ impl RoomDirectory for NodeDirectory {
             return Err(ApiError::not_found(room));
         }
         Ok(history::read_page(self.hub.backend(), room, query).await?)
+    }
+
+    async fn transcript(&self, room: &RoomId) -> Result<Transcript, ApiError> {
+        let entries = self.hub.backend().transcript(room).await?;
+        let entries = entries.ok_or_else(|| ApiError::not_found(room))?;
+        Ok(Transcript::assemble(
+            room.clone(),
+            entries.iter().map(String::as_str),
+        ))
     }
 }
 

@@ -23,6 +23,7 @@ use chatfleet_wire::frames::{
     Welcome, close,
 };
 use chatfleet_wire::load::Limits;
+use chatfleet_wire::transcript::{MemberEvent, TranscriptEntry};
 
 use super::admission::{Refusal, admit_to_room};
 use super::outbox::{Outbox, WsFrame};
@@ -150,6 +151,7 @@ impl RoomHandle {
             last_id: 0,
             epoch: String::new(),
             book: None,
+            pending_events: Vec::new(),
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -318,6 +320,8 @@ struct RoomTask {
     /// Read positions, mutes and removals; None until the room has any, as most idle rooms
     /// never do (8 bytes then instead of about 150).
     book: Option<Box<MemberBook>>,
+    /// Joins and leaves (JSON transcript entries) not yet recorded: written once per tick.
+    pending_events: Vec<String>,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -364,12 +368,18 @@ impl RoomTask {
                     if self.book.as_ref().is_some_and(|b| !b.pending_reads.is_empty()) {
                         Box::pin(self.flush_reads()).await;
                     }
+                    if !self.pending_events.is_empty() {
+                        Box::pin(self.flush_events()).await;
+                    }
                     let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
                     if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
                         break;
                     }
                 }
             }
+        }
+        if !self.pending_events.is_empty() {
+            Box::pin(self.flush_events()).await;
         }
         self.retire(&mut rx, None);
     }
@@ -469,6 +479,37 @@ impl RoomTask {
                 }
             }
         }
+    }
+
+    /// Records the joins and leaves since the last tick; on failure, tries at the next one.
+    async fn flush_events(&mut self) {
+        let events = std::mem::take(&mut self.pending_events);
+        let backend = self.backend().clone();
+        if let Err(error) = backend.record_transcript(self.id(), &events).await {
+            tracing::debug!(room = %self.id(), %error, "cannot record joins and leaves; retrying");
+            let newer = std::mem::replace(&mut self.pending_events, events);
+            self.pending_events.extend(newer);
+        }
+    }
+
+    /// Notes that `member`'s first session here opened (`joined`) or its last one closed.
+    fn member_event(&mut self, joined: bool, member: &Member) {
+        if self.members.values().any(|j| j.member.user == member.user) {
+            return;
+        }
+        let event = MemberEvent {
+            user: member.user.clone(),
+            name: member.name.clone(),
+            role: member.role,
+            ts: unix_millis(),
+            after: self.last_id,
+        };
+        let entry = if joined {
+            TranscriptEntry::Joined(event)
+        } else {
+            TranscriptEntry::Left(event)
+        };
+        self.pending_events.push(entry.to_json());
     }
 
     /// Keeps a read for the next tick's flush (the highest per user).
@@ -639,6 +680,7 @@ impl RoomTask {
             _ => self.last_id,
         };
         let member = request.member.clone();
+        self.member_event(true, &member);
         self.members.insert(
             request.conn,
             Joined {
@@ -790,6 +832,7 @@ impl RoomTask {
             let Some(left) = self.members.remove(&conn) else {
                 continue;
             };
+            self.member_event(false, &left.member);
             self.members_changed();
             let presence = WsFrame::from(self.presence(PresenceEvent::Left, &left.member));
             for (other, joined) in &self.members {
@@ -801,11 +844,16 @@ impl RoomTask {
     }
 
     /// Everyone reconnects elsewhere; the room itself stays open (it lives on another node).
+    /// The transcript shows them leaving here (and joining where they reconnect).
     fn send_away(&mut self, frame: Utf8Bytes) {
         let frame = WsFrame::from(frame);
-        for (_, joined) in self.members.drain() {
-            joined.outbox.push_replay(frame.clone());
-            joined.outbox.close(close::SERVICE_RESTART, "moved");
+        let conns: Vec<ConnId> = self.members.keys().copied().collect();
+        for conn in conns {
+            if let Some(joined) = self.members.remove(&conn) {
+                joined.outbox.push_replay(frame.clone());
+                joined.outbox.close(close::SERVICE_RESTART, "moved");
+                self.member_event(false, &joined.member);
+            }
         }
         self.members_changed();
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatfleet_state::rooms::MessageLog;
+use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_state::{ConnectionSettings, FleetState, Redis};
 use chatfleet_wire::RoomId;
 use tokio::sync::{mpsc, oneshot};
@@ -41,8 +42,10 @@ impl FleetStore {
         url: &str,
         history_len: usize,
         room_ttl: Duration,
+        transcripts: TranscriptSettings,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LiveSync>), redis::RedisError> {
-        let state = FleetState::new(Redis::open(url, ConnectionSettings::NODE)?, room_ttl);
+        let state = FleetState::new(Redis::open(url, ConnectionSettings::NODE)?, room_ttl)
+            .with_transcripts(transcripts);
         let log = MessageLog::new(state.rooms.clone(), history_len);
         let (live, live_rx) = mpsc::unbounded_channel();
         let store = Self {

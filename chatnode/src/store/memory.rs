@@ -5,6 +5,9 @@
 //! tombstone, for as long as a token could name it. All logs together hold at most
 //! `--memory-history-mb` of frames: past that, the history of retired rooms goes first
 //! (longest retired first), then the oldest messages of the room being written.
+//!
+//! Transcripts count towards the same bound; a closed room keeps its transcript for the
+//! transcript retention.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use chatfleet_state::members::MemberState;
 use chatfleet_state::rooms::new_epoch;
+use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, message_json};
 use chatfleet_wire::token::MAX_TOKEN_TTL;
+use chatfleet_wire::transcript::TranscriptEntry;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{Appended, LoggedFrame, RoomSettings, StateError};
@@ -40,6 +45,9 @@ struct RoomLog {
     closed_at: Option<Instant>,
     /// Read positions, mutes and removals.
     members: MemberState,
+    /// The transcript's entries (JSON), oldest first, and their bytes.
+    transcript: VecDeque<String>,
+    transcript_bytes: usize,
 }
 
 impl Default for RoomLog {
@@ -55,6 +63,8 @@ impl Default for RoomLog {
             idle_since: None,
             closed_at: None,
             members: MemberState::default(),
+            transcript: VecDeque::new(),
+            transcript_bytes: 0,
         }
     }
 }
@@ -66,11 +76,42 @@ impl RoomLog {
         freed
     }
 
-    fn clear(&mut self) -> usize {
+    /// Drops the history (not the transcript); returns the bytes freed.
+    fn clear_history(&mut self) -> usize {
         let freed = self.bytes;
         self.frames.clear();
         self.bytes = 0;
         freed
+    }
+
+    /// Drops the history and the transcript.
+    fn clear(&mut self) -> usize {
+        self.clear_history() + self.clear_transcript()
+    }
+
+    fn clear_transcript(&mut self) -> usize {
+        let freed = self.transcript_bytes;
+        self.transcript.clear();
+        self.transcript_bytes = 0;
+        freed
+    }
+
+    /// Records one transcript entry, keeping at most `max` (`max` > 0); returns the bytes
+    /// added less those freed.
+    fn record(&mut self, entry: String, max: usize) -> isize {
+        let mut delta = entry.len() as isize;
+        self.transcript_bytes += entry.len();
+        self.transcript.push_back(entry);
+        while self.transcript.len() > max {
+            let old = self.transcript.pop_front().map_or(0, |e| e.len());
+            self.transcript_bytes -= old;
+            delta -= old as isize;
+        }
+        delta
+    }
+
+    fn held(&self) -> usize {
+        self.bytes + self.transcript_bytes
     }
 }
 
@@ -81,8 +122,9 @@ pub struct Retention {
     pub history_len: usize,
     /// How long a retired room's log outlives its task.
     pub after_retire: Duration,
-    /// Bytes of frames over all rooms.
+    /// Bytes of frames (history and transcripts) over all rooms.
     pub max_bytes: usize,
+    pub transcripts: TranscriptSettings,
 }
 
 /// Room logs behind one lock per room, so rooms do not contend with each other. Locks are
@@ -113,7 +155,16 @@ impl MemoryStore {
             history_len,
             after_retire: Duration::from_secs(86_400),
             max_bytes: usize::MAX,
+            transcripts: TranscriptSettings::default(),
         })
+    }
+
+    fn add_bytes(&self, delta: isize) {
+        if delta >= 0 {
+            self.bytes.fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     fn room(&self, room: &RoomId) -> Arc<Mutex<RoomLog>> {
@@ -161,6 +212,10 @@ impl MemoryStore {
             log.frames.push_back((id, frame.clone()));
             self.bytes.fetch_add(frame.len(), Ordering::Relaxed);
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            let transcripts = self.retention.transcripts;
+            if transcripts.enabled() {
+                self.add_bytes(log.record(frame.to_string(), transcripts.max_entries));
+            }
             if let Some(key) = dedup {
                 log.sent.insert(key.to_owned(), id);
                 log.sent_order.push_back((id, key.to_owned()));
@@ -200,7 +255,7 @@ impl MemoryStore {
             .iter()
             .filter_map(|(id, log)| {
                 let log = log.lock().expect("room log lock");
-                (log.bytes > 0)
+                (log.held() > 0)
                     .then_some(log.idle_since)
                     .flatten()
                     .map(|since| (since, id.clone()))
@@ -222,6 +277,11 @@ impl MemoryStore {
             let freed = log.pop_oldest();
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
+        while self.bytes() > self.retention.max_bytes && log.transcript.len() > 1 {
+            let freed = log.transcript.pop_front().map_or(0, |e| e.len());
+            log.transcript_bytes -= freed;
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
     }
 
     /// A room task runs on `room`: keep its log.
@@ -236,14 +296,21 @@ impl MemoryStore {
         }
     }
 
-    /// Forgets the logs of rooms retired longer than the retention and the tombstones of
-    /// rooms closed longer than a token lives. Called on the heartbeat.
+    /// Forgets the logs of rooms retired longer than the retention, the transcripts of rooms
+    /// closed longer than the transcript retention and the tombstones of rooms closed longer
+    /// than a token lives. Called on the heartbeat.
     pub fn sweep(&self) {
         let mut freed = 0;
+        let transcript_retention = self.retention.transcripts.retention;
         self.rooms.lock().expect("room map lock").retain(|_, log| {
             let mut log = log.lock().expect("room log lock");
+            if log.closed_at.is_some_and(|c| c.elapsed() >= transcript_retention) {
+                freed += log.clear_transcript();
+            }
             let expired = match (log.closed_at, log.idle_since) {
-                (Some(closed), _) => closed.elapsed() >= MAX_TOKEN_TTL,
+                (Some(closed), _) => {
+                    closed.elapsed() >= MAX_TOKEN_TTL.max(transcript_retention)
+                }
                 (None, Some(idle)) => idle.elapsed() >= self.retention.after_retire,
                 (None, None) => false,
             };
@@ -305,13 +372,45 @@ impl MemoryStore {
             .is_some_and(|log| log.lock().expect("room log lock").closed_at.is_some())
     }
 
-    pub fn close_room(&self, room: &RoomId) {
+    /// Marks the room closed, drops its history and records the close in its transcript.
+    pub fn close_room(&self, room: &RoomId, reason: &str) {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
+        if log.closed_at.is_some() {
+            return;
+        }
         log.closed_at = Some(Instant::now());
         log.members = MemberState::default();
-        let freed = log.clear();
+        let freed = log.clear_history();
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        let transcripts = self.retention.transcripts;
+        if transcripts.enabled() {
+            let closed = TranscriptEntry::Closed {
+                reason: reason.to_owned(),
+                ts: chatfleet_wire::clock::unix_millis(),
+            };
+            self.add_bytes(log.record(closed.to_json(), transcripts.max_entries));
+        }
+    }
+
+    /// Records joins and leaves in the room's transcript.
+    pub fn record_transcript(&self, room: &RoomId, entries: &[String]) {
+        let transcripts = self.retention.transcripts;
+        if !transcripts.enabled() {
+            return;
+        }
+        let log = self.room(room);
+        let mut log = log.lock().expect("room log lock");
+        for entry in entries {
+            self.add_bytes(log.record(entry.clone(), transcripts.max_entries));
+        }
+    }
+
+    /// The transcript's recorded entries; None when the room has none.
+    pub fn transcript(&self, room: &RoomId) -> Option<Vec<String>> {
+        let log = self.existing(room)?;
+        let log = log.lock().expect("room log lock");
+        (!log.transcript.is_empty()).then(|| log.transcript.iter().cloned().collect())
     }
 
     pub fn member_state(&self, room: &RoomId) -> MemberState {
@@ -374,7 +473,7 @@ mod tests {
     fn a_closed_room_takes_no_messages() {
         let store = MemoryStore::with_history(3);
         store.append(&room(), "}", None).unwrap();
-        store.close_room(&room());
+        store.close_room(&room(), "done");
         assert!(store.is_closed(&room()));
         assert!(matches!(
             store.append(&room(), "}", None),
@@ -393,6 +492,7 @@ mod tests {
             history_len: 10,
             after_retire: Duration::ZERO,
             max_bytes: usize::MAX,
+            transcripts: NO_TRANSCRIPTS,
         });
         let other: RoomId = "a/other".parse().unwrap();
         store.hosting(&room());
@@ -416,6 +516,7 @@ mod tests {
             history_len: 100,
             after_retire: Duration::from_secs(3600),
             max_bytes: one * 4,
+            transcripts: NO_TRANSCRIPTS,
         });
         let old: RoomId = "a/old".parse().unwrap();
         store.hosting(&old);
@@ -438,6 +539,38 @@ mod tests {
             .map(|(id, _)| *id)
             .collect();
         assert_eq!(ids, [3, 4, 5, 6], "then the writing room's oldest");
+    }
+
+    /// For the tests of the history's bounds.
+    const NO_TRANSCRIPTS: TranscriptSettings = TranscriptSettings {
+        max_entries: 0,
+        retention: Duration::ZERO,
+    };
+
+    #[test]
+    fn a_closed_rooms_transcript_outlives_its_history_for_the_retention() {
+        let store = MemoryStore::new(Retention {
+            history_len: 1,
+            after_retire: Duration::ZERO,
+            max_bytes: usize::MAX,
+            transcripts: TranscriptSettings {
+                max_entries: 3,
+                retention: Duration::from_secs(3600),
+            },
+        });
+        store.record_transcript(&room(), &["{\"type\":\"joined\"}".to_owned()]);
+        for body in ["a", "b"] {
+            store.append(&room(), &tail(body), None).unwrap();
+        }
+        store.close_room(&room(), "resolved");
+        store.sweep();
+        let entries = store.transcript(&room()).expect("kept after the close");
+        assert_eq!(entries.len(), 3, "the bound drops the oldest: {entries:?}");
+        assert!(entries[0].contains("\"body\":\"a\""), "{entries:?}");
+        assert!(entries[2].contains("resolved"), "{entries:?}");
+        assert!(store.read_range(&room(), 0, 2).is_empty(), "history went");
+        let held: usize = entries.iter().map(String::len).sum();
+        assert_eq!(store.bytes(), held, "the transcript counts towards the bound");
     }
 
     /// The size of one test frame (ids 1 to 9).
@@ -469,6 +602,7 @@ mod tests {
             history_len: 10,
             after_retire: Duration::ZERO,
             max_bytes: usize::MAX,
+            transcripts: NO_TRANSCRIPTS,
         });
         store.hosting(&room());
         let before = store.append(&room(), &tail("x"), None).unwrap().epoch;

@@ -195,15 +195,39 @@ impl Backend {
         }
     }
 
-    /// Marks the room closed for good and drops its history. In Redis this also tells every
-    /// node hosting the room, through its live channel.
-    pub async fn close_room(&self, room: &RoomId, closed_frame: &str) -> Result<(), StateError> {
+    /// Marks the room closed for good, drops its history and records the close in its
+    /// transcript. In Redis this also tells every node hosting the room, with a `closed` frame
+    /// carrying `reason`, through its live channel.
+    pub async fn close_room(&self, room: &RoomId, reason: &str) -> Result<(), StateError> {
         match self {
             Backend::Memory(m) => {
-                m.close_room(room);
+                m.close_room(room, reason);
                 Ok(())
             }
-            Backend::Redis(r) => r.state().rooms.close(room, closed_frame).await,
+            Backend::Redis(r) => r.state().rooms.close(room, reason).await,
+        }
+    }
+
+    /// Records joins and leaves (JSON transcript entries) in the room's transcript.
+    pub async fn record_transcript(
+        &self,
+        room: &RoomId,
+        entries: &[String],
+    ) -> Result<(), StateError> {
+        match self {
+            Backend::Memory(m) => {
+                m.record_transcript(room, entries);
+                Ok(())
+            }
+            Backend::Redis(r) => r.state().rooms.record_transcript(room, entries).await,
+        }
+    }
+
+    /// The room's transcript entries as recorded; None when it has none.
+    pub async fn transcript(&self, room: &RoomId) -> Result<Option<Vec<String>>, StateError> {
+        match self {
+            Backend::Memory(m) => Ok(m.transcript(room)),
+            Backend::Redis(r) => r.state().rooms.transcript(room).await,
         }
     }
 }

@@ -230,14 +230,9 @@ async fn a_reused_room_name_takes_joins_at_once() {
     let node = Node::in_fleet(&redis, "chat-0", &[]).await;
     let room = "support/reused";
     let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
-    let id = room.parse().unwrap();
-    let closed = ServerFrame::Closed {
-        room: id,
-        reason: "deleted".into(),
-    };
     let state = redis.state();
     let id = room.parse().unwrap();
-    state.rooms.close(&id, &closed.to_json()).await.unwrap();
+    state.rooms.close(&id, "deleted").await.unwrap();
     assert!(matches!(
         ann.recv_skip_presence().await,
         ServerFrame::Closed { .. }

@@ -16,6 +16,7 @@ use chatfleet_api::tokens::mint_token_view;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
 use chatfleet_wire::token::TokenKeys;
+use chatfleet_wire::transcript::Transcript;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -296,6 +297,16 @@ impl RoomDirectory for KubeDirectory {
         let redis = self.room_state(id).await?;
         Ok(history::read_page(&redis.rooms, id, query).await?)
     }
+
+    async fn transcript(&self, id: &RoomId) -> Result<Transcript, ApiError> {
+        for redis in self.transcript_stores(id).await? {
+            if let Some(entries) = redis.rooms.transcript(id).await? {
+                let entries = entries.iter().map(String::as_str);
+                return Ok(Transcript::assemble(id.clone(), entries));
+            }
+        }
+        Err(ApiError::not_found(id))
+    }
 }
 
 impl KubeDirectory {
@@ -307,6 +318,39 @@ impl KubeDirectory {
             .for_fleet(&self.client, &fleet)
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+
+    /// Where a room's transcript may be: its fleet's Redis while the ChatRoom exists; once it
+    /// is deleted (the transcript outlives the room), the Redis of every fleet in its
+    /// namespace.
+    async fn transcript_stores(&self, id: &RoomId) -> Result<Vec<FleetRedis>, ApiError> {
+        match self.room_state(id).await {
+            Ok(redis) => return Ok(vec![redis]),
+            Err(error) if error.status != StatusCode::NOT_FOUND => return Err(error),
+            Err(_) => {}
+        }
+        let fleets: Vec<Arc<ChatFleet>> = match &self.caches {
+            Some(caches) => caches.fleets.state(),
+            None => Api::<ChatFleet>::namespaced(self.client.clone(), id.namespace())
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_error)?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
+        let mut stores = Vec::new();
+        for fleet in fleets
+            .iter()
+            .filter(|f| f.namespace().as_deref() == Some(id.namespace()))
+        {
+            match self.redis.for_fleet(&self.client, fleet).await {
+                Ok(redis) => stores.push(redis),
+                Err(error) => tracing::debug!(fleet = %fleet.name_any(), %error, "no Redis"),
+            }
+        }
+        Ok(stores)
     }
 
     /// The fleet's join-token key, read from its Secret.

@@ -378,11 +378,7 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         .get(CLOSE_REASON_ANNOTATION)
         .cloned()
         .unwrap_or_else(|| "the room was deleted".to_owned());
-    let closed = ServerFrame::Closed {
-        room: id.clone(),
-        reason,
-    };
-    redis.rooms.close(&id, &closed.to_json()).await?;
+    redis.rooms.close(&id, &reason).await?;
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
         redis.seats.release(node, &id).await?;
     }

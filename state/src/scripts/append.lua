@@ -2,12 +2,13 @@
 -- stream and publishes it on the room's live channel, atomically, so every node sees the same
 -- ids in the same order. A send carrying a client id is appended once: a retry (after an
 -- unconfirmed send) gets the first id back and appends nothing.
--- KEYS: seq, log, closed, sent, epoch (one room's keys: one hash tag, one slot).
+-- KEYS: seq, log, closed, sent, epoch, transcript (one room's keys: one hash tag, one slot).
 -- ARGV: frame prefix, frame tail, history length, live channel, ttl seconds,
 --       floor (the newest id the calling node has delivered),
 --       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none,
 --       the publish command (PUBLISH, or SPUBLISH on a Redis Cluster: the live channel shares
---       the room's hash tag, so it is in the script's slot).
+--       the room's hash tag, so it is in the script's slot),
+--       the transcript's bound in entries (0: the fleet keeps no transcripts).
 -- Returns {id, duplicate (0|1), epoch, renewed (1 when this call began the epoch)}; id -1 when
 -- the room was closed.
 -- Every redis.call costs a few microseconds here, so a message pays only for what it needs:
@@ -54,11 +55,16 @@ end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'f', frame)
 redis.call(ARGV[9], ARGV[4], frame)
+local transcript_len = tonumber(ARGV[10])
+if transcript_len > 0 then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', transcript_len, '*', 'f', frame)
+end
 -- The counter's TTL stands for the room's: -1 when INCR just made it.
 if redis.call('TTL', KEYS[1]) < ttl - math.min(60, math.floor(ttl / 10)) then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
+  if transcript_len > 0 then redis.call('EXPIRE', KEYS[6], ttl) end
 end
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[4], id, ARGV[7])

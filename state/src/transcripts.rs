@@ -1,0 +1,101 @@
+//! Rooms' transcripts in Redis: the append script records every message (see
+//! `scripts/append.lua`), nodes record joins and leaves here, and closing a room records the
+//! close and keeps the transcript for the retention.
+
+use std::time::Duration;
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::keys::{LOG_FIELD, RoomKeys};
+
+use crate::StateError;
+use crate::rooms::RoomStore;
+
+/// What a fleet keeps of its rooms' conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TranscriptSettings {
+    /// Entries a transcript holds at most (0: keep no transcripts). Past it the oldest go,
+    /// and the transcript says it is incomplete.
+    pub max_entries: usize,
+    /// How long a closed room's transcript stays readable.
+    pub retention: Duration,
+}
+
+impl Default for TranscriptSettings {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl TranscriptSettings {
+    pub fn enabled(&self) -> bool {
+        self.max_entries > 0
+    }
+}
+
+/// Entries read per round trip, so a long transcript does not stall Redis.
+const PAGE: usize = 5_000;
+
+impl RoomStore {
+    /// Records joins and leaves (JSON `TranscriptEntry`s), in order, in one round trip.
+    pub async fn record_transcript(
+        &self,
+        room: &RoomId,
+        entries: &[String],
+    ) -> Result<(), StateError> {
+        let settings = self.transcripts();
+        if !settings.enabled() || entries.is_empty() {
+            return Ok(());
+        }
+        let key = RoomKeys::new(room).transcript;
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(settings.max_entries)
+                .arg("*")
+                .arg(LOG_FIELD)
+                .arg(entry)
+                .ignore();
+        }
+        pipe.expire(&key, self.ttl_seconds() as i64).ignore();
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(())
+    }
+
+    /// The recorded entries of a room's transcript, in the order they were written; None when
+    /// the room has none (unknown, never used, or closed longer ago than the retention).
+    pub async fn transcript(&self, room: &RoomId) -> Result<Option<Vec<String>>, StateError> {
+        let key = RoomKeys::new(room).transcript;
+        let mut entries = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut self.redis.conn())
+                .await?;
+            let full = page.len() == PAGE;
+            if let Some((last, _)) = page.last() {
+                start = format!("({last}");
+            }
+            entries.extend(page.into_iter().filter_map(|(_, fields)| {
+                fields
+                    .into_iter()
+                    .find(|(f, _)| f == LOG_FIELD)
+                    .map(|(_, json)| json)
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok((!entries.is_empty()).then_some(entries))
+    }
+}
