@@ -5,11 +5,11 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chatfleet_wire::frames::Role;
 use chatfleet_wire::transcript::{Transcript, TranscriptEntry};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ pub struct TranscriptQuery {
     params(("namespace" = String, Path), ("room" = String, Path), TranscriptQuery),
     responses((status = 200, description = "the transcript (JSON, or text/plain)", body = Transcript),
         (status = 401, body = ErrorBody), (status = 404, description = "no transcript: unknown room, or closed longer ago than the retention", body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, description = "an unknown `format`", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn transcript<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     ApiPath((namespace, room)): ApiPath<(String, String)>,
@@ -106,7 +106,10 @@ fn time(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(|| ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map_or_else(
+            || ms.to_string(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
 }
 
 fn role(role: Role) -> &'static str {

@@ -110,7 +110,11 @@ pub struct Config {
 
     /// Entries (messages, joins, leaves) a room's transcript keeps at most; 0 keeps no
     /// transcripts. Past the bound the oldest go, and the transcript says it is incomplete.
-    #[arg(long, env = "CHATNODE_TRANSCRIPT_MAX_ENTRIES", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "CHATNODE_TRANSCRIPT_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
     pub transcript_max_entries: usize,
 
     /// Seconds a closed room's transcript stays readable through the room API.

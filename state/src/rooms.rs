@@ -168,7 +168,11 @@ impl RoomStore {
     /// room's transcript goes with it, so the new room's starts empty.
     pub async fn reopen(&self, room: &RoomId) -> Result<(), StateError> {
         let keys = RoomKeys::new(room);
-        let _: () = self.redis.conn().del(&[keys.closed, keys.transcript]).await?;
+        let _: () = self
+            .redis
+            .conn()
+            .del(&[keys.closed, keys.transcript])
+            .await?;
         Ok(())
     }
 
@@ -200,7 +204,10 @@ impl RoomStore {
                 .arg(LOG_FIELD)
                 .arg(entry.to_json())
                 .ignore()
-                .expire(&keys.transcript, self.transcripts.retention.as_secs() as i64)
+                .expire(
+                    &keys.transcript,
+                    self.transcripts.retention.as_secs() as i64,
+                )
                 .ignore();
         }
         let _: () = pipe

@@ -45,13 +45,13 @@ pub struct MemberEvent {
 }
 
 impl TranscriptEntry {
-    /// Where the entry goes: after message `after` for events, at its own id for messages,
-    /// at the end for the close.
-    fn position(&self) -> (u64, u8) {
+    /// Where the entry goes: messages at their id; events after message `after`, among
+    /// themselves by time (nodes record them a tick late, each on its own); the close last.
+    fn position(&self) -> (u64, u8, u64) {
         match self {
-            TranscriptEntry::Message(m) => (m.id, 0),
-            TranscriptEntry::Joined(e) | TranscriptEntry::Left(e) => (e.after, 1),
-            TranscriptEntry::Closed { .. } => (u64::MAX, 2),
+            TranscriptEntry::Message(m) => (m.id, 0, 0),
+            TranscriptEntry::Joined(e) | TranscriptEntry::Left(e) => (e.after, 1, e.ts),
+            TranscriptEntry::Closed { .. } => (u64::MAX, 2, 0),
         }
     }
 
@@ -84,7 +84,7 @@ impl Transcript {
             .into_iter()
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
-        // Stable: events after the same message keep the order they were written in.
+        // Stable: events after the same message at the same time keep their written order.
         entries.sort_by_key(TranscriptEntry::position);
         let ids: Vec<u64> = entries
             .iter()
@@ -166,7 +166,10 @@ mod tests {
                 TranscriptEntry::Closed { reason, .. } => format!("closed: {reason}"),
             })
             .collect();
-        assert_eq!(order, ["+ann", "hello", "+dana", "anyone?", "closed: resolved"]);
+        assert_eq!(
+            order,
+            ["+ann", "hello", "+dana", "anyone?", "closed: resolved"]
+        );
         assert!(transcript.complete);
         assert!(transcript.closed);
         assert_eq!(transcript.messages, 2);

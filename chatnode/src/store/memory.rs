@@ -163,7 +163,8 @@ impl MemoryStore {
         if delta >= 0 {
             self.bytes.fetch_add(delta as usize, Ordering::Relaxed);
         } else {
-            self.bytes.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
     }
 
@@ -304,13 +305,14 @@ impl MemoryStore {
         let transcript_retention = self.retention.transcripts.retention;
         self.rooms.lock().expect("room map lock").retain(|_, log| {
             let mut log = log.lock().expect("room log lock");
-            if log.closed_at.is_some_and(|c| c.elapsed() >= transcript_retention) {
+            if log
+                .closed_at
+                .is_some_and(|c| c.elapsed() >= transcript_retention)
+            {
                 freed += log.clear_transcript();
             }
             let expired = match (log.closed_at, log.idle_since) {
-                (Some(closed), _) => {
-                    closed.elapsed() >= MAX_TOKEN_TTL.max(transcript_retention)
-                }
+                (Some(closed), _) => closed.elapsed() >= MAX_TOKEN_TTL.max(transcript_retention),
                 (None, Some(idle)) => idle.elapsed() >= self.retention.after_retire,
                 (None, None) => false,
             };
@@ -570,7 +572,11 @@ mod tests {
         assert!(entries[2].contains("resolved"), "{entries:?}");
         assert!(store.read_range(&room(), 0, 2).is_empty(), "history went");
         let held: usize = entries.iter().map(String::len).sum();
-        assert_eq!(store.bytes(), held, "the transcript counts towards the bound");
+        assert_eq!(
+            store.bytes(),
+            held,
+            "the transcript counts towards the bound"
+        );
     }
 
     /// The size of one test frame (ids 1 to 9).

@@ -17,3 +17,4 @@ mod room_state;
 mod sentinel;
 mod sessions;
 mod support;
+mod transcripts;

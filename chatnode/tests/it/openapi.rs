@@ -24,6 +24,7 @@ const ROUTES: &[&str] = &[
     "DELETE /v1/rooms/{namespace}/{room}",
     "POST /v1/rooms/{namespace}/{room}/tokens",
     "GET /v1/rooms/{namespace}/{room}/history",
+    "GET /v1/rooms/{namespace}/{room}/transcript",
     "POST /v1/rooms/{namespace}/{room}/members/{user}/mute",
     "DELETE /v1/rooms/{namespace}/{room}/members/{user}/mute",
     "DELETE /v1/rooms/{namespace}/{room}/members/{user}",
