@@ -15,6 +15,7 @@ use chatfleet_api::history::HistoryView;
 use chatfleet_api::rooms::CreatedRoom;
 use chatfleet_wire::frames::{ErrorCode, ServerFrame};
 use chatfleet_wire::keys::RoomKeys;
+use chatfleet_wire::transcript::{Transcript, TranscriptEntry};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -443,6 +444,37 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
         ServerFrame::Closed { reason, .. } => assert_eq!(reason, "order found"),
         other => panic!("expected closed, got {other:?}"),
     }
+
+    // The transcript outlives the ChatRoom: the operator finds it in the fleet's Redis.
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let name = created.room.id.name().to_owned();
+    testkit::eventually("the ChatRoom is gone", || async {
+        rooms.get_opt(&name).await.unwrap().is_none()
+    })
+    .await;
+    let transcript: Transcript = http
+        .get(format!("{base}/v1/rooms/{}/transcript", created.room.id))
+        .header("x-api-key", "room-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(transcript.closed, "{transcript:?}");
+    let said: Vec<&str> = transcript
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            TranscriptEntry::Message(m) => Some(m.content.body.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["my order is stuck"]);
+    assert!(matches!(
+        transcript.entries.last(),
+        Some(TranscriptEntry::Closed { reason, .. }) if reason == "order found"
+    ));
 }
 
 /// A fleet's Redis frozen past the nodes' report TTL, with every pod failing readiness as the
