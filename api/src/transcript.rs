@@ -34,6 +34,7 @@ pub enum TranscriptFormat {
 pub struct TranscriptQuery {
     /// `json` or `text`; without it, `text` when `Accept` asks for `text/plain`, else `json`.
     #[serde(default)]
+    #[param(inline)]
     pub format: Option<TranscriptFormat>,
 }
 
