@@ -103,11 +103,16 @@ impl RoomLog {
         self.transcript_bytes += entry.len();
         self.transcript.push_back(entry);
         while self.transcript.len() > max {
-            let old = self.transcript.pop_front().map_or(0, |e| e.len());
-            self.transcript_bytes -= old;
-            delta -= old as isize;
+            delta -= self.pop_oldest_entry() as isize;
         }
         delta
+    }
+
+    /// Drops the transcript's oldest entry; returns the bytes freed.
+    fn pop_oldest_entry(&mut self) -> usize {
+        let freed = self.transcript.pop_front().map_or(0, |e| e.len());
+        self.transcript_bytes -= freed;
+        freed
     }
 
     fn held(&self) -> usize {
@@ -279,8 +284,7 @@ impl MemoryStore {
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
         while self.bytes() > self.retention.max_bytes && log.transcript.len() > 1 {
-            let freed = log.transcript.pop_front().map_or(0, |e| e.len());
-            log.transcript_bytes -= freed;
+            let freed = log.pop_oldest_entry();
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
     }

@@ -208,23 +208,18 @@ impl RoomDirectory for KubeDirectory {
     }
 
     async fn list_rooms(&self, filter: &RoomFilter) -> Result<Vec<RoomView>, ApiError> {
-        let (rooms, fleets): (Vec<Arc<ChatRoom>>, Vec<Arc<ChatFleet>>) = match &self.caches {
-            Some(caches) => (caches.rooms.state(), caches.fleets.state()),
-            None => {
-                let rooms = Api::<ChatRoom>::all(self.client.clone())
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(kube_error)?;
-                let fleets = Api::<ChatFleet>::all(self.client.clone())
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(kube_error)?;
-                (
-                    rooms.items.into_iter().map(Arc::new).collect(),
-                    fleets.items.into_iter().map(Arc::new).collect(),
-                )
-            }
+        let rooms: Vec<Arc<ChatRoom>> = match &self.caches {
+            Some(caches) => caches.rooms.state(),
+            None => Api::<ChatRoom>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_error)?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         };
+        let fleets = self.all_fleets().await?;
         let mut views: Vec<RoomView> = rooms
             .iter()
             .filter(|room| filter.matches(Some(&room.spec.fleet), room.labels()))
@@ -320,6 +315,21 @@ impl KubeDirectory {
             .map_err(|e| ApiError::unavailable(e.to_string()))
     }
 
+    /// Every fleet, from the cache when there is one.
+    async fn all_fleets(&self) -> Result<Vec<Arc<ChatFleet>>, ApiError> {
+        Ok(match &self.caches {
+            Some(caches) => caches.fleets.state(),
+            None => Api::<ChatFleet>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_error)?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        })
+    }
+
     /// Where a room's transcript may be: its fleet's Redis while the ChatRoom exists; once it
     /// is deleted (the transcript outlives the room), the Redis of every fleet in its
     /// namespace.
@@ -329,19 +339,10 @@ impl KubeDirectory {
             Err(error) if error.status != StatusCode::NOT_FOUND => return Err(error),
             Err(_) => {}
         }
-        let fleets: Vec<Arc<ChatFleet>> = match &self.caches {
-            Some(caches) => caches.fleets.state(),
-            None => Api::<ChatFleet>::namespaced(self.client.clone(), id.namespace())
-                .list(&ListParams::default())
-                .await
-                .map_err(kube_error)?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect(),
-        };
         let mut stores = Vec::new();
-        for fleet in fleets
+        for fleet in self
+            .all_fleets()
+            .await?
             .iter()
             .filter(|f| f.namespace().as_deref() == Some(id.namespace()))
         {

@@ -390,15 +390,12 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
     let (mut dana, _) = testkit::Client::join(&created.tokens[0].ws_url).await;
     dana.say("my order is stuck").await;
     dana.message().await;
-    let history: HistoryView = http
-        .get(format!("{base}/v1/rooms/{}/history", created.room.id))
-        .header("x-api-key", "room-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = |what: &'static str| {
+        http.get(format!("{base}/v1/rooms/{}/{what}", created.room.id))
+            .header("x-api-key", "room-key")
+            .send()
+    };
+    let history: HistoryView = read("history").await.unwrap().json().await.unwrap();
     assert_eq!(history.messages[0].content.body, "my order is stuck");
 
     // Moderation goes through the fleet's Redis to the room's node.
@@ -452,15 +449,7 @@ async fn the_room_api_opens_a_support_session_through_the_api_server() {
         rooms.get_opt(&name).await.unwrap().is_none()
     })
     .await;
-    let transcript: Transcript = http
-        .get(format!("{base}/v1/rooms/{}/transcript", created.room.id))
-        .header("x-api-key", "room-key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let transcript: Transcript = read("transcript").await.unwrap().json().await.unwrap();
     assert!(transcript.closed, "{transcript:?}");
     let said: Vec<&str> = transcript
         .entries
