@@ -13,6 +13,7 @@
 //! - [`reports::LoadReports`]: the load each node reports on its heartbeat.
 //! - [`control::ControlChannel`]: commands for every node (end sessions, drain, broadcast).
 //! - [`seats::SeatStore`]: the operator's seat reservations on nodes.
+//! - [`webhooks::WebhookQueue`]: a fleet's durable queue of webhook deliveries.
 //!
 //! Each multi-key change is one Lua script (under `scripts/`, its contract in its header) or
 //! one transaction, and every key comes from `chatfleet_wire::keys`.
@@ -30,6 +31,7 @@ pub mod sentinel;
 pub mod sessions;
 pub mod subscription;
 pub mod transcripts;
+pub mod webhooks;
 
 pub use connection::{Conn, ConnectionSettings, Redis};
 pub use error::StateError;

@@ -20,3 +20,9 @@ pub static SEATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/seats.lua")));
 pub static READS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/reads.lua")));
+pub static ENQUEUE_WEBHOOKS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/enqueue_webhooks.lua")));
+pub static CLAIM_WEBHOOKS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/claim_webhooks.lua")));
+pub static RETRY_WEBHOOK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/retry_webhook.lua")));

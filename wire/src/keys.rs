@@ -117,6 +117,31 @@ impl RoomKeys {
     }
 }
 
+/// The keys of one fleet's webhook queue, sharing the hash tag `{<fleet>}` so the claim
+/// script can touch them together on a Redis Cluster. Named by fleet (`namespace/name`), so
+/// fleets sharing a Redis never deliver each other's events with the wrong secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookKeys {
+    /// Hash: job id → JSON job (the receiver's URL, the event, attempts so far).
+    pub jobs: String,
+    /// Sorted set: job id → when (ms, Redis clock) it is due: its next attempt, or the end of
+    /// the lease of the node delivering it now.
+    pub due: String,
+    /// List of dead letters (newest first, capped): jobs that failed every attempt.
+    pub dead: String,
+}
+
+impl WebhookKeys {
+    pub fn new(fleet: &str) -> Self {
+        let base = format!("{PREFIX}:webhooks:{{{fleet}}}");
+        Self {
+            jobs: format!("{base}:jobs"),
+            due: format!("{base}:due"),
+            dead: format!("{base}:dead"),
+        }
+    }
+}
+
 /// Field of a log entry that holds the frame.
 pub const LOG_FIELD: &str = "f";
 
@@ -153,5 +178,9 @@ mod tests {
         assert_eq!(log_entry_id(12), "12-0");
         assert_eq!(user_sessions("ann"), "chatfleet:user:{ann}:sessions");
         assert_eq!(user_released("ann"), "chatfleet:user:{ann}:released");
+        let hooks = WebhookKeys::new("support/chat");
+        assert_eq!(hooks.jobs, "chatfleet:webhooks:{support/chat}:jobs");
+        assert_eq!(hooks.due, "chatfleet:webhooks:{support/chat}:due");
+        assert_eq!(hooks.dead, "chatfleet:webhooks:{support/chat}:dead");
     }
 }

@@ -7,6 +7,7 @@
 //! - [`keys`]: every Redis key and channel the fleet uses.
 //! - [`load`]: the load report a node writes to Redis on every heartbeat.
 //! - [`transcript`]: a room's record of messages, joins, leaves and its close.
+//! - [`webhook`]: the events a fleet sends its webhook receivers, and their signature.
 //! - [`room_id`]: how a room is named (`namespace/name`).
 //! - [`urls`]: a room's WebSocket URL and a node's chat page; [`clock`]: wall-clock stamps.
 //!
@@ -21,5 +22,6 @@ pub mod room_id;
 pub mod token;
 pub mod transcript;
 pub mod urls;
+pub mod webhook;
 
 pub use room_id::RoomId;
