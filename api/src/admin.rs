@@ -1,13 +1,13 @@
 //! The admin and session routes: a user's sessions across the fleet, the fleet's nodes and
-//! their load, draining a node, and broadcasts. One router over a [`FleetAdmin`], served by a
+//! their load, draining a node, broadcasts, and webhook dead letters. One router over a [`FleetAdmin`], served by a
 //! node (from its Redis, or from itself standalone) and by the operator. `docs/room-api.md`
 //! documents the routes.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Html;
@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use chatfleet_state::webhooks::{DEAD_LETTERS_KEPT, DeadLetter};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::load::{LoadReport, RoomLoad};
 
@@ -120,6 +121,55 @@ pub struct BroadcastRequest {
     pub room: Option<RoomId>,
 }
 
+/// A webhook delivery that failed every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterView {
+    pub event_id: String,
+    /// The receiver it was for.
+    pub url: String,
+    /// The event, as it would have been delivered.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    pub attempts: u32,
+    /// What the last attempt got: a status code or a connection error.
+    pub error: String,
+    /// When it was given up (ms since the epoch).
+    pub ts: u64,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(letter: DeadLetter) -> Self {
+        let event_id = letter
+            .job
+            .id
+            .split_once(' ')
+            .map_or(letter.job.id.as_str(), |(id, _)| id)
+            .to_owned();
+        Self {
+            event_id,
+            url: letter.job.url,
+            event: serde_json::from_str(&letter.job.event).unwrap_or_default(),
+            attempts: letter.job.attempts,
+            error: letter.error,
+            ts: letter.ts,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLettersView {
+    /// Newest first.
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+/// `?limit=` of the dead letters.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// How many, newest first (1 to 1000; 100 by default).
+    pub limit: Option<usize>,
+}
+
 /// Where the fleet's sessions and nodes are read and commanded.
 pub trait FleetAdmin: Send + Sync + 'static {
     fn user_sessions(
@@ -138,6 +188,11 @@ pub trait FleetAdmin: Send + Sync + 'static {
         &self,
         request: BroadcastRequest,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// The newest `limit` webhook dead letters, newest first.
+    fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, ApiError>> + Send;
 }
 
 /// `/v1/users/...` (room scope) and `/v1/admin/...` (admin scope).
@@ -157,6 +212,7 @@ pub fn router<A: FleetAdmin>(admin: Arc<A>, keys: ApiKeys) -> Router {
         .route("/v1/admin/fleet", get(fleet::<A>))
         .route("/v1/admin/nodes/{node}/drain", post(drain::<A>))
         .route("/v1/admin/broadcast", post(broadcast::<A>))
+        .route("/v1/admin/webhooks/dead-letters", get(dead_letters::<A>))
         .with_state(admin)
         .layer(middleware::from_fn_with_state(
             (keys, Scope::Admin),
@@ -269,4 +325,27 @@ pub(crate) async fn broadcast<A: FleetAdmin>(
     }
     admin.broadcast(request).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Webhook deliveries that failed every attempt, newest first (admin scope). The fleet keeps
+/// the last 1,000.
+#[utoipa::path(get, path = "/v1/admin/webhooks/dead-letters", tag = "admin", security(("api_key" = [])),
+    params(DeadLetterQuery),
+    responses((status = 200, body = DeadLettersView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn dead_letters<A: FleetAdmin>(
+    State(admin): State<Arc<A>>,
+    query: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> Result<Json<DeadLettersView>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=DEAD_LETTERS_KEPT).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {DEAD_LETTERS_KEPT}"
+        )));
+    }
+    let letters = admin.dead_letters(limit).await?;
+    Ok(Json(DeadLettersView {
+        dead_letters: letters.into_iter().map(DeadLetterView::from).collect(),
+    }))
 }

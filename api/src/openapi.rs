@@ -31,7 +31,7 @@ use crate::{admin, moderation, rooms, transcript};
         transcript::transcript,
         moderation::mute, moderation::unmute, moderation::remove,
         admin::list_sessions, admin::end_all, admin::end_one,
-        admin::fleet, admin::drain, admin::broadcast,
+        admin::fleet, admin::drain, admin::broadcast, admin::dead_letters,
     ),
     modifiers(&ApiKeyHeader),
     tags(

@@ -3,6 +3,7 @@
 //! does the operator for its default fleet.
 
 use chatfleet_state::FleetState;
+use chatfleet_state::webhooks::{DeadLetter, WebhookQueue};
 use chatfleet_wire::control::Control;
 use chatfleet_wire::frames::ServerFrame;
 
@@ -12,11 +13,14 @@ use crate::admin::{BroadcastRequest, FleetAdmin, FleetView, NodeView, SessionsVi
 #[derive(Clone)]
 pub struct RedisAdmin {
     state: FleetState,
+    webhooks: WebhookQueue,
 }
 
 impl RedisAdmin {
-    pub fn new(state: FleetState) -> Self {
-        Self { state }
+    /// The admin routes of `fleet` (`namespace/name`, which names its webhook queue).
+    pub fn new(state: FleetState, fleet: &str) -> Self {
+        let webhooks = WebhookQueue::new(state.redis.clone(), fleet);
+        Self { state, webhooks }
     }
 }
 
@@ -59,5 +63,9 @@ impl FleetAdmin for RedisAdmin {
                 .publish(&Control::Broadcast { body: request.body })
                 .await?),
         }
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ApiError> {
+        Ok(self.webhooks.dead_letters(limit).await?)
     }
 }

@@ -9,6 +9,9 @@ use clap::Parser;
 use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_wire::load::Limits;
 
+use crate::error::Error;
+use crate::webhooks::WebhookSettings;
+
 /// A chatfleet chat node: WebSocket chat rooms, a room API and a chat page on one port.
 ///
 /// Without --redis-url the node runs standalone with in-memory history.
@@ -122,6 +125,36 @@ pub struct Config {
     pub transcript_retention_seconds: u64,
 
     /// Milliseconds between load reports.
+    /// The fleet this node belongs to (`namespace/name`): names its webhook queue in Redis,
+    /// so fleets sharing one Redis keep their events apart.
+    #[arg(long, env = "CHATNODE_FLEET", default_value = "default/standalone")]
+    pub fleet: String,
+
+    /// A receiver of webhook events (repeat the flag, or comma-separate in the environment).
+    /// None: no webhooks.
+    #[arg(
+        long = "webhook-url",
+        env = "CHATNODE_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+
+    /// The key that signs webhook deliveries (HMAC-SHA256); required with `--webhook-url`.
+    #[arg(long, env = "CHATNODE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Send every message as a `message` event too.
+    #[arg(long, env = "CHATNODE_WEBHOOK_MESSAGES")]
+    pub webhook_messages: bool,
+
+    /// Attempts at one delivery before it becomes a dead letter.
+    #[arg(long, env = "CHATNODE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: u32,
+
+    /// The first retry's delay; each next one doubles, up to an hour.
+    #[arg(long, env = "CHATNODE_WEBHOOK_RETRY_MS", default_value_t = 1000)]
+    pub webhook_retry_ms: u64,
+
     #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
 
@@ -183,6 +216,44 @@ impl Config {
             max_entries: self.transcript_max_entries,
             retention: Duration::from_secs(self.transcript_retention_seconds),
         }
+    }
+
+    /// The webhook settings, None when no receiver is given; an error for a receiver that is
+    /// not an http(s) URL or a missing secret.
+    pub fn webhooks(&self) -> Result<Option<WebhookSettings>, Error> {
+        let urls: Vec<String> = self
+            .webhook_urls
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        for url in &urls {
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(Error::Webhooks(format!(
+                        "--webhook-url {url:?} is not an http:// or https:// URL"
+                    )));
+                }
+            }
+        }
+        let secret = self.webhook_secret.as_deref().map(str::trim).unwrap_or("");
+        if secret.is_empty() {
+            return Err(Error::Webhooks(
+                "--webhook-url needs --webhook-secret (CHATNODE_WEBHOOK_SECRET) to sign with"
+                    .into(),
+            ));
+        }
+        Ok(Some(WebhookSettings {
+            urls,
+            secret: secret.as_bytes().to_vec(),
+            messages: self.webhook_messages,
+            max_attempts: self.webhook_max_attempts.max(1),
+            first_retry: Duration::from_millis(self.webhook_retry_ms.max(1)),
+        }))
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -255,5 +326,35 @@ mod tests {
             config.advertise_url_for("127.0.0.1:1".parse().unwrap()),
             "ws://chat-0.chat:8080"
         );
+    }
+
+    #[test]
+    fn webhooks_need_http_urls_and_a_secret() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["chatnode"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).unwrap().webhooks()
+        };
+        assert!(parse(&[]).unwrap().is_none());
+        let settings = parse(&[
+            "--webhook-url",
+            "https://a.example/hook",
+            "--webhook-url",
+            "http://b.example/hook",
+            "--webhook-secret",
+            "s3cret",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(settings.urls.len(), 2);
+        assert_eq!(settings.secret, b"s3cret");
+        assert_eq!(settings.max_attempts, 12);
+        let missing = parse(&["--webhook-url", "https://a.example/hook"]).unwrap_err();
+        assert!(
+            missing.to_string().contains("--webhook-secret"),
+            "{missing}"
+        );
+        let scheme = parse(&["--webhook-url", "ftp://a.example/", "--webhook-secret", "s"]);
+        assert!(scheme.unwrap_err().to_string().contains("not an http"));
     }
 }

@@ -19,6 +19,8 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("webhooks: {0}")]
+    Webhooks(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }

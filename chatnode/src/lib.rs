@@ -9,6 +9,7 @@
 //!   one task per room, one per client connection, outboxes, the per-user session limit.
 //! - [`fleet`]: the Redis background tasks: heartbeat, live channels, control commands.
 //! - [`store`]: where room logs live: in memory standalone, in the fleet's Redis otherwise.
+//! - [`webhooks`]: the node's events, queued and delivered signed to the fleet's receivers.
 
 pub mod config;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::Error;

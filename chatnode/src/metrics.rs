@@ -14,6 +14,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open WebSocket sessions.
@@ -33,6 +38,14 @@ pub struct Metrics {
     pub backend_up: Gauge,
     /// Bytes of message history held in memory (standalone).
     pub history_bytes: Gauge,
+    /// Webhook jobs this node put in the queue (one per event and receiver).
+    pub webhook_queued: Counter,
+    /// Webhook events or jobs dropped because the node's buffer or queue was full.
+    pub webhook_dropped: Counter,
+    /// Webhook attempts by outcome: `delivered`, `retried`, `dead`.
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Time one webhook attempt took.
+    pub webhook_seconds: Histogram,
 }
 
 impl Metrics {
@@ -50,6 +63,11 @@ impl Metrics {
             shed_connections: Counter::default(),
             backend_up: Gauge::default(),
             history_bytes: Gauge::default(),
+            webhook_queued: Counter::default(),
+            webhook_dropped: Counter::default(),
+            webhook_deliveries: Family::default(),
+            // 1 ms .. ~20 s
+            webhook_seconds: Histogram::new(exponential_buckets(1e-3, 3.0, 10)),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,6 +115,26 @@ impl Metrics {
             "history_bytes",
             "Bytes of message history held in memory (standalone nodes)",
             metrics.history_bytes.clone(),
+        );
+        registry.register(
+            "webhook_queued",
+            "Webhook jobs queued by this node (one per event and receiver)",
+            metrics.webhook_queued.clone(),
+        );
+        registry.register(
+            "webhook_dropped",
+            "Webhook events dropped because the node's buffer or queue was full",
+            metrics.webhook_dropped.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome (delivered, retried, dead)",
+            metrics.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_seconds",
+            "Time one webhook attempt took",
+            metrics.webhook_seconds.clone(),
         );
         Self {
             registry,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatfleet_api::ApiKeys;
+use chatfleet_state::webhooks::WebhookQueue;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Member, Role};
 use chatfleet_wire::token::TokenKeys;
@@ -16,9 +17,14 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fleet::{heartbeat, live};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::node::connection::ConnectionLimits;
 use crate::node::{Hub, HubSettings};
 use crate::store::{Backend, FleetStore, MemoryStore, Retention};
+use crate::webhooks::{Queue, Webhooks};
+
+/// How long a stopping node waits for its last webhook events to be queued.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the node on `config.listen` until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -53,6 +59,7 @@ pub async fn serve(
     let bound = listener.local_addr().map_err(Error::Serve)?;
     let settings = HubSettings {
         node_name: config.node_name.clone(),
+        fleet: config.fleet.clone(),
         advertise_url: config.advertise_url_for(bound),
         limits: config.limits(),
         room_deliveries_per_second: config.room_deliveries_per_second,
@@ -78,7 +85,21 @@ pub async fn serve(
             (Backend::Memory(MemoryStore::new(retention)), None)
         }
     };
-    let hub = Hub::new(settings, backend.clone(), tokens);
+    let metrics = Arc::new(Metrics::new());
+    let webhooks = match config.webhooks()? {
+        Some(hooks) => {
+            let queue = match &backend {
+                Backend::Redis(store) => Queue::Redis(WebhookQueue::new(
+                    store.state().redis.clone(),
+                    &config.fleet,
+                )),
+                Backend::Memory(_) => Queue::memory(),
+            };
+            Webhooks::start(hooks, queue, metrics.clone(), stop.clone())
+        }
+        None => Webhooks::off(),
+    };
+    let hub = Hub::new(settings, backend.clone(), tokens, metrics, webhooks);
 
     if let (Backend::Redis(store), Some(requests)) = (&backend, live_requests) {
         tokio::spawn(live::run(
@@ -142,6 +163,8 @@ pub async fn serve(
     };
     let metrics = hub.metrics_handle();
     http::accept::serve(listener, app, config.accept_limits(), metrics, shutdown).await;
+    // The drain's leaves are events too: queued before the node goes.
+    hub.webhooks().flush(WEBHOOK_FLUSH).await;
     stop.cancel();
     if let Backend::Redis(store) = hub.backend()
         && let Err(error) = store.state().reports.remove(hub.node_name()).await

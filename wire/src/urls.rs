@@ -1,4 +1,5 @@
-//! The URLs clients are given: a room's WebSocket endpoint on a node, and the node's chat page.
+//! The URLs clients are given: a room's WebSocket endpoint on a node, its transcript's path,
+//! and the node's chat page.
 
 use crate::RoomId;
 
@@ -9,6 +10,12 @@ pub fn ws_endpoint(advertise_url: &str, room: &RoomId) -> String {
         room.namespace(),
         room.name()
     )
+}
+
+/// The room API path of a room's transcript, relative to the room API's base URL (a node's,
+/// or the operator's): what the `room.closed` webhook links to.
+pub fn transcript_path(room: &RoomId) -> String {
+    format!("/v1/rooms/{}/{}/transcript", room.namespace(), room.name())
 }
 
 /// The chat page's base URL for a node's advertised WebSocket URL.
@@ -30,6 +37,7 @@ mod tests {
     fn derives_page_and_socket_urls_from_the_advertised_url() {
         let room: RoomId = "a/b".parse().unwrap();
         assert_eq!(ws_endpoint("ws://n:1", &room), "ws://n:1/v1/rooms/a/b/ws");
+        assert_eq!(transcript_path(&room), "/v1/rooms/a/b/transcript");
         assert_eq!(http_base("ws://n:1"), "http://n:1");
         assert_eq!(http_base("wss://chat.example"), "https://chat.example");
     }

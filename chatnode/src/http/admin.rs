@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chatfleet_api::ApiError;
 use chatfleet_api::admin::{BroadcastRequest, FleetAdmin, FleetView, NodeView, SessionsView};
 use chatfleet_api::redis_admin::RedisAdmin;
+use chatfleet_state::webhooks::DeadLetter;
 use chatfleet_wire::control::Control;
 use chatfleet_wire::frames::ServerFrame;
 use chatfleet_wire::load::RoomLoad;
@@ -27,7 +28,7 @@ impl NodeAdmin {
     /// The fleet's Redis, or None standalone.
     fn fleet_redis(&self) -> Option<RedisAdmin> {
         match self.hub.backend() {
-            Backend::Redis(redis) => Some(RedisAdmin::new(redis.state().clone())),
+            Backend::Redis(redis) => Some(RedisAdmin::new(redis.state().clone(), self.hub.fleet())),
             Backend::Memory(_) => None,
         }
     }
@@ -107,5 +108,12 @@ impl FleetAdmin for NodeAdmin {
                 Ok(())
             }
         }
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ApiError> {
+        if let Some(fleet) = self.fleet_redis() {
+            return fleet.dead_letters(limit).await;
+        }
+        Ok(self.hub.webhooks().dead_letters(limit).await?)
     }
 }

@@ -17,7 +17,8 @@ use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
 use chatfleet_wire::transcript::Transcript;
-use chatfleet_wire::urls::ws_endpoint;
+use chatfleet_wire::urls::{transcript_path, ws_endpoint};
+use chatfleet_wire::webhook::{EventBody, WebhookEvent};
 
 use crate::node::Hub;
 use crate::store::{Backend, RoomSettings, StateError};
@@ -70,6 +71,35 @@ impl NodeDirectory {
     }
 }
 
+impl NodeDirectory {
+    /// A room opened here is placed here too: both events at once.
+    fn opened(&self, room: &RoomId, settings: RoomSettings) {
+        let opened = settings.created_ms.to_string();
+        self.emit(
+            room,
+            EventBody::RoomOpened {
+                max_members: settings.max_members,
+            },
+            &opened,
+        );
+        self.emit(
+            room,
+            EventBody::RoomPlaced {
+                node: self.hub.node_name().to_owned(),
+                endpoint: ws_endpoint(self.hub.advertise_url(), room),
+            },
+            &opened,
+        );
+    }
+
+    /// An event about `room`, unique per room and `opened` (when this room of that name was
+    /// opened: a name may be used again after a close).
+    fn emit(&self, room: &RoomId, body: EventBody, opened: &str) {
+        let event = WebhookEvent::new(room.clone(), unix_millis(), body, &[opened]);
+        self.hub.webhooks().emit(event);
+    }
+}
+
 impl RoomDirectory for NodeDirectory {
     async fn create_room(&self, request: CreateRoom) -> Result<CreatedRoom, ApiError> {
         let name = request.room_name();
@@ -90,7 +120,10 @@ impl RoomDirectory for NodeDirectory {
             max_members,
             created_ms: unix_millis(),
         };
-        backend.create_room(&room, settings).await?;
+        let settings = backend.create_room(&room, settings).await?;
+        if !existed {
+            self.opened(&room, settings);
+        }
         self.created
             .lock()
             .expect("lock")
@@ -137,7 +170,21 @@ impl RoomDirectory for NodeDirectory {
             reason: reason.to_owned(),
         }
         .to_json();
+        let opened_ms = self
+            .hub
+            .backend()
+            .settings(room)
+            .await?
+            .map(|s| s.created_ms);
         self.hub.backend().close_room(room, reason).await?;
+        self.emit(
+            room,
+            EventBody::RoomClosed {
+                reason: reason.to_owned(),
+                transcript: transcript_path(room),
+            },
+            &opened_ms.unwrap_or_default().to_string(),
+        );
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.rooms().get(room) {
             handle.close(frame.into()).await;

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{
-    ClientFrame, ErrorCode, Member, MessageContent, ServerFrame, TYPING_INTERVAL_MS, bounds, close,
-    message_tail,
+    ClientFrame, ErrorCode, Member, Message as WireMessage, MessageContent, ServerFrame,
+    TYPING_INTERVAL_MS, bounds, close, message_tail,
 };
+use chatfleet_wire::webhook::{EventBody, WebhookEvent};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -542,6 +543,13 @@ impl Connection {
                 // A retry of a send already appended: the first one is (or will be) delivered.
                 let frame = appended.frame?;
                 self.hub.count_message_in();
+                let webhooks = self.hub.webhooks();
+                if webhooks.messages() {
+                    let (room, ts, id) = (self.room.id().clone(), content.ts, appended.id);
+                    let identity = [appended.epoch.as_str(), &id.to_string()];
+                    let body = EventBody::Message(WireMessage { id, content });
+                    webhooks.emit(WebhookEvent::new(room, ts, body, &identity));
+                }
                 if appended.renewed {
                     // Redis lost messages (or the room is new): the room rereads its epoch.
                     self.room.mark_lagged();

@@ -19,11 +19,14 @@ use super::room::{ConnId, RoomEnv};
 use super::user_sessions::UserSessions;
 use crate::metrics::Metrics;
 use crate::store::Backend;
+use crate::webhooks::Webhooks;
 
 /// Settings the hub needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
     pub node_name: String,
+    /// The fleet (`namespace/name`): names its webhook queue.
+    pub fleet: String,
     pub advertise_url: String,
     pub limits: Limits,
     /// Deliveries per second one room may cause.
@@ -47,6 +50,7 @@ pub struct Hub {
     messages_in: AtomicU64,
     rate: Mutex<(Instant, RateWindow)>,
     user_sessions: Arc<UserSessions>,
+    webhooks: Webhooks,
 }
 
 /// A session's place on the node; dropping it frees the place.
@@ -62,16 +66,22 @@ impl Drop for Seat {
 }
 
 impl Hub {
-    pub fn new(settings: HubSettings, backend: Backend, tokens: TokenKeys) -> Arc<Self> {
+    pub fn new(
+        settings: HubSettings,
+        backend: Backend,
+        tokens: TokenKeys,
+        metrics: Arc<Metrics>,
+        webhooks: Webhooks,
+    ) -> Arc<Self> {
         let user_sessions = UserSessions::new(
             &settings.node_name,
             settings.max_user_sessions,
             settings.session_ttl,
             backend.clone(),
         );
-        let metrics = Arc::new(Metrics::new());
         let rooms = RoomRegistry::new(RoomEnv {
             backend: backend.clone(),
+            webhooks: webhooks.clone(),
             node_name: settings.node_name.clone(),
             limits: settings.limits,
             deliveries_per_second: settings.room_deliveries_per_second,
@@ -90,7 +100,18 @@ impl Hub {
             messages_in: AtomicU64::new(0),
             rate: Mutex::new((Instant::now(), RateWindow::default())),
             user_sessions,
+            webhooks,
         })
+    }
+
+    /// The fleet this node belongs to (`namespace/name`).
+    pub fn fleet(&self) -> &str {
+        &self.settings.fleet
+    }
+
+    /// Where the node's webhook events go.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// The per-user session limit.

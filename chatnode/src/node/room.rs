@@ -24,11 +24,13 @@ use chatfleet_wire::frames::{
 };
 use chatfleet_wire::load::Limits;
 use chatfleet_wire::transcript::{MemberEvent, TranscriptEntry};
+use chatfleet_wire::webhook::{EventBody, MemberChange, WebhookEvent};
 
 use super::admission::{Refusal, admit_to_room};
 use super::outbox::{Outbox, WsFrame};
 use crate::metrics::Metrics;
 use crate::store::{Backend, LoggedFrame, StateError};
+use crate::webhooks::Webhooks;
 
 /// Identifies one WebSocket session on this node.
 pub type ConnId = u64;
@@ -44,6 +46,7 @@ const IDLE_GRACE: Duration = Duration::from_secs(30);
 /// gets this, not the whole node.
 pub struct RoomEnv {
     pub backend: Backend,
+    pub webhooks: Webhooks,
     pub node_name: String,
     pub limits: Limits,
     /// Deliveries per second one room may cause.
@@ -492,16 +495,35 @@ impl RoomTask {
         }
     }
 
-    /// Notes that `member`'s first session here opened (`joined`) or its last one closed.
+    /// Notes that `member`'s first session here opened (`joined`) or its last one closed, for
+    /// the transcript and the webhooks.
     fn member_event(&mut self, joined: bool, member: &Member) {
         if self.members.values().any(|j| j.member.user == member.user) {
             return;
+        }
+        let ts = unix_millis();
+        let webhooks = &self.env.webhooks;
+        if webhooks.is_on() {
+            let change = MemberChange {
+                user: member.user.clone(),
+                name: member.name.clone(),
+                role: member.role,
+                node: self.env.node_name.clone(),
+            };
+            let body = if joined {
+                EventBody::MemberJoined(change)
+            } else {
+                EventBody::MemberLeft(change)
+            };
+            // A user joins a room on a node at most once per millisecond: its first session.
+            let identity = [self.env.node_name.as_str(), &member.user, &ts.to_string()];
+            webhooks.emit(WebhookEvent::new(self.id().clone(), ts, body, &identity));
         }
         let event = MemberEvent {
             user: member.user.clone(),
             name: member.name.clone(),
             role: member.role,
-            ts: unix_millis(),
+            ts,
             after: self.last_id,
         };
         let entry = if joined {
@@ -893,6 +915,7 @@ mod tests {
     fn room_on(backend: &Backend) -> RoomHandle {
         let env = Arc::new(RoomEnv {
             backend: backend.clone(),
+            webhooks: Webhooks::off(),
             node_name: "test".into(),
             limits: Limits::default(),
             deliveries_per_second: 10_000,

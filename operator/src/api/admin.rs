@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chatfleet_api::ApiError;
 use chatfleet_api::admin::{BroadcastRequest, FleetAdmin, FleetView, SessionsView};
 use chatfleet_api::redis_admin::RedisAdmin;
+use chatfleet_state::webhooks::DeadLetter;
 use kube::Client;
 use kube::api::Api;
 
@@ -49,7 +50,8 @@ impl KubeFleetAdmin {
             .for_fleet(&self.client, &fleet)
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        Ok(RedisAdmin::new((*redis).clone()))
+        let key = format!("{}/{}", self.namespace, self.fleet);
+        Ok(RedisAdmin::new((*redis).clone(), &key))
     }
 }
 
@@ -72,5 +74,9 @@ impl FleetAdmin for KubeFleetAdmin {
 
     async fn broadcast(&self, request: BroadcastRequest) -> Result<(), ApiError> {
         self.admin().await?.broadcast(request).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ApiError> {
+        self.admin().await?.dead_letters(limit).await
     }
 }
