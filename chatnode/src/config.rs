@@ -155,6 +155,11 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_WEBHOOK_RETRY_MS", default_value_t = 1000)]
     pub webhook_retry_ms: u64,
 
+    /// How long one delivery may take before it counts as failed. A node that dies while
+    /// delivering holds the job for three times this, then another node takes it.
+    #[arg(long, env = "CHATNODE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub webhook_timeout_seconds: u64,
+
     #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
 
@@ -253,6 +258,7 @@ impl Config {
             messages: self.webhook_messages,
             max_attempts: self.webhook_max_attempts.max(1),
             first_retry: Duration::from_millis(self.webhook_retry_ms.max(1)),
+            timeout: Duration::from_secs(self.webhook_timeout_seconds.max(1)),
         }))
     }
 

@@ -1,6 +1,6 @@
 //! Real parts for the integration tests of every crate: a `redis-server` on a free port,
-//! chatnode processes, and a WebSocket client speaking the protocol through the shared frame
-//! types.
+//! chatnode processes, a WebSocket client speaking the protocol through the shared frame
+//! types, and a webhook receiver.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -8,9 +8,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 mod redis_cluster;
 mod redis_servers;
+mod webhook_receiver;
 pub use redis_cluster::RedisCluster;
 pub use redis_servers::{Redis, Sentinels};
 use std::time::{Duration, Instant};
+pub use webhook_receiver::{Delivery, WebhookReceiver};
 
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{ClientFrame, Member, Role, ServerFrame};

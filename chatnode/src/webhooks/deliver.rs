@@ -20,10 +20,6 @@ use crate::metrics::{Metrics, OutcomeLabel};
 
 /// The longest wait between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(3600);
-/// How long one attempt may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a claim keeps other nodes off a job: past any attempt's end.
-const LEASE: Duration = Duration::from_secs(30);
 /// How often the queue is asked for due jobs while it has none.
 const POLL: Duration = Duration::from_millis(250);
 /// Jobs claimed per round trip, and posted at once.
@@ -38,12 +34,14 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let client = reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
+        .timeout(settings.timeout)
         // A receiver answers where it is; following redirects would post events elsewhere.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("chatfleet-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client builds");
+    // A claim keeps other nodes off a job past any attempt's end.
+    let lease = settings.timeout * 3;
     let deliverer = Deliverer {
         client,
         settings,
@@ -53,7 +51,7 @@ pub async fn run(
     loop {
         let claimed = tokio::select! {
             _ = stop.cancelled() => return,
-            claimed = deliverer.queue.claim(CLAIM, LEASE) => claimed,
+            claimed = deliverer.queue.claim(CLAIM, lease) => claimed,
         };
         let jobs = match claimed {
             Ok(jobs) => jobs,

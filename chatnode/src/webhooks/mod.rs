@@ -42,6 +42,8 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
     /// The first retry's delay; each next one doubles, up to [`deliver::MAX_DELAY`].
     pub first_retry: Duration,
+    /// How long one attempt may take; a claim's lease is three times this.
+    pub timeout: Duration,
 }
 
 /// A cheap handle to the node's webhooks; does nothing when none are configured.

@@ -18,3 +18,4 @@ mod sentinel;
 mod sessions;
 mod support;
 mod transcripts;
+mod webhooks;
