@@ -73,6 +73,30 @@ pub struct ChatFleetSpec {
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_seconds: u32,
+    /// Where the fleet sends its room and member events; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<FleetWebhooks>,
+}
+
+/// The fleet's webhook receivers. Every event goes to each, signed with the Secret's key;
+/// `docs/webhooks.md` lists the events and how to verify them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetWebhooks {
+    /// Receiver URLs, e.g. `https://support.example.com/chatfleet/events`.
+    #[schemars(length(min = 1, max = 10), inner(length(min = 8, max = 2048)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.startsWith('http://') || u.startsWith('https://'))").message("webhook urls must start with http:// or https://"))]
+    pub urls: Vec<String>,
+    /// The Secret key holding the key deliveries are signed with (HMAC-SHA256).
+    pub secret_ref: SecretKeyRef,
+    /// Send every message as a `message` event too.
+    #[serde(default)]
+    pub messages: bool,
+    /// Attempts at one delivery (doubling the wait from one second) before it becomes a dead
+    /// letter.
+    #[serde(default = "default_webhook_attempts")]
+    #[schemars(range(min = 1, max = 50))]
+    pub max_attempts: u32,
 }
 
 /// Where the Redis URL comes from: given inline, or read from a Secret.
@@ -289,6 +313,9 @@ fn default_replicas() -> i32 {
 }
 fn default_drain_seconds() -> u32 {
     20
+}
+fn default_webhook_attempts() -> u32 {
+    12
 }
 fn default_users_per_node() -> u32 {
     300

@@ -127,6 +127,19 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
         (_, Some(secret)) => secret_env("CHATNODE_REDIS_URL", secret),
         (url, None) => plain_env("CHATNODE_REDIS_URL", url.as_deref().unwrap_or_default()),
     });
+    // The fleet's key names its webhook queue: the operator queues there too.
+    env.push(plain_env("CHATNODE_FLEET", &format!("{namespace}/{name}")));
+    if let Some(hooks) = &spec.webhooks {
+        env.extend([
+            plain_env("CHATNODE_WEBHOOK_URLS", &hooks.urls.join(",")),
+            secret_env("CHATNODE_WEBHOOK_SECRET", &hooks.secret_ref),
+            plain_env("CHATNODE_WEBHOOK_MESSAGES", &hooks.messages.to_string()),
+            plain_env(
+                "CHATNODE_WEBHOOK_MAX_ATTEMPTS",
+                &hooks.max_attempts.to_string(),
+            ),
+        ]);
+    }
     let probe = |path: &str, period| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -312,6 +325,45 @@ mod tests {
         let env = env_of(&stateful_set(&fleet));
         let from = env["CHATNODE_REDIS_URL"].value_from.as_ref().unwrap();
         assert_eq!(from.secret_key_ref.as_ref().unwrap().key, "url");
+    }
+
+    #[test]
+    fn webhooks_reach_the_nodes_with_their_secret_and_the_fleets_queue() {
+        let env = env_of(&stateful_set(&fleet()));
+        assert_eq!(env["CHATNODE_FLEET"].value.as_deref(), Some("support/chat"));
+        assert!(
+            !env.contains_key("CHATNODE_WEBHOOK_URLS"),
+            "none configured"
+        );
+
+        let mut fleet = fleet();
+        fleet.spec.webhooks = Some(
+            serde_json::from_value(serde_json::json!({
+                "urls": ["https://a.example/hook", "http://b.example/hook"],
+                "secretRef": {"name": "hooks", "key": "signing-key"},
+                "messages": true
+            }))
+            .unwrap(),
+        );
+        let env = env_of(&stateful_set(&fleet));
+        assert_eq!(
+            env["CHATNODE_WEBHOOK_URLS"].value.as_deref(),
+            Some("https://a.example/hook,http://b.example/hook")
+        );
+        let secret = env["CHATNODE_WEBHOOK_SECRET"].value_from.as_ref().unwrap();
+        let secret = secret.secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("hooks", "signing-key")
+        );
+        assert_eq!(
+            env["CHATNODE_WEBHOOK_MESSAGES"].value.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            env["CHATNODE_WEBHOOK_MAX_ATTEMPTS"].value.as_deref(),
+            Some("12")
+        );
     }
 
     #[test]

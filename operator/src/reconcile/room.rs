@@ -14,7 +14,8 @@ use chatfleet_state::seats::Seats;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::ServerFrame;
 use chatfleet_wire::room_id::RoomIdError;
-use chatfleet_wire::urls::ws_endpoint;
+use chatfleet_wire::urls::{transcript_path, ws_endpoint};
+use chatfleet_wire::webhook::EventBody;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
@@ -24,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use super::placing::Reserved;
 use super::pods::{fleet_pod_uid, fleet_pods, ready_pods};
 use super::status::{self, Placed};
-use super::writes;
+use super::{webhooks, writes};
 use crate::context::Context;
 use crate::crd::{CLOSE_REASON_ANNOTATION, ChatFleet, ChatRoom, RoomPhase};
 use crate::decide::room::{self as decide, EmptyRoom, NodeEvidence, Verdict, Waiting};
@@ -189,6 +190,8 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     } else if room.status.is_none() {
         // A new ChatRoom may reuse the name of one deleted earlier: its tombstone goes.
         redis.rooms.reopen(&id).await?;
+        let opened = EventBody::RoomOpened { max_members };
+        webhooks::queue(&fleet, &redis, room, opened, &[]).await?;
     }
     redis.rooms.create(&id, settings).await?;
     let started = std::time::Instant::now();
@@ -231,7 +234,7 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             phase,
             moving_from: moving_from.as_deref(),
         };
-        record_placement(room, &redis, &id, &placement, version.as_deref(), ctx).await
+        record_placement(room, &fleet, &redis, &placement, version.as_deref(), ctx).await
     }
     .await;
     if result.is_err() {
@@ -245,12 +248,25 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
 /// tells members of a moved room where it went, and records an Event.
 async fn record_placement(
     room: &ChatRoom,
+    fleet: &ChatFleet,
     redis: &FleetState,
-    id: &RoomId,
     placement: &Placed<'_>,
     version: Option<&str>,
     ctx: &Context,
 ) -> Result<Action> {
+    let id = &room_id(room)?;
+    let (node, endpoint) = (placement.node.to_owned(), placement.endpoint.to_owned());
+    let event = match placement.moving_from {
+        Some(from) => EventBody::RoomMoved {
+            from: from.to_owned(),
+            to: node,
+            endpoint,
+        },
+        None => EventBody::RoomPlaced { node, endpoint },
+    };
+    // The version the placement is written over makes each placement its own event.
+    let identity = [placement.node, version.unwrap_or_default()];
+    webhooks::queue(fleet, redis, room, event, &identity).await?;
     let old = room.status.clone().unwrap_or_default();
     let (status, announcement) =
         status::placed(&old, placement, room.meta().generation, Timestamp::now());
@@ -378,6 +394,11 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         .get(CLOSE_REASON_ANNOTATION)
         .cloned()
         .unwrap_or_else(|| "the room was deleted".to_owned());
+    let closed = EventBody::RoomClosed {
+        reason: reason.clone(),
+        transcript: transcript_path(&id),
+    };
+    webhooks::queue(&fleet, &redis, room, closed, &[]).await?;
     redis.rooms.close(&id, &reason).await?;
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
         redis.seats.release(node, &id).await?;

@@ -13,9 +13,10 @@ use std::time::Duration;
 use chatfleet_api::ApiKeys;
 use chatfleet_api::history::HistoryView;
 use chatfleet_api::rooms::CreatedRoom;
-use chatfleet_wire::frames::{ErrorCode, ServerFrame};
+use chatfleet_wire::frames::{ErrorCode, Role, ServerFrame};
 use chatfleet_wire::keys::RoomKeys;
 use chatfleet_wire::transcript::{Transcript, TranscriptEntry};
+use chatfleet_wire::webhook::EventBody;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -29,7 +30,7 @@ use operator::fleet_redis::RedisPool;
 use operator::metrics::Metrics;
 use redis::AsyncCommands;
 use serde_json::json;
-use testkit::{Node, Redis};
+use testkit::{Node, Redis, WebhookReceiver};
 
 use apiserver::ApiServer;
 
@@ -92,6 +93,11 @@ async fn create_namespace(client: &kube::Client) {
 /// Fleet `chat` of 2 nodes of 4 seats on `redis`, its token key in Secret `tokens` (the
 /// secret the test nodes use).
 async fn create_fleet(client: &kube::Client, redis: &Redis) {
+    create_fleet_with(client, redis, json!({})).await;
+}
+
+/// Fleet `chat` as [`create_fleet`] makes it, with `extra` fields in its spec.
+async fn create_fleet_with(client: &kube::Client, redis: &Redis, extra: serde_json::Value) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "tokens"}, "stringData": {"secret": testkit::SECRET}
     }))
@@ -100,13 +106,17 @@ async fn create_fleet(client: &kube::Client, redis: &Redis) {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    let mut spec = json!({"replicas": 2, "image": "chatfleet/chatnode:dev",
+                 "redis": {"url": redis.url()},
+                 "tokenSecret": {"name": "tokens", "key": "secret"},
+                 "limits": {"usersPerNode": 4}});
+    for (field, value) in extra.as_object().unwrap() {
+        spec[field] = value.clone();
+    }
     let fleet: ChatFleet = serde_json::from_value(json!({
         "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
         "metadata": {"name": "chat"},
-        "spec": {"replicas": 2, "image": "chatfleet/chatnode:dev",
-                 "redis": {"url": redis.url()},
-                 "tokenSecret": {"name": "tokens", "key": "secret"},
-                 "limits": {"usersPerNode": 4}}
+        "spec": spec
     }))
     .unwrap();
     Api::<ChatFleet>::namespaced(client.clone(), NS)
@@ -1069,4 +1079,154 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
         let file = manifests.join(fleet).to_string_lossy().into_owned();
         run(&["-n", "shipped", "apply", "--dry-run=server", "-f", &file]);
     }
+}
+
+/// Webhooks through the real API server: the fleet's spec names a receiver and a Secret, the
+/// operator queues room events in the fleet's Redis, and the chat nodes (run with the
+/// environment the StatefulSet gives them) deliver those and their own member events, signed.
+#[tokio::test]
+async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let receiver = WebhookReceiver::start("hook-key").await;
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let bad: ChatFleet = serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+        "metadata": {"name": "dry"},
+        "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
+                 "tokenSecret": {"name": "tokens", "key": "secret"},
+                 "webhooks": {"urls": ["ftp://hooks.example/x"],
+                              "secretRef": {"name": "hooks", "key": "key"}}}
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let refused = fleets.create(&dry_run, &bad).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("webhook urls must start with"),
+        "{refused}"
+    );
+
+    start_operator(&client);
+    let hooks = json!({"urls": [receiver.url()], "secretRef": {"name": "hooks", "key": "key"}});
+    create_fleet_with(&client, &redis, json!({"webhooks": hooks})).await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let set = eventually("the fleet's StatefulSet", || async {
+        sets.get("chat").await.ok()
+    })
+    .await;
+    // The nodes run with what the StatefulSet says: the fleet's queue and its receivers.
+    let env: std::collections::BTreeMap<String, String> =
+        set.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+    assert_eq!(env["CHATNODE_FLEET"], "support/chat");
+    assert_eq!(env["CHATNODE_WEBHOOK_URLS"], receiver.url());
+    let node_args = [
+        "--max-node-users",
+        "4",
+        "--fleet",
+        &env["CHATNODE_FLEET"],
+        "--webhook-url",
+        &env["CHATNODE_WEBHOOK_URLS"],
+        "--webhook-secret",
+        "hook-key",
+    ];
+    let mut nodes = Vec::new();
+    for name in ["chat-0", "chat-1"] {
+        ready_pod(&client, name).await;
+        nodes.push(Node::in_fleet(&redis, name, &node_args).await);
+    }
+
+    create_room(&client, "hooked", 2).await;
+    let placed = status_when(&client, "hooked", "room placed", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    let home = placed.node.clone().unwrap();
+    let ann_token = testkit::token("support/hooked", "ann", Role::Customer);
+    let endpoint = placed.endpoint.unwrap();
+    let (mut ann, _) = testkit::Client::join(&format!("{endpoint}?token={ann_token}")).await;
+    ann.say("hello").await;
+    ann.message().await;
+    receiver
+        .wait_for("ann's join", |d| d.event.body.kind() == "member.joined")
+        .await;
+
+    // Its node dies: the room moves, and the tool hears where to.
+    let index = if home == "chat-0" { 0 } else { 1 };
+    nodes[index].signal("KILL");
+    set_ready(&client, &home, false).await;
+    let moved = receiver
+        .wait_for("room.moved", |d| d.event.body.kind() == "room.moved")
+        .await;
+    let EventBody::RoomMoved { from, to, .. } = &moved.event.body else {
+        unreachable!()
+    };
+    assert_eq!(from, &home);
+    assert_ne!(to, &home);
+
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    rooms
+        .delete("hooked", &DeleteParams::default())
+        .await
+        .unwrap();
+    let closed = receiver
+        .wait_for("room.closed", |d| d.event.body.kind() == "room.closed")
+        .await;
+    let EventBody::RoomClosed { transcript, .. } = &closed.event.body else {
+        unreachable!()
+    };
+    assert_eq!(transcript, "/v1/rooms/support/hooked/transcript");
+
+    let accepted = receiver.accepted();
+    // Deliveries run concurrently, so receivers order by `ts`, as this does.
+    let mut room_events: Vec<(u64, &str)> = accepted
+        .iter()
+        .map(|d| (d.event.ts, d.event.body.kind()))
+        .filter(|(_, k)| k.starts_with("room."))
+        .collect();
+    room_events.sort();
+    let order: Vec<&str> = room_events.iter().map(|(_, k)| *k).collect();
+    let mut kinds = order.clone();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["room.closed", "room.moved", "room.opened", "room.placed"]
+    );
+    assert_eq!(
+        &order[2..],
+        ["room.moved", "room.closed"],
+        "{room_events:?}"
+    );
+    let placed_event = accepted
+        .iter()
+        .find(|d| d.event.body.kind() == "room.placed")
+        .unwrap();
+    assert!(
+        matches!(&placed_event.event.body, EventBody::RoomPlaced { node, .. } if node == &home)
+    );
+    assert!(
+        receiver.deliveries().iter().all(|d| d.signed),
+        "signed with the Secret's key"
+    );
+    let mut ids: Vec<&str> = accepted.iter().map(|d| d.event.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), accepted.len(), "no event twice");
+    assert!(
+        accepted
+            .iter()
+            .all(|d| d.event.room.to_string() == "support/hooked")
+    );
 }
