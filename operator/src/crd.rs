@@ -73,9 +73,36 @@ pub struct ChatFleetSpec {
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_seconds: u32,
+    /// What the fleet keeps of its rooms' conversations.
+    #[serde(default)]
+    pub transcripts: FleetTranscripts,
     /// Where the fleet sends its room and member events; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<FleetWebhooks>,
+}
+
+/// Rooms' transcripts: every message, join, leave and the close, readable through the room API
+/// for a retention after the room closes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetTranscripts {
+    /// Entries one transcript holds at most (the oldest go past it); 0 keeps no transcripts.
+    #[serde(default = "default_transcript_entries")]
+    #[schemars(range(max = 10_000_000))]
+    pub max_entries: u32,
+    /// How long a closed room's transcript stays readable.
+    #[serde(default = "default_transcript_retention")]
+    #[schemars(range(min = 60, max = 31_536_000))]
+    pub retention_seconds: u32,
+}
+
+impl Default for FleetTranscripts {
+    fn default() -> Self {
+        Self {
+            max_entries: default_transcript_entries(),
+            retention_seconds: default_transcript_retention(),
+        }
+    }
 }
 
 /// The fleet's webhook receivers. Every event goes to each, signed with the Secret's key;
@@ -313,6 +340,12 @@ fn default_replicas() -> i32 {
 }
 fn default_drain_seconds() -> u32 {
     20
+}
+fn default_transcript_entries() -> u32 {
+    100_000
+}
+fn default_transcript_retention() -> u32 {
+    7 * 86_400
 }
 fn default_webhook_attempts() -> u32 {
     12

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_state::{ConnectionSettings, FleetState, Redis};
 use kube::{Client, ResourceExt};
 
@@ -96,7 +97,14 @@ impl RedisPool {
             }
             (None, None) => return Err(Error::Config("the fleet names no Redis".into())),
         };
-        self.for_url(&url)
+        let mut redis = self.for_url(&url)?;
+        // Fleets sharing a Redis share its connection, not their transcript settings.
+        let kept = fleet.spec.transcripts;
+        redis.state = redis.state.with_transcripts(TranscriptSettings {
+            max_entries: kept.max_entries as usize,
+            retention: Duration::from_secs(kept.retention_seconds.into()),
+        });
+        Ok(redis)
     }
 
     pub fn for_url(&self, url: &str) -> Result<FleetRedis> {

@@ -127,6 +127,16 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
         (_, Some(secret)) => secret_env("CHATNODE_REDIS_URL", secret),
         (url, None) => plain_env("CHATNODE_REDIS_URL", url.as_deref().unwrap_or_default()),
     });
+    env.extend([
+        plain_env(
+            "CHATNODE_TRANSCRIPT_MAX_ENTRIES",
+            &spec.transcripts.max_entries.to_string(),
+        ),
+        plain_env(
+            "CHATNODE_TRANSCRIPT_RETENTION_SECONDS",
+            &spec.transcripts.retention_seconds.to_string(),
+        ),
+    ]);
     // The fleet's key names its webhook queue: the operator queues there too.
     env.push(plain_env("CHATNODE_FLEET", &format!("{namespace}/{name}")));
     if let Some(hooks) = &spec.webhooks {
@@ -331,6 +341,12 @@ mod tests {
     fn webhooks_reach_the_nodes_with_their_secret_and_the_fleets_queue() {
         let env = env_of(&stateful_set(&fleet()));
         assert_eq!(env["CHATNODE_FLEET"].value.as_deref(), Some("support/chat"));
+        assert_eq!(
+            env["CHATNODE_TRANSCRIPT_RETENTION_SECONDS"]
+                .value
+                .as_deref(),
+            Some("604800")
+        );
         assert!(
             !env.contains_key("CHATNODE_WEBHOOK_URLS"),
             "none configured"

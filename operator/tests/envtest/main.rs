@@ -1084,6 +1084,7 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
 /// Webhooks through the real API server: the fleet's spec names a receiver and a Secret, the
 /// operator queues room events in the fleet's Redis, and the chat nodes (run with the
 /// environment the StatefulSet gives them) deliver those and their own member events, signed.
+/// The fleet's transcript retention applies from the close.
 #[tokio::test]
 async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
     let Some(assets) = assets() else { return };
@@ -1115,7 +1116,13 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
 
     start_operator(&client);
     let hooks = json!({"urls": [receiver.url()], "secretRef": {"name": "hooks", "key": "key"}});
-    create_fleet_with(&client, &redis, json!({"webhooks": hooks})).await;
+    let kept = json!({"retentionSeconds": 3600});
+    create_fleet_with(
+        &client,
+        &redis,
+        json!({"webhooks": hooks, "transcripts": kept}),
+    )
+    .await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     let set = eventually("the fleet's StatefulSet", || async {
         sets.get("chat").await.ok()
@@ -1188,6 +1195,10 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
         unreachable!()
     };
     assert_eq!(transcript, "/v1/rooms/support/hooked/transcript");
+    // The fleet's transcript retention holds from the close.
+    let key = RoomKeys::new(&"support/hooked".parse().unwrap()).transcript;
+    let ttl: i64 = redis.conn().await.ttl(&key).await.unwrap();
+    assert!((3000..=3600).contains(&ttl), "transcript TTL {ttl}");
 
     let accepted = receiver.accepted();
     // Deliveries run concurrently, so receivers order by `ts`, as this does.
