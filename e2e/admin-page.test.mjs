@@ -1,6 +1,7 @@
 // The admin page in real headless Chromium against two real chatnode processes sharing a real
-// redis-server: it shows both nodes and their rooms and follows them live, broadcasts reach
-// the chat page, a drain shows, and a wrong key is told so.
+// redis-server: it shows both nodes and their rooms, who is in each room on which node, and
+// follows them live; broadcasts reach the chat page, a drain shows, and a wrong key is told
+// so.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -41,10 +42,24 @@ test("the admin page follows the fleet live and drives it", async () => {
 
   // A customer joins on the other node: the page shows the room without a reload.
   const chat = await context.newPage();
-  await chat.goto(`${nodes[1].base}/?room=support/case-1&user=dana`);
+  await chat.goto(`${nodes[1].base}/?room=support/case-1&user=dana&name=Dana`);
   await chat.waitForSelector("#status:has-text('connected to chat-1')");
-  await admin.waitForSelector("#rooms tr[data-room='support/case-1'] td.members:text-is('1')");
+  const room = "#rooms tr[data-room='support/case-1']";
+  await admin.waitForSelector(`${room} td.members:text-is('1')`);
+  await admin.waitForSelector(`${room} td.people:text-is('Dana (customer)')`);
   await admin.waitForSelector(`${nodeRow("chat-1")} td.users:text-is('1 / 300')`);
+
+  // An agent joins the same room on the other node: one row, both nodes, who is where.
+  const agent = await context.newPage();
+  await agent.goto(`${nodes[0].base}/?room=support/case-1&user=ann&name=Ann&role=agent`);
+  await agent.waitForSelector("#status:has-text('connected to chat-0')");
+  await admin.waitForSelector(`${room} td.members:text-is('2')`);
+  await admin.waitForSelector(`${room} td.node:text-is('chat-0, chat-1')`);
+  await admin.waitForSelector(`${room} td.people:text-is('Ann (agent) on chat-0, Dana (customer) on chat-1')`);
+  assert.equal((await admin.$$("#rooms tr[data-room]")).length, 1, "one row per room");
+  // She leaves: the page follows.
+  await agent.close();
+  await admin.waitForSelector(`${room} td.people:text-is('Dana (customer)')`);
 
   // A notice to every room reaches the chat page through Redis.
   await admin.fill("#broadcast-body", "maintenance at 18:00 UTC");

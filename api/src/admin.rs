@@ -3,6 +3,7 @@
 //! node (from its Redis, or from itself standalone) and by the operator. `docs/room-api.md`
 //! documents the routes.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use utoipa::ToSchema;
 
 use chatfleet_state::webhooks::{DEAD_LETTERS_KEPT, DeadLetter};
 use chatfleet_wire::RoomId;
-use chatfleet_wire::load::{LoadReport, RoomLoad};
+use chatfleet_wire::load::{LoadReport, RoomLoad, RoomMember};
 
 use crate::extract::ApiPath;
 use crate::keys::{ApiKeys, Scope, require_scope};
@@ -68,6 +69,10 @@ pub struct RoomLoadView {
     pub room: RoomId,
     pub members: u32,
     pub msg_rate: f64,
+    /// Who is connected on this node, one entry per user (as of the node's last heartbeat in
+    /// a fleet).
+    #[serde(default)]
+    pub people: Vec<RoomMember>,
 }
 
 /// One node and the rooms on it.
@@ -85,7 +90,12 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    pub fn new(report: LoadReport, rooms: Vec<(RoomId, RoomLoad)>) -> Self {
+    /// A node's view; `rosters` says who is in each room (rooms without one list nobody).
+    pub fn new(
+        report: LoadReport,
+        rooms: Vec<(RoomId, RoomLoad)>,
+        mut rosters: BTreeMap<RoomId, Vec<RoomMember>>,
+    ) -> Self {
         Self {
             free_seats: report.free_seats(),
             node: report.node,
@@ -98,6 +108,7 @@ impl NodeView {
             rooms: rooms
                 .into_iter()
                 .map(|(room, load)| RoomLoadView {
+                    people: rosters.remove(&room).unwrap_or_default(),
                     room,
                     members: load.members,
                     msg_rate: load.msg_rate,

@@ -35,13 +35,12 @@ impl FleetAdmin for RedisAdmin {
     }
 
     async fn fleet(&self) -> Result<FleetView, ApiError> {
-        let nodes = self.state.reports.fleet().await?;
-        Ok(FleetView {
-            nodes: nodes
-                .into_iter()
-                .map(|(report, rooms)| NodeView::new(report, rooms))
-                .collect(),
-        })
+        let mut nodes = Vec::new();
+        for (report, rooms) in self.state.reports.fleet().await? {
+            let rosters = self.state.reports.rosters(&report.node).await?;
+            nodes.push(NodeView::new(report, rooms, rosters));
+        }
+        Ok(FleetView { nodes })
     }
 
     async fn drain(&self, node: &str) -> Result<(), ApiError> {

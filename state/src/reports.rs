@@ -1,11 +1,12 @@
 //! Load reports: what each node tells the fleet about itself on every heartbeat, and the load
 //! of each room it hosts. Both expire with the report, so a dead node disappears by itself.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chatfleet_wire::RoomId;
 use chatfleet_wire::keys;
-use chatfleet_wire::load::{LoadReport, RoomLoad};
+use chatfleet_wire::load::{LoadReport, RoomLoad, RoomMember};
 use redis::AsyncCommands;
 
 use crate::{Redis, StateError};
@@ -62,11 +63,66 @@ impl LoadReports {
         Ok(())
     }
 
+    /// Updates a node's rosters: `set` for rooms whose members changed, `gone` for rooms it no
+    /// longer has members in; `fresh` first drops whatever a previous process of that name left.
+    /// The rosters expire after `ttl`, with the report.
+    pub async fn write_rosters(
+        &self,
+        node: &str,
+        fresh: bool,
+        set: &[(RoomId, Vec<RoomMember>)],
+        gone: &[RoomId],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = keys::node_members(node);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if fresh {
+            pipe.del(&key).ignore();
+        }
+        if !set.is_empty() {
+            let fields: Vec<(String, String)> = set
+                .iter()
+                .map(|(room, members)| {
+                    let json = serde_json::to_string(members).expect("rosters serialize");
+                    (room.to_string(), json)
+                })
+                .collect();
+            pipe.hset_multiple(&key, &fields).ignore();
+        }
+        if !gone.is_empty() {
+            let rooms: Vec<String> = gone.iter().map(ToString::to_string).collect();
+            pipe.hdel(&key, rooms).ignore();
+        }
+        pipe.pexpire(&key, ttl.as_millis() as i64).ignore();
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(())
+    }
+
+    /// Who is connected to each room on `node`, as its heartbeat last wrote it.
+    pub async fn rosters(
+        &self,
+        node: &str,
+    ) -> Result<BTreeMap<RoomId, Vec<RoomMember>>, StateError> {
+        let fields: Vec<(String, String)> =
+            self.redis.conn().hgetall(keys::node_members(node)).await?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(room, json)| {
+                Some((room.parse().ok()?, serde_json::from_str(&json).ok()?))
+            })
+            .collect())
+    }
+
     /// Removes a node's report at its clean exit, so placement forgets it at once.
     pub async fn remove(&self, node: &str) -> Result<(), StateError> {
         let mut conn = self.redis.conn();
         let _: () = conn
-            .del(&[keys::node_report(node), keys::node_rooms(node)])
+            .del(&[
+                keys::node_report(node),
+                keys::node_rooms(node),
+                keys::node_members(node),
+            ])
             .await?;
         let _: () = conn.zrem(keys::node_index(), node).await?;
         Ok(())

@@ -34,6 +34,13 @@ pub fn node_reserved(node: &str) -> String {
     format!("{PREFIX}:node:{{{node}}}:reserved")
 }
 
+/// Hash: room id → JSON list of [`RoomMember`](super::load::RoomMember)s connected to the
+/// room on the node. Written by the heartbeat for rooms whose members changed, expiring with
+/// the report.
+pub fn node_members(node: &str) -> String {
+    format!("{PREFIX}:node:{{{node}}}:members")
+}
+
 /// Pub/sub channel of fleet-wide [`Control`](super::control::Control) commands.
 pub fn control_channel() -> String {
     format!("{PREFIX}:control")
@@ -175,6 +182,7 @@ mod tests {
         assert_eq!(node_report("chat-0"), "chatfleet:node:{chat-0}");
         assert_eq!(node_rooms("chat-0"), "chatfleet:node:{chat-0}:rooms");
         assert_eq!(node_reserved("chat-0"), "chatfleet:node:{chat-0}:reserved");
+        assert_eq!(node_members("chat-0"), "chatfleet:node:{chat-0}:members");
         assert_eq!(log_entry_id(12), "12-0");
         assert_eq!(user_sessions("ann"), "chatfleet:user:{ann}:sessions");
         assert_eq!(user_released("ann"), "chatfleet:user:{ann}:released");

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::frames::Role;
+
 /// A node's hard admission limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -57,6 +59,18 @@ pub struct RoomLoad {
     pub members: u32,
     /// Messages per second in the room, averaged over the last minute.
     pub msg_rate: f64,
+}
+
+/// Someone connected to a room on a node: the rosters nodes keep under
+/// [`node_members`](super::keys::node_members), for the admin page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoomMember {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    /// The member's sessions in the room on this node.
+    pub sessions: u32,
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@ use tokio_util::sync::CancellationToken;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::load::RoomLoad;
 
+use chatfleet_state::FleetState;
+use futures_util::future::join_all;
+
 use crate::node::Hub;
 use crate::node::rate::RateWindow;
+use crate::node::room::{Busy, RoomHandle};
 use crate::store::Backend;
 
 /// Refresh the TTLs of hosted rooms' state once every this many heartbeats.
@@ -23,6 +27,7 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
     let mut beats: u64 = 0;
     let mut was_ok = true;
     let mut room_rates = RoomRates::default();
+    let mut rosters = Rosters::default();
     let mut last_session_refresh: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -54,6 +59,9 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             _ => {}
         }
         was_ok = ok;
+        if ok {
+            rosters.write(&hub, redis.state(), report_ttl).await;
+        }
         if ok
             && sessions_due(&hub, every, &mut last_session_refresh)
             && let Err(error) = hub.user_sessions().refresh().await
@@ -93,6 +101,73 @@ pub async fn report_now(hub: &Hub, report_ttl: Duration) {
             .await
             .is_ok();
         redis.set_heartbeat_ok(ok);
+    }
+}
+
+/// How long the heartbeat waits for a room's roster.
+const ROSTER_WAIT: Duration = Duration::from_millis(50);
+
+/// The node's rosters in Redis: written for rooms whose members changed, dropped for rooms
+/// it no longer hosts, and all rewritten after a failed write.
+struct Rosters {
+    /// The next write starts over: drop what is there and write every room.
+    full: bool,
+    /// Rooms with a roster in Redis.
+    written: HashSet<RoomId>,
+}
+
+impl Default for Rosters {
+    fn default() -> Self {
+        // The first write replaces whatever a previous process of this name left.
+        Self {
+            full: true,
+            written: HashSet::new(),
+        }
+    }
+}
+
+impl Rosters {
+    async fn write(&mut self, hub: &Hub, state: &FleetState, ttl: Duration) {
+        let rooms = hub.rooms().all();
+        let changed: Vec<&RoomHandle> = rooms
+            .iter()
+            .filter(|room| room.take_roster_change() || self.full)
+            .collect();
+        let answers = join_all(changed.iter().map(|room| room.roster(ROSTER_WAIT))).await;
+        let (mut set, mut gone) = (Vec::new(), Vec::new());
+        for (room, answer) in changed.iter().zip(answers) {
+            match answer {
+                Ok(roster) if roster.is_empty() => gone.push(room.id().clone()),
+                Ok(roster) => set.push((room.id().clone(), roster)),
+                Err(Busy) => room.roster_unsent(),
+            }
+        }
+        let hosted: HashSet<&RoomId> = rooms.iter().map(|room| room.id()).collect();
+        gone.extend(
+            self.written
+                .iter()
+                .filter(|room| !hosted.contains(room))
+                .cloned(),
+        );
+        let node = hub.node_name();
+        match state
+            .reports
+            .write_rosters(node, self.full, &set, &gone, ttl)
+            .await
+        {
+            Ok(()) => {
+                self.full = false;
+                for room in &gone {
+                    self.written.remove(room);
+                }
+                self.written.extend(set.into_iter().map(|(room, _)| room));
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot write rosters; rewriting them all next time");
+                self.full = true;
+                self.written.clear();
+            }
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! The admin routes as a node serves them: over the fleet's Redis in a fleet
 //! ([`RedisAdmin`], the same code the operator uses), over itself when standalone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chatfleet_api::ApiError;
 use chatfleet_api::admin::{BroadcastRequest, FleetAdmin, FleetView, NodeView, SessionsView};
@@ -14,6 +16,9 @@ use chatfleet_wire::load::RoomLoad;
 use crate::fleet::control;
 use crate::node::Hub;
 use crate::store::Backend;
+
+/// How long the admin view waits for one room's roster.
+const ROSTER_WAIT: Duration = Duration::from_millis(200);
 
 /// The admin routes as a node serves them.
 pub struct NodeAdmin {
@@ -60,22 +65,22 @@ impl FleetAdmin for NodeAdmin {
             return fleet.fleet().await;
         }
         let report = self.hub.load_report(self.hub.sample_rate());
-        let rooms = self
-            .hub
-            .rooms()
-            .all()
-            .iter()
-            .filter(|room| room.members() > 0)
-            .map(|room| {
-                let load = RoomLoad {
-                    members: room.members(),
-                    msg_rate: 0.0,
-                };
-                (room.id().clone(), load)
-            })
-            .collect();
+        let hosted = self.hub.rooms().all();
+        let mut rooms = Vec::new();
+        let mut rosters = BTreeMap::new();
+        for room in hosted.iter().filter(|room| room.members() > 0) {
+            let load = RoomLoad {
+                members: room.members(),
+                msg_rate: 0.0,
+            };
+            rooms.push((room.id().clone(), load));
+            // A room too busy to answer at once is listed without its people this time.
+            if let Ok(roster) = room.roster(ROSTER_WAIT).await {
+                rosters.insert(room.id().clone(), roster);
+            }
+        }
         Ok(FleetView {
-            nodes: vec![NodeView::new(report, rooms)],
+            nodes: vec![NodeView::new(report, rooms, rosters)],
         })
     }
 

@@ -22,7 +22,7 @@ use chatfleet_wire::frames::{
     ErrorCode, Member, Moderation, ModerationAction, Presence, PresenceEvent, Resume, ServerFrame,
     Welcome, close,
 };
-use chatfleet_wire::load::Limits;
+use chatfleet_wire::load::{Limits, RoomMember};
 use chatfleet_wire::transcript::{MemberEvent, TranscriptEntry};
 use chatfleet_wire::webhook::{EventBody, MemberChange, WebhookEvent};
 
@@ -95,7 +95,13 @@ enum Command {
     Reads(Box<BTreeMap<String, u64>>),
     /// A moderator acted on a member: apply it and show its frame to everyone.
     Moderate(Box<(Moderation, Utf8Bytes)>),
+    /// Who is here, for the admin page.
+    Roster(Box<oneshot::Sender<Vec<RoomMember>>>),
 }
+
+/// The room did not answer in time.
+#[derive(Debug)]
+pub struct Busy;
 
 /// The room's task is gone (it retired); look the room up again.
 #[derive(Debug)]
@@ -115,6 +121,8 @@ struct Shared {
     /// Set when the live channel may have missed member-state changes (reads, moderation);
     /// the task then reads them again.
     stale_members: AtomicBool,
+    /// Set when members came or went since the heartbeat last asked for the roster.
+    roster_changed: AtomicBool,
     /// Muted users → when their mute ends (ms since the Unix epoch): sends check it. None
     /// while nobody is muted, as in most rooms, to keep an idle room small; a few at most
     /// otherwise, so a slice searched in order.
@@ -138,6 +146,7 @@ impl RoomHandle {
             tx,
             lagged: AtomicBool::new(false),
             stale_members: AtomicBool::new(false),
+            roster_changed: AtomicBool::new(false),
             muted: Mutex::default(),
             members: AtomicU32::new(0),
             max_members: AtomicU32::new(env.limits.max_room_members),
@@ -268,6 +277,34 @@ impl RoomHandle {
             .tx
             .send(Command::Moderate(Box::new((moderation, frame))))
             .await;
+    }
+
+    /// Whether members came or went since the last call.
+    pub fn take_roster_change(&self) -> bool {
+        self.shared.roster_changed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Who is in the room on this node, one entry per user. Err when the room is too busy to
+    /// answer within `limit` (its queue full, or the answer late): a flooded room must not
+    /// hold up whoever asks, such as the heartbeat.
+    pub async fn roster(&self, limit: Duration) -> Result<Vec<RoomMember>, Busy> {
+        let (reply, answer) = oneshot::channel();
+        match self.shared.tx.try_send(Command::Roster(Box::new(reply))) {
+            Ok(()) => {}
+            // A retired room has nobody.
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(Vec::new()),
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Busy),
+        }
+        match tokio::time::timeout(limit, answer).await {
+            Ok(Ok(roster)) => Ok(roster),
+            Ok(Err(_)) => Ok(Vec::new()),
+            Err(_) => Err(Busy),
+        }
+    }
+
+    /// Marks the roster changed again, so the next heartbeat asks for it once more.
+    pub fn roster_unsent(&self) {
+        self.shared.roster_changed.store(true, Ordering::Release);
     }
 
     pub async fn close(&self, closed_frame: Utf8Bytes) {
@@ -625,6 +662,9 @@ impl RoomTask {
                 let (moderation, frame) = *moderation;
                 self.moderate(moderation, frame);
             }
+            Command::Roster(reply) => {
+                let _ = reply.send(self.roster());
+            }
         }
     }
 
@@ -729,7 +769,29 @@ impl RoomTask {
         .into()
     }
 
+    /// One entry per user, with their sessions here, sorted by user.
+    fn roster(&self) -> Vec<RoomMember> {
+        let mut by_user: BTreeMap<&str, RoomMember> = BTreeMap::new();
+        for joined in self.members.values() {
+            let member = &joined.member;
+            by_user
+                .entry(&member.user)
+                .or_insert_with(|| RoomMember {
+                    user: member.user.clone(),
+                    name: member.name.clone(),
+                    role: member.role,
+                    sessions: 0,
+                })
+                .sessions += 1;
+        }
+        by_user.into_values().collect()
+    }
+
     fn members_changed(&mut self) {
+        self.handle
+            .shared
+            .roster_changed
+            .store(true, Ordering::Release);
         let count = self.members.len() as u32;
         self.handle.shared.members.store(count, Ordering::Relaxed);
         self.empty_since = (count == 0).then(Instant::now);

@@ -1,5 +1,6 @@
 //! The session and admin routes against real nodes sharing a real Redis: ending a user's
-//! sessions wherever they are, broadcasts reaching every node, the fleet view, draining, and
+//! sessions wherever they are, broadcasts reaching every node, the fleet view (with who is in
+//! each room on each node), draining, and
 //! the two key scopes. A standalone node serves the same routes over itself.
 
 use std::time::Instant;
@@ -214,8 +215,14 @@ async fn the_fleet_view_shows_every_node_with_its_rooms() {
         let (Some(zero), Some(one)) = (find("chat-0"), find("chat-1")) else {
             return false;
         };
+        let person = |user: &str| {
+            json!({"user": user, "name": format!("{user} name"), "role": "customer", "sessions": 1})
+        };
         zero["users"] == 2
-            && zero["rooms"] == json!([{"room": "support/a", "members": 2, "msg_rate": 0.0}])
+            && zero["rooms"]
+                == json!([{"room": "support/a", "members": 2, "msg_rate": 0.0,
+                           "people": [person("ann"), person("bob")]}])
+            && one["rooms"][0]["people"] == json!([person("cy")])
             && one["users"] == 1
             && one["free_seats"] == one["max_users"].as_u64().unwrap() - 1
             && one["rooms"][0]["room"] == "support/b"
@@ -365,6 +372,19 @@ async fn a_standalone_node_serves_the_same_routes_over_itself() {
         .await;
     assert_eq!(body["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(body["nodes"][0]["users"], 3);
+    let rooms = &body["nodes"][0]["rooms"];
+    let room_a = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == "support/a");
+    let people: Vec<&str> = room_a.unwrap()["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(people, ["bob", "dana"], "who is in the room, by user");
 
     let (status, _) = node
         .call(API_KEY, Method::DELETE, "/v1/users/dana/sessions", None)
