@@ -34,6 +34,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/admin/fleet",
     "POST /v1/admin/nodes/{node}/drain",
     "POST /v1/admin/broadcast",
+    "GET /v1/admin/webhooks/dead-letters",
 ];
 
 fn concrete(path: &str) -> String {
