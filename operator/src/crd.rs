@@ -8,6 +8,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,11 @@ pub const CLOSE_REASON_ANNOTATION: &str = "chatfleet.dev/close-reason";
     status = "ChatFleetStatus",
     shortname = "cfleet",
     category = "chatfleet-all",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyNodes"),
     printcolumn(name = "Users", type_ = "integer", json_path = ".status.users"),
@@ -73,12 +79,37 @@ pub struct ChatFleetSpec {
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_seconds: u32,
+    /// Sizes the fleet by its free seats; `replicas` is then the operator's to set. Without
+    /// it, `replicas` is yours (or an HPA's, through the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<FleetAutoscaling>,
     /// What the fleet keeps of its rooms' conversations.
     #[serde(default)]
     pub transcripts: FleetTranscripts,
     /// Where the fleet sends its room and member events; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<FleetWebhooks>,
+}
+
+/// Keeps `bufferSeats` free seats fleet-wide: grows at once when fewer are free, and shrinks
+/// by draining the highest ordinal (its rooms move with `moved`) when the buffer holds without
+/// it, at most once per `cooldownSeconds`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct FleetAutoscaling {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: u32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// Free seats to keep: a count (`30`) or a share of the fleet's seats (`"10%"`).
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$')").message("bufferSeats must be a count or a percentage such as \"10%\""))]
+    pub buffer_seats: IntOrString,
+    /// Quiet time after a change before the fleet shrinks again.
+    #[serde(default = "default_cooldown_seconds")]
+    #[schemars(range(max = 86_400))]
+    pub cooldown_seconds: u32,
 }
 
 /// Rooms' transcripts: every message, join, leave and the close, readable through the room API
@@ -220,10 +251,36 @@ pub struct ChatFleetStatus {
     pub rooms: u32,
     /// Seats left for new members: limits minus users minus reservations, over non-draining nodes.
     pub free_seats: i64,
+    /// Pods of the fleet (the scale subresource's replicas).
+    #[serde(default)]
+    pub replicas: u32,
+    /// The label selector of the fleet's pods, for the scale subresource (an HPA reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// What the autoscaler decided last, with autoscaling on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// The autoscaler's memory between reconciles.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The replicas it wants.
+    pub desired_replicas: u32,
+    /// When it last changed `replicas` (RFC 3339).
+    #[serde(default)]
+    pub last_scale_time: Option<String>,
+    /// The node it is draining before removing it, and since when (RFC 3339). Written as
+    /// null when none, so the status's merge patch clears them.
+    #[serde(default)]
+    pub draining_node: Option<String>,
+    #[serde(default)]
+    pub draining_since: Option<String>,
 }
 
 /// A chat room placed on one node of a fleet.
@@ -340,6 +397,12 @@ fn default_replicas() -> i32 {
 }
 fn default_drain_seconds() -> u32 {
     20
+}
+fn default_min_replicas() -> u32 {
+    1
+}
+fn default_cooldown_seconds() -> u32 {
+    300
 }
 fn default_transcript_entries() -> u32 {
     100_000

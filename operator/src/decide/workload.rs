@@ -32,6 +32,15 @@ pub fn selector_labels(fleet: &ChatFleet) -> BTreeMap<String, String> {
     ])
 }
 
+/// The same labels as a selector string (`a=b,c=d`), as the scale subresource gives an HPA.
+pub fn pod_selector(fleet: &ChatFleet) -> String {
+    selector_labels(fleet)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Labels on everything the operator makes for the fleet.
 fn labels(fleet: &ChatFleet) -> BTreeMap<String, String> {
     let mut labels = selector_labels(fleet);

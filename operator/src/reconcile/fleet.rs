@@ -15,8 +15,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::pods::ready_pods;
-use super::{status, writes};
+use super::pods::{fleet_pods, ready_pods};
+use super::{autoscale, status, writes};
 use crate::context::Context;
 use crate::crd::{ChatFleet, ChatFleetStatus};
 use crate::decide::workload;
@@ -45,7 +45,7 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
         ctx.applied.done(&key(&fleet), generation);
     }
 
-    let status = match observe(&fleet, &namespace, &ctx).await {
+    let mut status = match observe(&fleet, &namespace, &ctx).await {
         Ok(status) => status,
         Err(error @ (Error::Redis(_) | Error::State(_) | Error::Config(_) | Error::Kube(_))) => {
             // The workload is applied; say in the status why the fleet cannot be measured.
@@ -55,6 +55,10 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
         }
         Err(error) => return Err(error),
     };
+    if let Some(settings) = &fleet.spec.autoscaling {
+        let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
+        autoscale::run(&fleet, settings, &redis, &mut status, &ctx).await?;
+    }
     if changed(fleet.status.as_ref(), &status, &fleet) {
         writes::fleet_status(&fleet, &ctx, &status).await?;
     }
@@ -184,8 +188,11 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
         .await
         .map_err(chatfleet_state::StateError::from)?;
     let generation = fleet.meta().generation;
+    let pods = ctx.pods.state();
     let mut status = ChatFleetStatus {
         observed_generation: generation,
+        replicas: fleet_pods(&pods, namespace, &fleet.name_any()).len() as u32,
+        selector: Some(workload::pod_selector(fleet)),
         ..ChatFleetStatus::default()
     };
     for pod in &ready {

@@ -3,6 +3,7 @@
 //! they write and the conditions they share are built in [`status`]; the room events they
 //! queue for the fleet's webhooks in [`webhooks`].
 
+pub mod autoscale;
 pub mod fleet;
 pub mod placing;
 pub mod pods;

@@ -17,6 +17,8 @@ pub mod condition {
     pub const OVERFLOW: &str = "Overflow";
     /// A fleet: every replica is Ready and reporting.
     pub const READY: &str = "Ready";
+    /// A fleet: the autoscaler is on; its reason says what it did last.
+    pub const AUTOSCALING: &str = "Autoscaling";
 
     pub const NODE_HAD_ROOM: &str = "NodeHadRoom";
     pub const OVERFLOWED: &str = "Overflow";
@@ -295,8 +297,29 @@ pub fn fleet_ready(
         generation,
         now,
     );
-    conditions.retain(|c| c.type_ == condition::READY);
+    conditions.retain(|c| c.type_ == condition::READY || c.type_ == condition::AUTOSCALING);
     conditions
+}
+
+/// A fleet's `Autoscaling` condition: `on` while the autoscaler can act, with what it did last
+/// (`Grew`, `Draining`, `Shrank`, `Stable`) or why it cannot (`InvalidBuffer`).
+pub fn set_autoscaling(
+    conditions: &mut Vec<Condition>,
+    on: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    upsert(
+        conditions,
+        condition::AUTOSCALING,
+        on,
+        reason,
+        message,
+        generation,
+        now,
+    );
 }
 
 /// A fleet's `Ready` condition when its Redis (or its Secret) cannot be read.

@@ -125,3 +125,23 @@ pub async fn room_event(
         tracing::warn!(%error, "cannot publish an event");
     }
 }
+
+/// Records an Event on a fleet. Best effort, as [`room_event`].
+pub async fn fleet_event(
+    fleet: &ChatFleet,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Scale".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder().publish(&event, &fleet.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish an event");
+    }
+}

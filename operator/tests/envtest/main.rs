@@ -1067,6 +1067,27 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
     assert!(both.contains("chatroom.chatfleet.dev/a"), "{both}");
     let short = run(&["-n", NS, "get", "croom", "a", "-o", "name"]);
     assert_eq!(short.trim(), "chatroom.chatfleet.dev/a");
+    // The scale subresource: `kubectl scale` sets the replicas, and the status gives an HPA
+    // the pods' selector.
+    run(&["-n", NS, "scale", "chatfleet", "chat", "--replicas=3"]);
+    let replicas = run(&[
+        "-n",
+        NS,
+        "get",
+        "chatfleet",
+        "chat",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas.trim(), "3");
+    let scale_path = format!("/apis/chatfleet.dev/v1alpha1/namespaces/{NS}/chatfleets/chat/scale");
+    let selector = "app.kubernetes.io/name=chatnode,chatfleet.dev/fleet=chat";
+    eventually("the scale subresource to show the selector", || async {
+        run(&["get", "--raw", &scale_path])
+            .contains(selector)
+            .then_some(())
+    })
+    .await;
     // The shipped fleets pass the schema: the sample, and the production ones whose Redis runs
     // under Sentinel or as a Cluster (in a namespace of their own, so none merges into `chat`).
     run(&["create", "namespace", "shipped"]);
@@ -1240,4 +1261,163 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
             .iter()
             .all(|d| d.event.room.to_string() == "support/hooked")
     );
+}
+
+/// The fleet's `spec.replicas` and its autoscaler's view, read from the API server.
+async fn fleet_when(
+    client: &kube::Client,
+    what: &str,
+    done: impl Fn(&ChatFleet) -> bool,
+) -> ChatFleet {
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    eventually(what, || async {
+        let fleet = fleets.get("chat").await.ok()?;
+        done(&fleet).then_some(fleet)
+    })
+    .await
+}
+
+/// Autoscaling against the real API server, with real nodes reporting their seats: a fleet
+/// short of its buffer grows, and one with seats to spare drains its highest ordinal (the node
+/// hears the drain and reports it), then shrinks; Events say so; min holds.
+#[tokio::test]
+async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
+    let Some(assets) = assets() else { return };
+    let server = ApiServer::start(&assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let with_autoscaling = |autoscaling: serde_json::Value| -> ChatFleet {
+        serde_json::from_value(json!({
+            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+            "metadata": {"name": "dry"},
+            "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
+                     "tokenSecret": {"name": "tokens", "key": "secret"},
+                     "autoscaling": autoscaling}
+        }))
+        .unwrap()
+    };
+    for (bad, message) in [
+        (
+            json!({"minReplicas": 3, "maxReplicas": 2, "bufferSeats": 1}),
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            json!({"maxReplicas": 2, "bufferSeats": "lots"}),
+            "bufferSeats must be a count or a percentage",
+        ),
+    ] {
+        let refused = fleets
+            .create(&dry_run, &with_autoscaling(bad))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains(message), "{refused}");
+    }
+    fleets
+        .create(
+            &dry_run,
+            &with_autoscaling(json!({"maxReplicas": 4, "bufferSeats": "25%"})),
+        )
+        .await
+        .unwrap();
+
+    start_operator(&client);
+    let autoscaling =
+        json!({"minReplicas": 1, "maxReplicas": 3, "bufferSeats": 3, "cooldownSeconds": 1});
+    create_fleet_with(
+        &client,
+        &redis,
+        json!({"replicas": 1, "autoscaling": autoscaling}),
+    )
+    .await;
+    let first = node_pod(&client, &redis, "chat-0").await;
+
+    // Two of chat-0's four seats taken: 2 free, 3 wanted. The fleet grows to two nodes.
+    let room = "support/busy";
+    let mut users = Vec::new();
+    for user in ["ann", "bob"] {
+        users.push(testkit::Client::join(&first.ws_as(room, user, "")).await.0);
+    }
+    // The replicas change first, then the status that records the decision.
+    let grown = fleet_when(&client, "the fleet to grow", |f| {
+        let scaling = f.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+        f.spec.replicas == 2 && scaling.is_some_and(|a| a.desired_replicas == 2)
+    })
+    .await;
+    let scaling = grown.status.unwrap().autoscaling.unwrap();
+    assert!(scaling.last_scale_time.is_some());
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    eventually("the StatefulSet to follow", || async {
+        (sets.get("chat").await.ok()?.spec.replicas == Some(2)).then_some(())
+    })
+    .await;
+    let second = node_pod(&client, &redis, "chat-1").await;
+
+    // 6 free with two nodes: without chat-1 only 2 would be, so it stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let steady = fleets.get("chat").await.unwrap();
+    assert_eq!(steady.spec.replicas, 2);
+    assert!(
+        steady
+            .status
+            .unwrap()
+            .autoscaling
+            .unwrap()
+            .draining_node
+            .is_none()
+    );
+
+    // Everyone leaves: 8 free, 4 without chat-1. It is drained (and says so), then removed.
+    for user in users {
+        user.leave().await;
+    }
+    eventually("chat-1 to hear its drain", || async {
+        let key = chatfleet_wire::keys::node_report("chat-1");
+        let json: Option<String> = redis.conn().await.get(&key).await.ok()?;
+        let report: chatfleet_wire::load::LoadReport = serde_json::from_str(&json?).ok()?;
+        report.draining.then_some(())
+    })
+    .await;
+    let shrunk = fleet_when(&client, "the fleet to shrink", |f| {
+        let drained = f.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+        f.spec.replicas == 1 && drained.is_some_and(|a| a.draining_node.is_none())
+    })
+    .await;
+    let status = shrunk.status.unwrap();
+    assert_eq!(status.autoscaling.unwrap().desired_replicas, 1);
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/name=chatnode,chatfleet.dev/fleet=chat")
+    );
+    drop(second);
+
+    // Each decision is an Event on the fleet.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let reasons = eventually("the scaling Events", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ChatFleet"))
+            .filter_map(|e| e.reason)
+            .collect();
+        let all = ["ScaledUp", "Draining", "ScaledDown"];
+        all.iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.is_empty());
+
+    // At minReplicas it stays, however idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fleets.get("chat").await.unwrap().spec.replicas, 1);
 }

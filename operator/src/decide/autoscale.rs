@@ -1,0 +1,324 @@
+//! Autoscaling: how many nodes a fleet should run, decided from its seats alone.
+//!
+//! The fleet keeps at least `bufferSeats` free seats: below that it grows at once, by as many
+//! nodes as the shortfall needs. It shrinks one node at a time, and only when the fleet would
+//! still have the buffer without its highest ordinal (the pod a StatefulSet removes first):
+//! that node is drained first, so its rooms move with `moved`, and removed once it is empty or
+//! its drain time ran out. A cool-down after every change keeps it from flapping, and nothing
+//! is decided while nodes are missing, since their seats would count as lost.
+
+use std::time::Duration;
+
+/// The buffer: a number of seats, or a percentage of the fleet's seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    Seats(u32),
+    Percent(u32),
+}
+
+impl Buffer {
+    /// Parses `bufferSeats`: `"30"` or `"10%"`.
+    pub fn parse(text: &str) -> Option<Buffer> {
+        match text.strip_suffix('%') {
+            Some(percent) => percent.trim().parse().ok().map(Buffer::Percent),
+            None => text.trim().parse().ok().map(Buffer::Seats),
+        }
+    }
+
+    /// The free seats wanted in a fleet of `capacity` seats.
+    pub fn seats(self, capacity: u64) -> u64 {
+        match self {
+            Buffer::Seats(seats) => u64::from(seats),
+            Buffer::Percent(percent) => (capacity * u64::from(percent)).div_ceil(100),
+        }
+    }
+}
+
+/// The fleet's autoscaling settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub min: u32,
+    pub max: u32,
+    pub buffer: Buffer,
+    /// Quiet time after a change before the fleet shrinks again.
+    pub cooldown: Duration,
+    /// Longest wait for a drained node to empty before it is removed anyway.
+    pub drain: Duration,
+}
+
+/// What the fleet looks like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSeats {
+    /// `spec.replicas`.
+    pub replicas: u32,
+    /// Nodes Ready and reporting.
+    pub ready: u32,
+    /// Seats per node (`limits.usersPerNode`).
+    pub seats_per_node: u32,
+    /// Free seats over the ready, non-draining nodes, after reservations.
+    pub free: i64,
+    /// The drain under way, if any: the node and how long ago it began.
+    pub draining: Option<Draining>,
+    /// Time since the fleet last changed size (None: never).
+    pub since_last_change: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draining {
+    pub node: String,
+    pub for_: Duration,
+    /// Whether the node still has users or rooms reserved on it.
+    pub busy: bool,
+}
+
+/// The decision, with the reason shown in the fleet's condition and Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do.
+    Hold { why: String },
+    /// Grow to `to` nodes.
+    Grow { to: u32, why: String },
+    /// Drain `node`, the highest ordinal, before removing it.
+    Drain { node: String, why: String },
+    /// The drained node is empty (or out of time): shrink to `to`.
+    Shrink { to: u32, why: String },
+}
+
+/// The pod name of a fleet's highest ordinal.
+pub fn top_node(fleet: &str, replicas: u32) -> String {
+    format!("{fleet}-{}", replicas.saturating_sub(1))
+}
+
+/// Decides the fleet's size.
+pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
+    let FleetSeats {
+        replicas,
+        ready,
+        seats_per_node,
+        free,
+        ..
+    } = *seats;
+    let per_node = i64::from(seats_per_node.max(1));
+    if replicas < bounds.min {
+        return Decision::Grow {
+            to: bounds.min,
+            why: format!("below minReplicas {}", bounds.min),
+        };
+    }
+    if let Some(draining) = &seats.draining {
+        if !draining.busy || draining.for_ >= bounds.drain {
+            let how = if draining.busy {
+                "its drain time ran out"
+            } else {
+                "it is empty"
+            };
+            return Decision::Shrink {
+                to: replicas.saturating_sub(1).max(bounds.min),
+                why: format!("{} drained: {how}", draining.node),
+            };
+        }
+        return Decision::Hold {
+            why: format!("waiting for {} to drain", draining.node),
+        };
+    }
+    if replicas > bounds.max {
+        let node = top_node(fleet, replicas);
+        return Decision::Drain {
+            node,
+            why: format!("above maxReplicas {}", bounds.max),
+        };
+    }
+    if ready < replicas {
+        return Decision::Hold {
+            why: "waiting for every node to be ready".into(),
+        };
+    }
+    let capacity = u64::from(replicas) * per_node as u64;
+    let wanted = bounds.buffer.seats(capacity) as i64;
+    if free < wanted {
+        let short = wanted - free;
+        let add = u32::try_from((short + per_node - 1) / per_node).unwrap_or(u32::MAX);
+        let to = replicas.saturating_add(add).min(bounds.max);
+        if to > replicas {
+            return Decision::Grow {
+                to,
+                why: format!("{free} free seats, {wanted} wanted"),
+            };
+        }
+        return Decision::Hold {
+            why: format!("short of the buffer, but at maxReplicas {}", bounds.max),
+        };
+    }
+    let fewer = replicas.saturating_sub(1);
+    let wanted_fewer = bounds.buffer.seats(u64::from(fewer) * per_node as u64) as i64;
+    let cooling = seats
+        .since_last_change
+        .is_some_and(|since| since < bounds.cooldown);
+    if fewer >= bounds.min && free - per_node >= wanted_fewer {
+        if cooling {
+            return Decision::Hold {
+                why: "cooling down after the last change".into(),
+            };
+        }
+        let node = top_node(fleet, replicas);
+        let why = format!(
+            "{free} free seats: {} remain without {node}",
+            free - per_node
+        );
+        return Decision::Drain { node, why };
+    }
+    // Held reasons name no seat counts: they change every second and would rewrite the status.
+    Decision::Hold {
+        why: "the buffer holds".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            min: 1,
+            max: 4,
+            buffer: Buffer::Seats(3),
+            cooldown: Duration::from_secs(60),
+            drain: Duration::from_secs(20),
+        }
+    }
+
+    fn fleet(replicas: u32, free: i64) -> FleetSeats {
+        FleetSeats {
+            replicas,
+            ready: replicas,
+            seats_per_node: 4,
+            free,
+            draining: None,
+            since_last_change: None,
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_seats_or_a_share_of_the_fleet() {
+        assert_eq!(Buffer::parse("30"), Some(Buffer::Seats(30)));
+        assert_eq!(Buffer::parse("10%"), Some(Buffer::Percent(10)));
+        assert_eq!(Buffer::parse("ten"), None);
+        assert_eq!(Buffer::Percent(10).seats(300), 30);
+        assert_eq!(Buffer::Percent(10).seats(301), 31, "rounded up");
+    }
+
+    #[test]
+    fn a_short_fleet_grows_by_what_the_shortfall_needs_up_to_max() {
+        assert!(matches!(
+            decide("chat", &fleet(1, 2), &bounds()),
+            Decision::Grow { to: 2, .. }
+        ));
+        // 9 seats short on nodes of 4: three more nodes.
+        let mut b = bounds();
+        b.buffer = Buffer::Seats(9);
+        b.max = 10;
+        assert!(matches!(
+            decide("chat", &fleet(1, 0), &b),
+            Decision::Grow { to: 4, .. }
+        ));
+        // At max it holds, and says why.
+        let at_max = decide("chat", &fleet(4, 0), &bounds());
+        assert!(matches!(&at_max, Decision::Hold { why } if why.contains("maxReplicas")));
+        // Growing ignores the cool-down: seats are needed now.
+        let mut cooling = fleet(2, 1);
+        cooling.since_last_change = Some(Duration::from_secs(1));
+        assert!(matches!(
+            decide("chat", &cooling, &bounds()),
+            Decision::Grow { to: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_fleet_below_min_grows_even_while_nodes_are_missing() {
+        let mut seats = fleet(0, 0);
+        seats.ready = 0;
+        let mut b = bounds();
+        b.min = 2;
+        assert!(matches!(
+            decide("chat", &seats, &b),
+            Decision::Grow { to: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn nothing_is_decided_while_nodes_are_missing() {
+        let mut seats = fleet(3, 0);
+        seats.ready = 2;
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Hold { .. }
+        ));
+    }
+
+    #[test]
+    fn an_idle_fleet_drains_its_top_ordinal_after_the_cool_down() {
+        // 3 nodes, 9 free: without one node 5 remain, more than 3.
+        let seats = fleet(3, 9);
+        assert_eq!(
+            decide("chat", &seats, &bounds()),
+            Decision::Drain {
+                node: "chat-2".into(),
+                why: "9 free seats: 5 remain without chat-2".into()
+            }
+        );
+        let mut cooling = seats.clone();
+        cooling.since_last_change = Some(Duration::from_secs(10));
+        assert!(matches!(
+            decide("chat", &cooling, &bounds()),
+            Decision::Hold { .. }
+        ));
+        // 6 free: without a node only 2 would remain, under the buffer: it stays.
+        assert!(matches!(
+            decide("chat", &fleet(3, 6), &bounds()),
+            Decision::Hold { .. }
+        ));
+        // Never below min.
+        assert!(matches!(
+            decide("chat", &fleet(1, 4), &bounds()),
+            Decision::Hold { .. }
+        ));
+    }
+
+    #[test]
+    fn a_drained_node_goes_once_empty_or_out_of_time() {
+        let mut seats = fleet(3, 9);
+        seats.draining = Some(Draining {
+            node: "chat-2".into(),
+            for_: Duration::from_secs(5),
+            busy: true,
+        });
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Hold { .. }
+        ));
+        seats.draining.as_mut().unwrap().busy = false;
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Shrink { to: 2, .. }
+        ));
+        seats.draining = Some(Draining {
+            node: "chat-2".into(),
+            for_: Duration::from_secs(20),
+            busy: true,
+        });
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Shrink { to: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_fleet_above_max_drains_without_waiting_for_the_cool_down() {
+        let mut seats = fleet(5, 0);
+        seats.since_last_change = Some(Duration::from_secs(1));
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Drain { node, .. } if node == "chat-4"
+        ));
+    }
+}

@@ -1,0 +1,199 @@
+//! The autoscaler, run by the fleet reconciler for fleets with `spec.autoscaling`: reads the
+//! fleet's seats (the status just observed) and the drain under way, asks
+//! `crate::decide::autoscale`, and acts. It grows or shrinks `spec.replicas` (so the workload,
+//! an HPA-free scale subresource and `kubectl get` all agree), drains a node through the
+//! fleet's control channel, and records the decision in the status, a condition and an Event.
+
+use std::time::Duration;
+
+use chatfleet_state::FleetState;
+use chatfleet_wire::control::Control;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::{status, writes};
+use crate::context::Context;
+use crate::crd::{AutoscalingStatus, ChatFleet, ChatFleetStatus, FleetAutoscaling};
+use crate::decide::autoscale::{self, Bounds, Buffer, Decision, Draining, FleetSeats};
+use crate::error::Result;
+
+/// Decides and acts for one fleet; `observed` is the status about to be written, which gains
+/// the autoscaler's part.
+pub async fn run(
+    fleet: &ChatFleet,
+    settings: &FleetAutoscaling,
+    redis: &FleetState,
+    observed: &mut ChatFleetStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let now = Timestamp::now();
+    let generation = fleet.metadata.generation;
+    let old = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscaling.clone())
+        .unwrap_or_default();
+    let Some(buffer) = buffer(&settings.buffer_seats) else {
+        let why = "bufferSeats must be a count or a percentage such as \"10%\"";
+        status::set_autoscaling(
+            &mut observed.conditions,
+            false,
+            "InvalidBuffer",
+            why,
+            generation,
+            now,
+        );
+        observed.autoscaling = Some(old);
+        return Ok(());
+    };
+    let bounds = Bounds {
+        min: settings.min_replicas,
+        max: settings.max_replicas,
+        buffer,
+        cooldown: Duration::from_secs(settings.cooldown_seconds.into()),
+        drain: Duration::from_secs(fleet.spec.drain_seconds.into()),
+    };
+    let replicas = u32::try_from(fleet.spec.replicas).unwrap_or(0);
+    let mut old = old;
+    if old.draining_node.as_deref() != Some(&autoscale::top_node(&fleet.name_any(), replicas)) {
+        // No drain, or one already finished (the fleet shrank, or someone resized it): a
+        // drained node that is no longer the top ordinal is not waited for again.
+        old.draining_node = None;
+        old.draining_since = None;
+    }
+    let draining = match (
+        &old.draining_node,
+        since(old.draining_since.as_deref(), now),
+    ) {
+        (Some(node), Some(for_)) => Some(Draining {
+            node: node.clone(),
+            for_,
+            busy: busy(redis, node).await?,
+        }),
+        _ => None,
+    };
+    if let Some(draining) = &draining {
+        // Said again on every pass: a node that missed the command (pub/sub keeps nothing)
+        // hears it now.
+        let command = Control::Drain {
+            node: draining.node.clone(),
+        };
+        redis.control.publish(&command).await?;
+    }
+    let seats = FleetSeats {
+        replicas,
+        ready: observed.ready_nodes,
+        seats_per_node: fleet.spec.limits.users_per_node,
+        free: observed.free_seats,
+        draining,
+        since_last_change: since(old.last_scale_time.as_deref(), now),
+    };
+    let decision = autoscale::decide(&fleet.name_any(), &seats, &bounds);
+    let mut next = AutoscalingStatus {
+        desired_replicas: replicas,
+        ..old
+    };
+    let (reason, why) = match decision {
+        Decision::Hold { why } => ("Stable", why),
+        Decision::Grow { to, why } => {
+            set_replicas(fleet, to, ctx).await?;
+            next.desired_replicas = to;
+            next.last_scale_time = Some(now.to_string());
+            announce(
+                fleet,
+                ctx,
+                "ScaledUp",
+                format!("{replicas} → {to} nodes: {why}"),
+            )
+            .await;
+            ("Grew", why)
+        }
+        Decision::Drain { node, why } => {
+            redis
+                .control
+                .publish(&Control::Drain { node: node.clone() })
+                .await?;
+            next.draining_node = Some(node.clone());
+            next.draining_since = Some(now.to_string());
+            next.desired_replicas = replicas.saturating_sub(1);
+            announce(
+                fleet,
+                ctx,
+                "Draining",
+                format!("draining {node} to remove it: {why}"),
+            )
+            .await;
+            ("Draining", why)
+        }
+        Decision::Shrink { to, why } => {
+            set_replicas(fleet, to, ctx).await?;
+            next.desired_replicas = to;
+            next.last_scale_time = Some(now.to_string());
+            next.draining_node = None;
+            next.draining_since = None;
+            announce(
+                fleet,
+                ctx,
+                "ScaledDown",
+                format!("{replicas} → {to} nodes: {why}"),
+            )
+            .await;
+            ("Shrank", why)
+        }
+    };
+    status::set_autoscaling(
+        &mut observed.conditions,
+        true,
+        reason,
+        &why,
+        generation,
+        now,
+    );
+    observed.autoscaling = Some(next);
+    Ok(())
+}
+
+/// `bufferSeats` as the decision reads it.
+fn buffer(value: &IntOrString) -> Option<Buffer> {
+    match value {
+        IntOrString::Int(seats) => u32::try_from(*seats).ok().map(Buffer::Seats),
+        IntOrString::String(text) => Buffer::parse(text),
+    }
+}
+
+/// Time since an RFC 3339 stamp; None without one.
+fn since(stamp: Option<&str>, now: Timestamp) -> Option<Duration> {
+    let at: Timestamp = stamp?.parse().ok()?;
+    let elapsed = now.duration_since(at);
+    Some(Duration::try_from(elapsed).unwrap_or_default())
+}
+
+/// Whether a draining node still has users or rooms; a node without a report (gone) has none.
+async fn busy(redis: &FleetState, node: &str) -> Result<bool> {
+    Ok(redis
+        .reports
+        .report(node)
+        .await?
+        .is_some_and(|report| report.users > 0 || report.rooms > 0))
+}
+
+/// Sets `spec.replicas`: the workload follows on the next pass, as it would a person's edit.
+async fn set_replicas(fleet: &ChatFleet, replicas: u32, ctx: &Context) -> Result<()> {
+    Api::<ChatFleet>::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default())
+        .patch(
+            &fleet.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn announce(fleet: &ChatFleet, ctx: &Context, reason: &str, note: String) {
+    tracing::info!(fleet = %fleet.name_any(), reason, %note, "autoscaling");
+    writes::fleet_event(fleet, ctx, EventType::Normal, reason, note).await;
+}
