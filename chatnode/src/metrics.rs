@@ -32,6 +32,8 @@ pub struct Metrics {
     /// Time a room takes to hand one frame to all its members.
     pub fanout_seconds: Histogram,
     pub slow_consumers: Counter,
+    /// Joins sent to another node of the fleet because this one had no seat.
+    pub redirected: Counter,
     /// Connections closed at accept because too many were pending (slowloris defence).
     pub shed_connections: Counter,
     /// 1 while Redis is reachable (always 1 standalone).
@@ -61,6 +63,7 @@ impl Metrics {
             fanout_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
             slow_consumers: Counter::default(),
             shed_connections: Counter::default(),
+            redirected: Counter::default(),
             backend_up: Gauge::default(),
             history_bytes: Gauge::default(),
             webhook_queued: Counter::default(),
@@ -105,6 +108,11 @@ impl Metrics {
             "shed_connections",
             "Connections closed at accept because too many were pending, in total or per address",
             metrics.shed_connections.clone(),
+        );
+        registry.register(
+            "redirected",
+            "Joins sent to another node of the fleet because this one was full or draining",
+            metrics.redirected.clone(),
         );
         registry.register(
             "backend_up",

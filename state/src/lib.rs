@@ -10,6 +10,8 @@
 //! - [`transcripts`]: what a room's transcript recorded, kept for a retention after the
 //!   room closes.
 //! - [`sessions::SessionSlots`]: the fleet-wide sessions-per-user limit.
+//! - [`room_seats::RoomSeats`]: the fleet-wide members-per-room limit, for rooms that span
+//!   nodes.
 //! - [`reports::LoadReports`]: the load each node reports on its heartbeat.
 //! - [`control::ControlChannel`]: commands for every node (end sessions, drain, broadcast).
 //! - [`seats::SeatStore`]: the operator's seat reservations on nodes.
@@ -24,11 +26,13 @@ pub mod control;
 mod error;
 pub mod members;
 pub mod reports;
+pub mod room_seats;
 pub mod rooms;
 mod scripts;
 pub mod seats;
 pub mod sentinel;
 pub mod sessions;
+mod slots;
 pub mod subscription;
 pub mod transcripts;
 pub mod webhooks;
@@ -44,6 +48,7 @@ pub struct FleetState {
     pub redis: Redis,
     pub rooms: rooms::RoomStore,
     pub sessions: sessions::SessionSlots,
+    pub room_seats: room_seats::RoomSeats,
     pub reports: reports::LoadReports,
     pub control: control::ControlChannel,
     pub seats: seats::SeatStore,
@@ -55,6 +60,7 @@ impl FleetState {
         Self {
             rooms: rooms::RoomStore::new(redis.clone(), room_ttl),
             sessions: sessions::SessionSlots::new(redis.clone()),
+            room_seats: room_seats::RoomSeats::new(redis.clone()),
             reports: reports::LoadReports::new(redis.clone()),
             control: control::ControlChannel::new(redis.clone()),
             seats: seats::SeatStore::new(redis.clone()),

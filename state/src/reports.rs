@@ -146,6 +146,27 @@ impl LoadReports {
             .unwrap_or_default())
     }
 
+    /// Every node with a fresh report: one read of the index, then the reports pipelined.
+    pub async fn reports(&self) -> Result<Vec<LoadReport>, StateError> {
+        let names: Vec<String> = self.redis.conn().zrange(keys::node_index(), 0, -1).await?;
+        let found: Vec<Option<String>> = self
+            .redis
+            .query_each_by_slot(
+                &names,
+                |name| keys::node_report(name),
+                |_| {},
+                |pipe, name| {
+                    pipe.get(keys::node_report(name));
+                },
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect())
+    }
+
     /// Every node with a fresh report, with the load of each of its rooms.
     pub async fn fleet(&self) -> Result<Vec<NodeLoad>, StateError> {
         let mut conn = self.redis.conn();

@@ -10,22 +10,10 @@ use chatfleet_wire::control::Control;
 use chatfleet_wire::keys;
 use redis::AsyncCommands;
 
+use crate::slots::{self, SlotKeys};
 use crate::{Redis, StateError, scripts};
 
-/// How long the record of a released or ended session lasts: longer than any session slot
-/// lives (`--session-ttl-seconds`, 30 by default), so a claim or a refresh that arrives late
-/// still finds it.
-pub const RELEASED_FOR: Duration = Duration::from_secs(600);
-
-/// What a claim found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    Taken,
-    /// The user holds as many sessions as allowed.
-    AtLimit,
-    /// The session was released before its claim arrived: it must not take a slot.
-    Released,
-}
+pub use crate::slots::{Claim, RELEASED_FOR};
 
 /// Users' session slots. Cheap to clone.
 #[derive(Clone)]
@@ -46,19 +34,7 @@ impl SessionSlots {
         max: u32,
         ttl: Duration,
     ) -> Result<Claim, StateError> {
-        let claimed: i64 = scripts::CLAIM_SESSION
-            .key(keys::user_sessions(user))
-            .key(keys::user_released(user))
-            .arg(session)
-            .arg(max)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.redis.conn())
-            .await?;
-        Ok(match claimed {
-            1 => Claim::Taken,
-            0 => Claim::AtLimit,
-            _ => Claim::Released,
-        })
+        slots::claim(&self.redis, &user_slots(user), session, max, ttl).await
     }
 
     /// Keeps a node's sessions, given as (session id, user), alive for another `ttl`, and
@@ -73,57 +49,22 @@ impl SessionSlots {
         for (session, user) in sessions {
             by_user.entry(user).or_default().push(session);
         }
-        if by_user.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.redis.conn();
-        // Loads the script once so the pipeline can use EVALSHA.
-        let _: String = scripts::REFRESH_SESSION
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await?;
-        let by_user: Vec<(&str, Vec<&str>)> = by_user.into_iter().collect();
-        let gone: Vec<Vec<String>> = self
-            .redis
-            .pipeline_by_slot(
-                &by_user,
-                |(user, _)| keys::user_sessions(user),
-                |pipe, (user, ids)| {
-                    pipe.cmd("EVALSHA")
-                        .arg(scripts::REFRESH_SESSION.get_hash())
-                        .arg(2)
-                        .arg(keys::user_sessions(user))
-                        .arg(keys::user_released(user))
-                        .arg(ttl.as_millis() as u64)
-                        .arg(ids);
-                },
-            )
-            .await?;
-        Ok(gone.into_iter().flatten().collect())
+        let sets: Vec<(SlotKeys, Vec<&str>)> = by_user
+            .into_iter()
+            .map(|(user, ids)| (user_slots(user), ids))
+            .collect();
+        slots::refresh(&self.redis, &sets, ttl).await
     }
 
     /// Frees a session at once (a clean leave, or a join that gave up), for good: a claim for
     /// it that arrives later is refused.
     pub async fn release(&self, user: &str, session: &str) -> Result<(), StateError> {
-        let _: i64 = scripts::RELEASE_SESSION
-            .key(keys::user_sessions(user))
-            .key(keys::user_released(user))
-            .arg(session)
-            .arg(RELEASED_FOR.as_millis() as u64)
-            .invoke_async(&mut self.redis.conn())
-            .await?;
-        Ok(())
+        slots::release(&self.redis, &user_slots(user), session).await
     }
 
     /// `user`'s live sessions across the fleet: (session id, expiry in ms of Redis's clock).
     pub async fn list(&self, user: &str) -> Result<Vec<(String, u64)>, StateError> {
-        let mut conn = self.redis.conn();
-        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        let now = seconds * 1000 + micros / 1000;
-        let sessions: Vec<(String, u64)> = conn
-            .zrangebyscore_withscores(keys::user_sessions(user), format!("({now}"), "+inf")
-            .await?;
-        Ok(sessions)
+        slots::live(&self.redis, &user_slots(user)).await
     }
 
     /// Frees `user`'s slots (one session, or all) for good, then tells every node to close
@@ -148,5 +89,13 @@ impl SessionSlots {
             .publish(keys::control_channel(), command.to_json())
             .await?;
         Ok(())
+    }
+}
+
+/// A user's session slots.
+fn user_slots(user: &str) -> SlotKeys {
+    SlotKeys {
+        live: keys::user_sessions(user),
+        released: keys::user_released(user),
     }
 }

@@ -112,6 +112,15 @@ pub enum ServerFrame {
         room: RoomId,
         endpoint: String,
     },
+    /// This node has no seat for you (it is full or draining), but the room goes on at
+    /// `endpoint`, another node of the fleet: connect there with the same token. Sent instead
+    /// of the welcome, then the node closes with 1013.
+    Redirect {
+        room: RoomId,
+        endpoint: String,
+        /// Why not here: `node_full` or `draining`.
+        reason: ErrorCode,
+    },
     /// A notice from the operators of the service (an admin broadcast), not from a member.
     System {
         body: String,

@@ -85,6 +85,13 @@ pub struct RoomKeys {
     pub muted: String,
     /// Hash: user → why a moderator removed the user; those users may not join again.
     pub removed: String,
+    /// Sorted set of the room's seats across the fleet: member = session id, score = when
+    /// (ms, Redis clock) the seat expires unless its node refreshes it. Caps the room at its
+    /// `max_members` however many nodes its members are on.
+    pub seats: String,
+    /// Sorted set of released seats (session id → when the record may go), as
+    /// [`user_released`] is for sessions.
+    pub seats_released: String,
     /// Stream of the room's transcript (field `f`: a JSON
     /// [`TranscriptEntry`](crate::transcript::TranscriptEntry)). Not part of [`Self::state`]:
     /// it outlives the room's close by the transcript retention.
@@ -106,6 +113,8 @@ impl RoomKeys {
             muted: format!("{base}:muted"),
             removed: format!("{base}:removed"),
             transcript: format!("{base}:transcript"),
+            seats: format!("{base}:seats"),
+            seats_released: format!("{base}:seats:released"),
         }
     }
 
@@ -176,6 +185,8 @@ mod tests {
             &keys.muted,
             &keys.removed,
             &keys.transcript,
+            &keys.seats,
+            &keys.seats_released,
         ] {
             assert!(key.starts_with("chatfleet:room:{support/case-7}:"), "{key}");
         }

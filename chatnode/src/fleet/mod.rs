@@ -1,7 +1,9 @@
 //! The node's background tasks: the heartbeat that reports its load ([`heartbeat`]), its
 //! subscription to the live channels of its rooms and the control channel ([`live`]), and
-//! carrying out the fleet's control commands ([`control`]).
+//! carrying out the fleet's control commands ([`control`]); and where to send a client this
+//! node has no seat for ([`redirect`]).
 
 pub mod control;
 pub mod heartbeat;
 pub mod live;
+pub mod redirect;

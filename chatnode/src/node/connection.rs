@@ -103,6 +103,14 @@ async fn admit(
     .await;
     let seat = match hub.take_seat() {
         Ok(seat) => seat,
+        Err(refusal @ (Refusal::NodeFull | Refusal::Draining)) => {
+            // The room goes on elsewhere: send the client to a node with a seat.
+            match hub.redirect(&who.room).await {
+                Some(endpoint) => redirect(socket, &hub, &who.room, endpoint, refusal).await,
+                None => refuse(socket, &hub, refusal).await,
+            }
+            return None;
+        }
         Err(refusal) => {
             refuse(socket, &hub, refusal).await;
             return None;
@@ -116,6 +124,16 @@ async fn admit(
             return None;
         }
     };
+    // In a fleet the room's limit holds across every node its members are on.
+    let default_max = hub.limits().max_room_members;
+    if let Err(refusal) = hub
+        .user_sessions()
+        .claim_room_seat(&slot, &who.room, default_max)
+        .await
+    {
+        refuse(socket, &hub, refusal).await;
+        return None;
+    }
     let conn = hub.next_conn_id();
     let request = JoinRequest {
         conn,
@@ -320,6 +338,29 @@ fn quota(limits: &ConnectionLimits) -> Quota {
 
 fn text(json: String) -> Message {
     Message::Text(json.into())
+}
+
+/// Sends the client to `endpoint`, where the room goes on, and closes with 1013.
+async fn redirect<S>(
+    mut socket: WebSocketStream<S>,
+    hub: &Hub,
+    room: &RoomId,
+    endpoint: String,
+    refusal: Refusal,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hub.metrics().redirected.inc();
+    tracing::debug!(%endpoint, "join redirected");
+    let frame = ServerFrame::Redirect {
+        room: room.clone(),
+        endpoint,
+        reason: refusal.code(),
+    };
+    if let Err(end) = send(&mut socket, frame, Duration::from_secs(1)).await {
+        return closing::finish(&mut socket, end).await;
+    }
+    closing::finish(&mut socket, End::Close(close::TRY_AGAIN_LATER, "redirect")).await;
 }
 
 /// Sends the refusal and closes.

@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::load::{Limits, LoadReport};
 use chatfleet_wire::token::TokenKeys;
+use chatfleet_wire::urls::ws_endpoint;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{NodeState, Refusal, admit_to_node};
@@ -17,6 +19,7 @@ use super::rate::RateWindow;
 use super::registry::RoomRegistry;
 use super::room::{ConnId, RoomEnv};
 use super::user_sessions::UserSessions;
+use crate::fleet::redirect::Redirects;
 use crate::metrics::Metrics;
 use crate::store::Backend;
 use crate::webhooks::Webhooks;
@@ -51,6 +54,7 @@ pub struct Hub {
     rate: Mutex<(Instant, RateWindow)>,
     user_sessions: Arc<UserSessions>,
     webhooks: Webhooks,
+    redirects: Redirects,
 }
 
 /// A session's place on the node; dropping it frees the place.
@@ -101,7 +105,21 @@ impl Hub {
             rate: Mutex::new((Instant::now(), RateWindow::default())),
             user_sessions,
             webhooks,
+            redirects: Redirects::default(),
         })
+    }
+
+    /// Where a client this node has no seat for can join `room` instead: the room's endpoint on
+    /// the fleet's emptiest other node. None standalone, or when no node has a seat.
+    pub async fn redirect(&self, room: &RoomId) -> Option<String> {
+        let Backend::Redis(redis) = &self.backend else {
+            return None;
+        };
+        let base = self
+            .redirects
+            .target(redis.state(), self.node_name())
+            .await?;
+        Some(ws_endpoint(&base, room))
     }
 
     /// The fleet this node belongs to (`namespace/name`).

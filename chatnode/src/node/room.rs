@@ -686,7 +686,11 @@ impl RoomTask {
         {
             return Err(Refusal::Removed);
         }
-        admit_to_room(self.members.len() as u32, self.handle.max_members())?;
+        // In a fleet the session already holds one of the room's fleet-wide seats (its members
+        // may be on several nodes); standalone the room counts its own.
+        if !self.backend().relays() {
+            admit_to_room(self.members.len() as u32, self.handle.max_members())?;
+        }
 
         // A resume from another epoch: the history it counted from is gone. Replay what this
         // epoch retains and say the resume is incomplete.

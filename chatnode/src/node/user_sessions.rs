@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use chatfleet_state::sessions::Claim;
+use chatfleet_wire::RoomId;
 
 use super::admission::Refusal;
 use crate::store::{Backend, StateError};
@@ -36,6 +37,8 @@ pub struct UserSessions {
 struct Local {
     /// session id → its user, and the token that ends it
     sessions: HashMap<String, (String, CancellationToken)>,
+    /// session id → the room it holds a fleet-wide seat in
+    seats: HashMap<String, RoomId>,
     /// user → sessions on this node
     per_user: HashMap<String, u32>,
 }
@@ -110,7 +113,7 @@ impl UserSessions {
                         // The claim may still run when Redis answers again: release it for
                         // good, so the refused join leaves no slot behind.
                         tracing::warn!(%error, "cannot claim a session slot");
-                        self.release_in_redis(&id, user);
+                        self.release_in_redis(&id, user, None);
                         return Err(Refusal::Unavailable);
                     }
                 }
@@ -126,6 +129,41 @@ impl UserSessions {
             user: user.to_owned(),
             ended,
         })
+    }
+
+    /// Takes the session's seat in `room`, fleet-wide: a room whose members are on several
+    /// nodes still admits at most its `max_members` (`default_max` when it has no settings).
+    /// Nothing to take standalone, where the room's task counts its members itself.
+    pub async fn claim_room_seat(
+        &self,
+        slot: &SessionSlot,
+        room: &RoomId,
+        default_max: u32,
+    ) -> Result<(), Refusal> {
+        let Backend::Redis(redis) = &self.backend else {
+            return Ok(());
+        };
+        let state = redis.state();
+        let max = match state.rooms.settings(room).await {
+            Ok(settings) => settings.map_or(default_max, |s| s.max_members),
+            Err(_) => return Err(Refusal::Unavailable),
+        };
+        match state.room_seats.claim(room, &slot.id, max, self.ttl).await {
+            Ok(Claim::Taken) => {
+                let mut local = self.local.lock().expect("sessions lock");
+                local.seats.insert(slot.id.clone(), room.clone());
+                Ok(())
+            }
+            Ok(Claim::AtLimit) => Err(Refusal::RoomFull),
+            Ok(Claim::Released) => Err(Refusal::Unavailable),
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim a room seat");
+                // It may still run when Redis answers: recorded, so the session's end frees it.
+                let mut local = self.local.lock().expect("sessions lock");
+                local.seats.insert(slot.id.clone(), room.clone());
+                Err(Refusal::Unavailable)
+            }
+        }
     }
 
     /// Ends `user`'s sessions on this node (only `session` when given); returns how many.
@@ -169,7 +207,16 @@ impl UserSessions {
                 .map(|(id, (user, _))| (id.clone(), user.clone()))
                 .collect()
         };
-        let gone = redis.state().sessions.refresh(&sessions, self.ttl).await?;
+        let seats: Vec<(String, RoomId)> = {
+            let local = self.local.lock().expect("sessions lock");
+            local
+                .seats
+                .iter()
+                .map(|(id, room)| (id.clone(), room.clone()))
+                .collect()
+        };
+        let mut gone = redis.state().sessions.refresh(&sessions, self.ttl).await?;
+        gone.extend(redis.state().room_seats.refresh(&seats, self.ttl).await?);
         let local = self.local.lock().expect("sessions lock");
         for id in gone {
             if let Some((user, ended)) = local.sessions.get(&id) {
@@ -181,18 +228,23 @@ impl UserSessions {
     }
 
     fn release(&self, id: &str, user: &str) {
-        self.local.lock().expect("sessions lock").remove(id, user);
-        self.release_in_redis(id, user);
+        let seat = self.local.lock().expect("sessions lock").remove(id, user);
+        self.release_in_redis(id, user, seat);
     }
 
     /// Frees the slot in Redis, retrying for a while: a slot whose claim may yet run (Redis
     /// stalled) must be released for good, or the user stays locked out until it expires.
-    fn release_in_redis(&self, id: &str, user: &str) {
+    fn release_in_redis(&self, id: &str, user: &str, seat: Option<RoomId>) {
         if let Backend::Redis(redis) = &self.backend {
             let (redis, id, user) = (redis.clone(), id.to_owned(), user.to_owned());
             tokio::spawn(async move {
                 for attempt in 1..=RELEASE_ATTEMPTS {
-                    match redis.state().sessions.release(&user, &id).await {
+                    let state = redis.state();
+                    let released = match &seat {
+                        Some(room) => state.room_seats.release(room, &id).await,
+                        None => Ok(()),
+                    };
+                    match released.and(state.sessions.release(&user, &id).await) {
                         Ok(()) => return,
                         Err(error) if attempt == RELEASE_ATTEMPTS => {
                             // The slot still expires by itself within the TTL.
@@ -213,7 +265,9 @@ impl Local {
         *self.per_user.entry(user.to_owned()).or_default() += 1;
     }
 
-    fn remove(&mut self, id: &str, user: &str) {
+    /// Forgets a session; returns the room it held a seat in.
+    fn remove(&mut self, id: &str, user: &str) -> Option<RoomId> {
+        let seat = self.seats.remove(id);
         if self.sessions.remove(id).is_some()
             && let Some(count) = self.per_user.get_mut(user)
         {
@@ -222,6 +276,7 @@ impl Local {
                 self.per_user.remove(user);
             }
         }
+        seat
     }
 }
 

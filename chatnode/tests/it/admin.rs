@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use chatfleet_wire::frames::{ErrorCode, ServerFrame, close};
+use chatfleet_wire::frames::{ErrorCode, Role, ServerFrame, close};
 use reqwest::Method;
 use serde_json::json;
 
@@ -231,7 +231,7 @@ async fn the_fleet_view_shows_every_node_with_its_rooms() {
 }
 
 #[tokio::test]
-async fn draining_a_node_refuses_new_joins_and_keeps_its_members() {
+async fn draining_a_node_sends_new_joins_elsewhere_and_keeps_its_members() {
     let redis = Redis::start().await;
     let nodes = [
         fleet_node(&redis, "chat-0").await,
@@ -259,8 +259,26 @@ async fn draining_a_node_refuses_new_joins_and_keeps_its_members() {
             .any(|n| n["node"] == "chat-1" && n["draining"] == true)
     })
     .await;
+    // A new member is sent to the node that still takes members, where the room goes on.
     let mut late = Client::connect(&nodes[1].ws_as("support/a", "late", "")).await;
-    assert_error(&late.recv().await, ErrorCode::Draining);
+    match late.recv().await {
+        ServerFrame::Redirect {
+            endpoint, reason, ..
+        } => {
+            assert_eq!(reason, ErrorCode::Draining);
+            assert!(
+                endpoint.starts_with(&format!("ws://{}/", nodes[0].addr)),
+                "{endpoint}"
+            );
+            let token = format!(
+                "token={}",
+                testkit::token("support/a", "late", Role::Customer)
+            );
+            let (_joined, welcome) = Client::join(&format!("{endpoint}?{token}")).await;
+            assert_eq!(welcome.node, "chat-0");
+        }
+        other => panic!("expected a redirect, got {other:?}"),
+    }
     // Members stay until the operator moves the room; chat-0 is untouched.
     assert_still_talking(&mut member, "still served").await;
     let mut elsewhere = join(&nodes[0], "support/c", "cy").await;

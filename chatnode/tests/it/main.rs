@@ -16,6 +16,7 @@ mod resume;
 mod room_state;
 mod sentinel;
 mod sessions;
+mod spanning;
 mod support;
 mod transcripts;
 mod webhooks;

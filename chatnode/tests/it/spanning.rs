@@ -1,0 +1,130 @@
+//! Rooms that outgrow a node, against real nodes sharing a real Redis: a full node sends a
+//! joining member to a node with a seat (a `redirect` frame, never a silent refusal); the room
+//! continues there with one ordered log, every member getting every message once; and the
+//! room's limit holds fleet-wide under a thousand concurrent joins.
+
+use std::collections::BTreeSet;
+
+use chatfleet_wire::frames::{ErrorCode, ServerFrame, close};
+use futures_util::future::join_all;
+
+use crate::support::{Client, Node, Redis};
+
+/// Joins `url`, following one redirect as a client should; the welcome's node, and the client.
+async fn join_following_redirects(url: &str, query: &str) -> (Client, String) {
+    let mut client = Client::connect(url).await;
+    match client.recv().await {
+        ServerFrame::Welcome(welcome) => (client, welcome.node),
+        ServerFrame::Redirect {
+            endpoint, reason, ..
+        } => {
+            assert_eq!(reason, ErrorCode::NodeFull);
+            let close = client.closed().await.expect("a close after the redirect");
+            assert_eq!(u16::from(close.code), close::TRY_AGAIN_LATER);
+            let (client, welcome) = Client::join(&format!("{endpoint}?{query}")).await;
+            (client, welcome.node)
+        }
+        other => panic!("expected a welcome or a redirect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_order() {
+    let redis = Redis::start().await;
+    let seats = ["--max-node-users", "4", "--max-room-members", "100"];
+    let mut nodes = Vec::new();
+    for name in ["chat-0", "chat-1", "chat-2"] {
+        nodes.push(Node::in_fleet(&redis, name, &seats).await);
+    }
+    // Ten members all knock at chat-0, which seats four: the rest are sent on.
+    let room = "support/big";
+    let mut members = Vec::new();
+    let mut hosts = BTreeSet::new();
+    for n in 0..10 {
+        let user = format!("u{n}");
+        let token = testkit::token(room, &user, chatfleet_wire::frames::Role::Customer);
+        let query = format!("token={token}");
+        let (client, node) = join_following_redirects(&nodes[0].ws(room, &query), &query).await;
+        hosts.insert(node);
+        members.push(client);
+    }
+    assert_eq!(hosts.len(), 3, "the room spans every node: {hosts:?}");
+
+    // Members on different nodes speak; everyone gets everything once, in id order.
+    for speaker in [0, 5, 9, 2] {
+        members[speaker].say(&format!("from u{speaker}")).await;
+    }
+    for (n, member) in members.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(member.message().await);
+        }
+        let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [1, 2, 3, 4],
+            "member u{n}: one log, in order, nothing twice"
+        );
+        let extra = member
+            .messages_until_quiet(std::time::Duration::from_millis(300))
+            .await;
+        assert!(extra.is_empty(), "member u{n} got more: {extra:?}");
+    }
+    let metrics = nodes[0].get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("chatnode_redirected_total 6"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_rooms_limit_holds_across_nodes_under_a_thousand_concurrent_joins() {
+    let redis = Redis::start().await;
+    // The joins come at once from one address: past the default pending limits, which shed
+    // such bursts on purpose.
+    let args = [
+        "--max-node-users",
+        "1000",
+        "--max-room-members",
+        "300",
+        "--max-pending-per-address",
+        "1000",
+    ];
+    let mut nodes = Vec::new();
+    for name in ["chat-0", "chat-1", "chat-2"] {
+        nodes.push(Node::in_fleet(&redis, name, &args).await);
+    }
+    let room = "support/crowd";
+    let joins = (0..1000).map(|n| {
+        let node = &nodes[n % 3];
+        async move {
+            let mut client = Client::connect(&node.ws_as(room, &format!("u{n}"), "")).await;
+            match client.recv().await {
+                ServerFrame::Welcome(_) => Some(client),
+                ServerFrame::Error(error) => {
+                    assert_eq!(error.code, ErrorCode::RoomFull, "{error:?}");
+                    None
+                }
+                other => panic!("expected a welcome or room_full, got {other:?}"),
+            }
+        }
+    });
+    let admitted: Vec<Client> = join_all(joins).await.into_iter().flatten().collect();
+    assert_eq!(admitted.len(), 300, "exactly maxMembers, over three nodes");
+    let seats = redis.state();
+    let count = seats
+        .room_seats
+        .count(&room.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(count, 300);
+    // A leave frees a seat for the next member, wherever it joins.
+    drop(admitted);
+    testkit::eventually("the seats to free", || async {
+        seats
+            .room_seats
+            .count(&room.parse().unwrap())
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    let (_late, _) = Client::join(&nodes[1].ws_as(room, "late", "")).await;
+}

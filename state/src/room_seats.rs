@@ -1,0 +1,72 @@
+//! The fleet-wide members-per-room limit. A room's members may be on several nodes (a room
+//! that outgrew its home node continues on others); each session in the room holds a seat in
+//! the room's sorted set, claimed atomically against `max_members`, refreshed by its node on
+//! the heartbeat and freed at its leave, exactly as a user's session slots are.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chatfleet_wire::RoomId;
+use chatfleet_wire::keys::RoomKeys;
+
+use crate::slots::{self, Claim, SlotKeys};
+use crate::{Redis, StateError};
+
+/// Rooms' seats. Cheap to clone.
+#[derive(Clone)]
+pub struct RoomSeats {
+    redis: Redis,
+}
+
+impl RoomSeats {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    /// Claims a seat in `room` for `session`, if the room has fewer than `max` members.
+    pub async fn claim(
+        &self,
+        room: &RoomId,
+        session: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Claim, StateError> {
+        slots::claim(&self.redis, &seat_slots(room), session, max, ttl).await
+    }
+
+    /// Keeps a node's seats, given as (session id, room), for another `ttl`; returns the
+    /// sessions whose seat is gone.
+    pub async fn refresh(
+        &self,
+        seats: &[(String, RoomId)],
+        ttl: Duration,
+    ) -> Result<Vec<String>, StateError> {
+        let mut by_room: BTreeMap<&RoomId, Vec<&str>> = BTreeMap::new();
+        for (session, room) in seats {
+            by_room.entry(room).or_default().push(session);
+        }
+        let sets: Vec<(SlotKeys, Vec<&str>)> = by_room
+            .into_iter()
+            .map(|(room, ids)| (seat_slots(room), ids))
+            .collect();
+        slots::refresh(&self.redis, &sets, ttl).await
+    }
+
+    /// Frees a seat at once, for good.
+    pub async fn release(&self, room: &RoomId, session: &str) -> Result<(), StateError> {
+        slots::release(&self.redis, &seat_slots(room), session).await
+    }
+
+    /// Members of the room across the fleet.
+    pub async fn count(&self, room: &RoomId) -> Result<usize, StateError> {
+        Ok(slots::live(&self.redis, &seat_slots(room)).await?.len())
+    }
+}
+
+fn seat_slots(room: &RoomId) -> SlotKeys {
+    let keys = RoomKeys::new(room);
+    SlotKeys {
+        live: keys.seats,
+        released: keys.seats_released,
+    }
+}

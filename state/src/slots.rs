@@ -1,0 +1,114 @@
+//! Capped, expiring slots in one sorted set: member = session id, score = when (ms, Redis
+//! clock) the slot expires unless its node refreshes it. A user's sessions
+//! ([`crate::sessions`]) and a room's seats ([`crate::room_seats`]) are both slots: the same
+//! three scripts claim, refresh and release them, so a dead node's slots free themselves and
+//! concurrent claims on different nodes never exceed the cap.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use crate::{Redis, StateError, scripts};
+
+/// How long the record of a released slot lasts: longer than any slot lives
+/// (`--session-ttl-seconds`, 30 by default), so a claim or a refresh that arrives late still
+/// finds it.
+pub const RELEASED_FOR: Duration = Duration::from_secs(600);
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Taken,
+    /// The set holds as many slots as allowed.
+    AtLimit,
+    /// The session was released before its claim arrived: it must not take a slot.
+    Released,
+}
+
+/// The two keys of one set of slots, in one slot of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotKeys {
+    /// Sorted set: session id → expiry (ms).
+    pub live: String,
+    /// Sorted set: released session id → when the record may go (ms).
+    pub released: String,
+}
+
+pub async fn claim(
+    redis: &Redis,
+    keys: &SlotKeys,
+    session: &str,
+    max: u32,
+    ttl: Duration,
+) -> Result<Claim, StateError> {
+    let claimed: i64 = scripts::CLAIM_SESSION
+        .key(&keys.live)
+        .key(&keys.released)
+        .arg(session)
+        .arg(max)
+        .arg(ttl.as_millis() as u64)
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok(match claimed {
+        1 => Claim::Taken,
+        0 => Claim::AtLimit,
+        _ => Claim::Released,
+    })
+}
+
+/// Keeps the given sessions of each set alive for another `ttl`, one script per set,
+/// pipelined; returns the sessions whose slot is gone (ended, or expired while their node
+/// could not refresh it): their node must end them.
+pub async fn refresh(
+    redis: &Redis,
+    sets: &[(SlotKeys, Vec<&str>)],
+    ttl: Duration,
+) -> Result<Vec<String>, StateError> {
+    if sets.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Loads the script once so the pipeline can use EVALSHA.
+    let _: String = scripts::REFRESH_SESSION
+        .prepare_invoke()
+        .load_async(&mut redis.conn())
+        .await?;
+    let gone: Vec<Vec<String>> = redis
+        .pipeline_by_slot(
+            sets,
+            |(keys, _)| keys.live.clone(),
+            |pipe, (keys, ids)| {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts::REFRESH_SESSION.get_hash())
+                    .arg(2)
+                    .arg(&keys.live)
+                    .arg(&keys.released)
+                    .arg(ttl.as_millis() as u64)
+                    .arg(ids);
+            },
+        )
+        .await?;
+    Ok(gone.into_iter().flatten().collect())
+}
+
+/// Frees a slot at once, for good: a claim for it that arrives later is refused.
+pub async fn release(redis: &Redis, keys: &SlotKeys, session: &str) -> Result<(), StateError> {
+    let _: i64 = scripts::RELEASE_SESSION
+        .key(&keys.live)
+        .key(&keys.released)
+        .arg(session)
+        .arg(RELEASED_FOR.as_millis() as u64)
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok(())
+}
+
+/// The live slots of a set: (session id, expiry in ms of Redis's clock).
+pub async fn live(redis: &Redis, keys: &SlotKeys) -> Result<Vec<(String, u64)>, StateError> {
+    let mut conn = redis.conn();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let now = seconds * 1000 + micros / 1000;
+    let slots: Vec<(String, u64)> = conn
+        .zrangebyscore_withscores(&keys.live, format!("({now}"), "+inf")
+        .await?;
+    Ok(slots)
+}
