@@ -99,6 +99,18 @@ impl LoadReports {
         Ok(())
     }
 
+    /// Who is connected to `room` on `node`, as its heartbeat last wrote it.
+    pub async fn roster(&self, node: &str, room: &RoomId) -> Result<Vec<RoomMember>, StateError> {
+        let json: Option<String> = self
+            .redis
+            .conn()
+            .hget(keys::node_members(node), room.to_string())
+            .await?;
+        Ok(json
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default())
+    }
+
     /// Who is connected to each room on `node`, as its heartbeat last wrote it.
     pub async fn rosters(
         &self,

@@ -59,7 +59,14 @@ impl RoomSeats {
 
     /// Members of the room across the fleet.
     pub async fn count(&self, room: &RoomId) -> Result<usize, StateError> {
-        Ok(slots::live(&self.redis, &seat_slots(room)).await?.len())
+        Ok(self.holders(room).await?.len())
+    }
+
+    /// The sessions holding the room's seats. A session id begins with its node's name
+    /// (`<node>/…`), so this also says which nodes the room's members are on.
+    pub async fn holders(&self, room: &RoomId) -> Result<Vec<String>, StateError> {
+        let live = slots::live(&self.redis, &seat_slots(room)).await?;
+        Ok(live.into_iter().map(|(session, _)| session).collect())
     }
 }
 

@@ -239,8 +239,12 @@ pub struct Presence {
     pub user: String,
     pub name: String,
     pub role: Role,
-    /// Members in the room after the change.
+    /// Members in the room after the change: across the fleet when its members are on
+    /// several nodes.
     pub members: usize,
+    /// The node the member is on (in a fleet, where a room's members may be on several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -227,6 +227,14 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
                 tokio::spawn(async move { handle.moderate(moderation, frame).await });
             }
         }
+        ("presence", _) => {
+            // This node told its own members directly; only other nodes' presence is news.
+            if let Ok(ServerFrame::Presence(presence)) = serde_json::from_str(json)
+                && presence.node.as_deref() != Some(hub.node_name())
+            {
+                handle.presence_elsewhere(presence.members as u32, frame);
+            }
+        }
         ("moved", _) => {
             // Members already on the room's new node stay; everyone else reconnects there.
             if !moved_here(json, hub.advertise_url()) {

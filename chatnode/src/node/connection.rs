@@ -15,6 +15,8 @@ use chatfleet_wire::frames::{
     TYPING_INTERVAL_MS, bounds, close, message_tail,
 };
 use chatfleet_wire::webhook::{EventBody, WebhookEvent};
+
+use crate::fleet::elsewhere::{self, Elsewhere};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -33,7 +35,7 @@ use super::outbox::{OutboxReceiver, outbox_for};
 
 use super::room::{ConnId, JoinRequest, RoomHandle};
 use super::user_sessions::SessionSlot;
-use crate::store::StateError;
+use crate::store::{Backend, StateError};
 
 /// Limits one connection enforces on its client.
 #[derive(Debug, Clone)]
@@ -134,6 +136,13 @@ async fn admit(
         refuse(socket, &hub, refusal).await;
         return None;
     }
+    let elsewhere = match hub.backend() {
+        // Best effort: the welcome then lists this node's members only.
+        Backend::Redis(redis) => elsewhere::read(redis.state(), &who.room, hub.node_name())
+            .await
+            .unwrap_or_default(),
+        Backend::Memory(_) => Elsewhere::default(),
+    };
     let conn = hub.next_conn_id();
     let request = JoinRequest {
         conn,
@@ -141,6 +150,7 @@ async fn admit(
         outbox: out,
         since: who.since,
         epoch: who.epoch.clone(),
+        elsewhere,
     };
     let room = match hub.rooms().join(&who.room, request).await {
         Ok(room) => room,

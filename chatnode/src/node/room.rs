@@ -28,6 +28,7 @@ use chatfleet_wire::webhook::{EventBody, MemberChange, WebhookEvent};
 
 use super::admission::{Refusal, admit_to_room};
 use super::outbox::{Outbox, WsFrame};
+use crate::fleet::elsewhere::Elsewhere;
 use crate::metrics::Metrics;
 use crate::store::{Backend, LoggedFrame, StateError};
 use crate::webhooks::Webhooks;
@@ -70,6 +71,8 @@ pub struct JoinRequest {
     pub since: Option<u64>,
     /// The epoch `since` belongs to, when the client knows it.
     pub epoch: Option<String>,
+    /// The room beyond this node (in a fleet): its members elsewhere and its size.
+    pub elsewhere: Elsewhere,
 }
 
 /// Boxed payloads keep a command at 16 bytes: a room's queue preallocates a block of 32
@@ -97,6 +100,8 @@ enum Command {
     Moderate(Box<(Moderation, Utf8Bytes)>),
     /// Who is here, for the admin page.
     Roster(Box<oneshot::Sender<Vec<RoomMember>>>),
+    /// A member joined or left on another node: the room's size now, and the frame.
+    PresenceElsewhere(Box<(u32, Utf8Bytes)>),
 }
 
 /// The room did not answer in time.
@@ -164,6 +169,7 @@ impl RoomHandle {
             epoch: String::new(),
             book: None,
             pending_events: Vec::new(),
+            fleet_members: 0,
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -279,6 +285,15 @@ impl RoomHandle {
             .await;
     }
 
+    /// A `presence` frame another node published: shown to everyone here.
+    pub fn presence_elsewhere(&self, room_size: u32, frame: Utf8Bytes) {
+        let command = Command::PresenceElsewhere(Box::new((room_size, frame)));
+        if self.shared.tx.try_send(command).is_err() {
+            // A busy room drops the notice; its members see the next one's count.
+            tracing::debug!(room = %self.id(), "presence from another node dropped");
+        }
+    }
+
     /// Whether members came or went since the last call.
     pub fn take_roster_change(&self) -> bool {
         self.shared.roster_changed.swap(false, Ordering::AcqRel)
@@ -362,6 +377,9 @@ struct RoomTask {
     book: Option<Box<MemberBook>>,
     /// Joins and leaves (JSON transcript entries) not yet recorded: written once per tick.
     pending_events: Vec<String>,
+    /// Sessions in the room across the fleet, as last learned (a join here, a presence from
+    /// another node); this node's alone standalone.
+    fleet_members: u32,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -665,6 +683,11 @@ impl RoomTask {
             Command::Roster(reply) => {
                 let _ = reply.send(self.roster());
             }
+            Command::PresenceElsewhere(presence) => {
+                let (room_size, frame) = *presence;
+                self.fleet_members = room_size;
+                self.fan_out(&frame, 0).await;
+            }
         }
     }
 
@@ -718,6 +741,7 @@ impl RoomTask {
 
         let mut members: Vec<Member> = self.members.values().map(|j| j.member.clone()).collect();
         members.push(request.member.clone());
+        members.extend(request.elsewhere.members.iter().cloned());
         members.sort_by(|a, b| a.user.cmp(&b.user));
         members.dedup_by(|a, b| a.user == b.user);
         let welcome = ServerFrame::Welcome(Welcome {
@@ -756,21 +780,46 @@ impl RoomTask {
             },
         );
         self.members_changed();
+        self.fleet_members = request.elsewhere.room_size;
         let presence = self.presence(PresenceEvent::Joined, &member);
         self.fan_out_except(&presence, request.conn);
+        self.tell_other_nodes(&presence);
         Ok(())
     }
 
-    fn presence(&self, event: PresenceEvent, member: &Member) -> Utf8Bytes {
+    /// A `presence` frame counting the room's members, fleet-wide in a fleet.
+    fn presence(&mut self, event: PresenceEvent, member: &Member) -> Utf8Bytes {
+        let here = self.members.len() as u32;
+        let relays = self.backend().relays();
+        self.fleet_members = if relays {
+            self.fleet_members.max(here)
+        } else {
+            here
+        };
         ServerFrame::Presence(Presence {
             event,
             user: member.user.clone(),
             name: member.name.clone(),
             role: member.role,
-            members: self.members.len(),
+            members: self.fleet_members as usize,
+            node: relays.then(|| self.env.node_name.clone()),
         })
         .to_json()
         .into()
+    }
+
+    /// In a fleet, publishes a presence frame for the room's members on other nodes (this
+    /// node's were told directly, and ignore its echo).
+    fn tell_other_nodes(&self, presence: &Utf8Bytes) {
+        if !self.backend().relays() {
+            return;
+        }
+        let (backend, room, frame) = (self.backend().clone(), self.id().clone(), presence.clone());
+        tokio::spawn(async move {
+            if let Err(error) = backend.publish(&room, frame.as_str()).await {
+                tracing::debug!(%room, %error, "cannot tell other nodes of a presence");
+            }
+        });
     }
 
     /// One entry per user, with their sessions here, sorted by user.
@@ -922,7 +971,10 @@ impl RoomTask {
             };
             self.member_event(false, &left.member);
             self.members_changed();
-            let presence = WsFrame::from(self.presence(PresenceEvent::Left, &left.member));
+            self.fleet_members = self.fleet_members.saturating_sub(1);
+            let presence = self.presence(PresenceEvent::Left, &left.member);
+            self.tell_other_nodes(&presence);
+            let presence = WsFrame::from(presence);
             for (other, joined) in &self.members {
                 if joined.outbox.push(presence.clone()).is_err() && !conns.contains(other) {
                     conns.push(*other);
@@ -1022,6 +1074,7 @@ mod tests {
             outbox: out,
             since,
             epoch: None,
+            elsewhere: Elsewhere::default(),
         }
     }
 

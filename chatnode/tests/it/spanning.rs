@@ -1,28 +1,28 @@
 //! Rooms that outgrow a node, against real nodes sharing a real Redis: a full node sends a
 //! joining member to a node with a seat (a `redirect` frame, never a silent refusal); the room
-//! continues there with one ordered log, every member getting every message once; and the
-//! room's limit holds fleet-wide under a thousand concurrent joins.
+//! continues there with one ordered log, every member getting every message once, presence
+//! counting the whole room, and nothing lost when its home node dies; and the room's limit
+//! holds fleet-wide under a thousand concurrent joins.
 
 use std::collections::BTreeSet;
 
-use chatfleet_wire::frames::{ErrorCode, ServerFrame, close};
+use chatfleet_wire::frames::{ErrorCode, Role, ServerFrame, Welcome, close};
 use futures_util::future::join_all;
 
-use crate::support::{Client, Node, Redis};
+use crate::support::{Client, Node, Redis, eventually};
 
-/// Joins `url`, following one redirect as a client should; the welcome's node, and the client.
-async fn join_following_redirects(url: &str, query: &str) -> (Client, String) {
+/// Joins `url`, following one redirect as a client should; the client and its welcome.
+async fn join_following_redirects(url: &str, query: &str) -> (Client, Welcome) {
     let mut client = Client::connect(url).await;
     match client.recv().await {
-        ServerFrame::Welcome(welcome) => (client, welcome.node),
+        ServerFrame::Welcome(welcome) => (client, welcome),
         ServerFrame::Redirect {
             endpoint, reason, ..
         } => {
             assert_eq!(reason, ErrorCode::NodeFull);
             let close = client.closed().await.expect("a close after the redirect");
             assert_eq!(u16::from(close.code), close::TRY_AGAIN_LATER);
-            let (client, welcome) = Client::join(&format!("{endpoint}?{query}")).await;
-            (client, welcome.node)
+            Client::join(&format!("{endpoint}?{query}")).await
         }
         other => panic!("expected a welcome or a redirect, got {other:?}"),
     }
@@ -44,8 +44,8 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
         let user = format!("u{n}");
         let token = testkit::token(room, &user, chatfleet_wire::frames::Role::Customer);
         let query = format!("token={token}");
-        let (client, node) = join_following_redirects(&nodes[0].ws(room, &query), &query).await;
-        hosts.insert(node);
+        let (client, welcome) = join_following_redirects(&nodes[0].ws(room, &query), &query).await;
+        hosts.insert(welcome.node);
         members.push(client);
     }
     assert_eq!(hosts.len(), 3, "the room spans every node: {hosts:?}");
@@ -72,6 +72,65 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
     }
     let metrics = nodes[0].get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("chatnode_redirected_total 6"), "{metrics}");
+
+    // Presence is room-wide: once the nodes' rosters are written, a newcomer's welcome lists
+    // everyone, on every node, and everyone hears of it with the room's whole count.
+    eventually("every node's roster", || async {
+        let (_, fleet) = nodes[0]
+            .call(
+                testkit::ADMIN_KEY,
+                reqwest::Method::GET,
+                "/v1/admin/fleet",
+                None,
+            )
+            .await;
+        let people: usize = fleet["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["rooms"].as_array().unwrap().iter())
+            .map(|r| r["people"].as_array().map_or(0, Vec::len))
+            .sum();
+        people == 10
+    })
+    .await;
+    let token = testkit::token(room, "late", Role::Customer);
+    let query = format!("token={token}");
+    let (mut late, welcome) = join_following_redirects(&nodes[2].ws(room, &query), &query).await;
+    let listed: BTreeSet<&str> = welcome.members.iter().map(|m| m.user.as_str()).collect();
+    assert_eq!(
+        listed.len(),
+        11,
+        "the welcome lists the whole room: {listed:?}"
+    );
+    for (n, member) in members.iter_mut().enumerate() {
+        match member.recv().await {
+            ServerFrame::Presence(p) => {
+                assert_eq!(p.user, "late", "member u{n}");
+                assert_eq!(p.members, 11, "member u{n} hears the room-wide count");
+            }
+            other => panic!("member u{n}: expected presence, got {other:?}"),
+        }
+    }
+
+    // Its home node (chat-0, where the first four joined) dies: the others go on, and a
+    // member of the dead node, reconnecting elsewhere with `since`, misses nothing.
+    nodes[0].signal("KILL");
+    let survivors = &mut members[4..];
+    survivors[5].say("after the death").await;
+    for member in survivors.iter_mut() {
+        let got = member.message().await;
+        assert_eq!((got.id, got.content.body.as_str()), (5, "after the death"));
+    }
+    assert_eq!(late.message().await.id, 5);
+    let token = testkit::token(room, "u0", Role::Customer);
+    let query = format!("token={token}&since=4&epoch={}", welcome.epoch);
+    let (mut back, welcome) = join_following_redirects(&nodes[1].ws(room, &query), &query).await;
+    assert_eq!(
+        welcome.resume.map(|r| (r.replayed, r.complete)),
+        Some((1, true))
+    );
+    assert_eq!(back.message().await.content.body, "after the death");
 }
 
 #[tokio::test]

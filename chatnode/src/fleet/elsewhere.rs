@@ -1,0 +1,46 @@
+//! A room's members on other nodes, for a member joining here: the room's seats in Redis say
+//! how many members it has fleet-wide and which nodes they are on (a seat's session id begins
+//! with its node's name), and those nodes' rosters say who they are (as of their last
+//! heartbeat).
+
+use std::collections::BTreeSet;
+
+use chatfleet_state::{FleetState, StateError};
+use chatfleet_wire::RoomId;
+use chatfleet_wire::frames::Member;
+
+/// What a joining member learns of the room beyond this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// Members connected to other nodes.
+    pub members: Vec<Member>,
+    /// Sessions in the room across the fleet, the joining one's included.
+    pub room_size: u32,
+}
+
+pub async fn read(
+    state: &FleetState,
+    room: &RoomId,
+    this_node: &str,
+) -> Result<Elsewhere, StateError> {
+    let holders = state.room_seats.holders(room).await?;
+    let nodes: BTreeSet<&str> = holders
+        .iter()
+        .filter_map(|session| session.split('/').next())
+        .filter(|node| *node != this_node)
+        .collect();
+    let mut members = Vec::new();
+    for node in nodes {
+        for member in state.reports.roster(node, room).await? {
+            members.push(Member {
+                user: member.user,
+                name: member.name,
+                role: member.role,
+            });
+        }
+    }
+    Ok(Elsewhere {
+        members,
+        room_size: holders.len() as u32,
+    })
+}
