@@ -72,6 +72,14 @@ pub fn max_members(spec: &ChatRoomSpec, fleet_limit: u32) -> Result<u32, Waiting
     Ok(max_members)
 }
 
+/// The seats a room reserves on its home node: its expected members, but at most one node's
+/// seats. A room expecting more spans nodes: the members beyond its home node's seats are sent
+/// on to nodes with seats as they arrive (the `redirect` frame), and its `maxMembers` holds
+/// fleet-wide.
+pub fn home_seats(expected: u32, seats_per_node: u32) -> u32 {
+    expected.min(seats_per_node.max(1))
+}
+
 /// What the reconciler learned about a placed room's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeEvidence {
@@ -333,5 +341,12 @@ mod tests {
             empty_room(Some(602), Some("2026-01-01T00:00:00Z"), now, resync),
             EmptyRoom::Recheck(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn a_room_bigger_than_a_node_reserves_one_nodes_seats_and_spans_the_rest() {
+        assert_eq!(super::home_seats(10, 300), 10);
+        assert_eq!(super::home_seats(900, 300), 300);
+        assert_eq!(super::home_seats(5, 0), 1);
     }
 }

@@ -129,7 +129,8 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         let recorded_uid = room.status.as_ref().and_then(|s| s.pod_uid.as_deref());
         let pod_exists = decide::same_pod(recorded_uid, pod_uid.as_deref());
         let seats = if pod_exists {
-            let expected = room.spec.expected_members;
+            let expected =
+                decide::home_seats(room.spec.expected_members, fleet.spec.limits.users_per_node);
             match redis.seats.force(node, &id, expected).await {
                 Ok(seats) => Some(seats.seats),
                 Err(error) => {
@@ -204,7 +205,7 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             &redis.seats,
             &id,
             &candidates,
-            room.spec.expected_members,
+            decide::home_seats(room.spec.expected_members, fleet.spec.limits.users_per_node),
             decide::strategy(fleet.spec.placement),
         )
         .await?
