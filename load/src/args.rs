@@ -44,6 +44,11 @@ pub struct Args {
     #[arg(long, default_value_t = 300)]
     pub flood_room_size: usize,
 
+    /// Spread each room's members over the nodes (member i on node i mod nodes) instead of
+    /// keeping a room on one node: rooms that span nodes.
+    #[arg(long)]
+    pub spread_members: bool,
+
     /// Seconds between one user's messages; 0 means users never send (idle connections).
     #[arg(long, default_value_t = 30.0)]
     pub send_every: f64,

@@ -115,7 +115,8 @@ async fn resolve_nodes(urls: &[String]) -> Result<Vec<(String, std::net::SocketA
 }
 
 /// Quiet users fill rooms of `room_size` in order (a user in several rooms opens one
-/// connection per room); flood rooms come on top. Room r lives on node r mod nodes.
+/// connection per room); flood rooms come on top. Room r lives on node r mod nodes, or with
+/// `--spread-members` user u connects to node u mod nodes.
 fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
     let room_size = args.room_size.max(1);
     let base_rooms = args.users.div_ceil(room_size).max(1);
@@ -164,9 +165,14 @@ fn plan(args: &Args, nodes: &[(String, std::net::SocketAddr)]) -> Vec<Plan> {
             let base = user / room_size;
             let members = args.users.min((base + 1) * room_size) - base * room_size;
             let room = base + k * base_rooms;
+            let node = if args.spread_members {
+                user
+            } else {
+                room + args.flood_rooms
+            };
             add(
                 format!("room-{room}"),
-                room + args.flood_rooms,
+                node,
                 format!("u{user}"),
                 Class::Quiet,
                 members,
