@@ -28,19 +28,30 @@ async fn join_following_redirects(url: &str, query: &str) -> (Client, Welcome) {
     }
 }
 
+/// Seats per node, and the room's members: half as many again as one node seats.
+const SEATS: usize = 300;
+const MEMBERS: usize = 450;
+
 #[tokio::test]
 async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_order() {
     let redis = Redis::start().await;
-    let seats = ["--max-node-users", "4", "--max-room-members", "100"];
+    let seats = [
+        "--max-node-users",
+        &SEATS.to_string(),
+        "--max-room-members",
+        "1000",
+    ]
+    .map(|s| s.to_owned());
+    let seats: Vec<&str> = seats.iter().map(String::as_str).collect();
     let mut nodes = Vec::new();
     for name in ["chat-0", "chat-1", "chat-2"] {
         nodes.push(Node::in_fleet(&redis, name, &seats).await);
     }
-    // Ten members all knock at chat-0, which seats four: the rest are sent on.
+    // 450 members all knock at chat-0, which seats 300: the rest are sent on.
     let room = "support/big";
     let mut members = Vec::new();
     let mut hosts = BTreeSet::new();
-    for n in 0..10 {
+    for n in 0..MEMBERS {
         let user = format!("u{n}");
         let token = testkit::token(room, &user, chatfleet_wire::frames::Role::Customer);
         let query = format!("token={token}");
@@ -51,7 +62,7 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
     assert_eq!(hosts.len(), 3, "the room spans every node: {hosts:?}");
 
     // Members on different nodes speak; everyone gets everything once, in id order.
-    for speaker in [0, 5, 9, 2] {
+    for speaker in [0, 310, MEMBERS - 1, 2] {
         members[speaker].say(&format!("from u{speaker}")).await;
     }
     for (n, member) in members.iter_mut().enumerate() {
@@ -65,13 +76,15 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
             [1, 2, 3, 4],
             "member u{n}: one log, in order, nothing twice"
         );
-        let extra = member
-            .messages_until_quiet(std::time::Duration::from_millis(300))
-            .await;
+    }
+    let quiet = std::time::Duration::from_millis(500);
+    let extras = join_all(members.iter_mut().map(|m| m.messages_until_quiet(quiet))).await;
+    for (n, extra) in extras.iter().enumerate() {
         assert!(extra.is_empty(), "member u{n} got more: {extra:?}");
     }
     let metrics = nodes[0].get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("chatnode_redirected_total 6"), "{metrics}");
+    let redirected = format!("chatnode_redirected_total {}", MEMBERS - SEATS);
+    assert!(metrics.contains(&redirected), "{metrics}");
 
     // Presence is room-wide: once the nodes' rosters are written, a newcomer's welcome lists
     // everyone, on every node, and everyone hears of it with the room's whole count.
@@ -91,7 +104,7 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
             .flat_map(|n| n["rooms"].as_array().unwrap().iter())
             .map(|r| r["people"].as_array().map_or(0, Vec::len))
             .sum();
-        people == 10
+        people == MEMBERS
     })
     .await;
     let token = testkit::token(room, "late", Role::Customer);
@@ -100,24 +113,28 @@ async fn a_room_outgrows_its_node_and_every_member_gets_every_message_once_in_or
     let listed: BTreeSet<&str> = welcome.members.iter().map(|m| m.user.as_str()).collect();
     assert_eq!(
         listed.len(),
-        11,
-        "the welcome lists the whole room: {listed:?}"
+        MEMBERS + 1,
+        "the welcome lists the whole room"
     );
     for (n, member) in members.iter_mut().enumerate() {
         match member.recv().await {
             ServerFrame::Presence(p) => {
                 assert_eq!(p.user, "late", "member u{n}");
-                assert_eq!(p.members, 11, "member u{n} hears the room-wide count");
+                assert_eq!(
+                    p.members,
+                    MEMBERS + 1,
+                    "member u{n} hears the room-wide count"
+                );
             }
             other => panic!("member u{n}: expected presence, got {other:?}"),
         }
     }
 
-    // Its home node (chat-0, where the first four joined) dies: the others go on, and a
+    // Its home node (chat-0, where the first 300 joined) dies: the others go on, and a
     // member of the dead node, reconnecting elsewhere with `since`, misses nothing.
     nodes[0].signal("KILL");
-    let survivors = &mut members[4..];
-    survivors[5].say("after the death").await;
+    let survivors = &mut members[SEATS..];
+    survivors.last_mut().unwrap().say("after the death").await;
     for member in survivors.iter_mut() {
         let got = member.message().await;
         assert_eq!((got.id, got.content.body.as_str()), (5, "after the death"));
