@@ -357,7 +357,7 @@ pub struct ChatRoomStatus {
     /// WebSocket URL to join (add `?token=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Members connected to its node.
+    /// Members connected, on its node and on any other its members were sent to.
     #[serde(default)]
     pub members: u32,
     /// Messages per second, averaged over the last minute.

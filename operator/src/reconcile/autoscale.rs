@@ -31,6 +31,12 @@ pub async fn run(
     ctx: &Context,
 ) -> Result<()> {
     let now = Timestamp::now();
+    // Read fresh, not from the cache: the pass after a resize may see the new replicas before
+    // the status that recorded the decision (its time, the drain), and would forget it.
+    let fleet =
+        &Api::<ChatFleet>::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default())
+            .get(&fleet.name_any())
+            .await?;
     let generation = fleet.metadata.generation;
     let old = fleet
         .status

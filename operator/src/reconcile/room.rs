@@ -325,7 +325,12 @@ async fn stay(
     ready: &[String],
     ctx: &Context,
 ) -> Result<Action> {
-    let load = redis.reports.room_load(node, id).await?;
+    let mut load = redis.reports.room_load(node, id).await?;
+    // A room's members may be on several nodes: its seats in Redis count them all.
+    let everywhere = redis.room_seats.count(id).await?;
+    load.members = load
+        .members
+        .max(u32::try_from(everywhere).unwrap_or(u32::MAX));
     let old = room.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     let endpoint = endpoint(fleet, redis, node, id).await?;
