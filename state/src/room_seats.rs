@@ -59,7 +59,7 @@ impl RoomSeats {
 
     /// Members of the room across the fleet.
     pub async fn count(&self, room: &RoomId) -> Result<usize, StateError> {
-        Ok(self.holders(room).await?.len())
+        Ok(slots::count(&self.redis, &seat_slots(room)).await? as usize)
     }
 
     /// The sessions holding the room's seats. A session id begins with its node's name

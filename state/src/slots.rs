@@ -102,6 +102,14 @@ pub async fn release(redis: &Redis, keys: &SlotKeys, session: &str) -> Result<()
     Ok(())
 }
 
+/// How many live slots a set holds: one `ZCOUNT`, whatever the set's size.
+pub async fn count(redis: &Redis, keys: &SlotKeys) -> Result<u64, StateError> {
+    let mut conn = redis.conn();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let now = seconds * 1000 + micros / 1000;
+    Ok(conn.zcount(&keys.live, format!("({now}"), "+inf").await?)
+}
+
 /// The live slots of a set: (session id, expiry in ms of Redis's clock).
 pub async fn live(redis: &Redis, keys: &SlotKeys) -> Result<Vec<(String, u64)>, StateError> {
     let mut conn = redis.conn();

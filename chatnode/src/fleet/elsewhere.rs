@@ -18,11 +18,23 @@ pub struct Elsewhere {
     pub room_size: u32,
 }
 
+/// Rooms larger than this list only this node's members in a welcome: reading every seat at
+/// every join would cost each join the room's size, and a welcome listing thousands of
+/// members helps nobody. The count stays room-wide.
+pub const LISTED_UP_TO: usize = 1_000;
+
 pub async fn read(
     state: &FleetState,
     room: &RoomId,
     this_node: &str,
 ) -> Result<Elsewhere, StateError> {
+    let room_size = state.room_seats.count(room).await?;
+    if room_size > LISTED_UP_TO {
+        return Ok(Elsewhere {
+            members: Vec::new(),
+            room_size: room_size as u32,
+        });
+    }
     let holders = state.room_seats.holders(room).await?;
     let nodes: BTreeSet<&str> = holders
         .iter()
