@@ -124,7 +124,6 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_TRANSCRIPT_RETENTION_SECONDS", default_value_t = 7 * 86_400)]
     pub transcript_retention_seconds: u64,
 
-    /// Milliseconds between load reports.
     /// The fleet this node belongs to (`namespace/name`): names its webhook queue in Redis,
     /// so fleets sharing one Redis keep their events apart.
     #[arg(long, env = "CHATNODE_FLEET", default_value = "default/standalone")]
@@ -160,6 +159,7 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
     pub webhook_timeout_seconds: u64,
 
+    /// Milliseconds between load reports.
     #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
 

@@ -111,6 +111,10 @@ pub enum ServerFrame {
     Moved {
         room: RoomId,
         endpoint: String,
+        /// The node the room left. Only its members reconnect: members of a room spanning
+        /// several nodes who are on another of them stay where they are.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// This node has no seat for you (it is full or draining), but the room goes on at
     /// `endpoint`, another node of the fleet: connect there with the same token. Sent instead

@@ -236,8 +236,9 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
             }
         }
         ("moved", _) => {
-            // Members already on the room's new node stay; everyone else reconnects there.
-            if !moved_here(json, hub.advertise_url()) {
+            // Only the node the room left sends its members to the new one: members on the
+            // new node, or on another node of a room spanning several, stay.
+            if leaves_here(json, hub.node_name(), hub.advertise_url()) {
                 tokio::spawn(async move { handle.relocate(frame).await });
             }
         }
@@ -247,11 +248,14 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
     }
 }
 
-/// Whether a `moved` frame points at this node.
-fn moved_here(json: &str, advertise_url: &str) -> bool {
+/// Whether a `moved` frame sends this node's members away: it names this node as the one
+/// the room left (or names none, as operators before spanning rooms did) and does not point
+/// at this node.
+fn leaves_here(json: &str, node: &str, advertise_url: &str) -> bool {
     match serde_json::from_str::<ServerFrame>(json) {
-        Ok(ServerFrame::Moved { endpoint, .. }) => {
-            endpoint.starts_with(&format!("{advertise_url}/"))
+        Ok(ServerFrame::Moved { endpoint, from, .. }) => {
+            from.is_none_or(|from| from == node)
+                && !endpoint.starts_with(&format!("{advertise_url}/"))
         }
         _ => false,
     }

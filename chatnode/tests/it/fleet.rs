@@ -139,21 +139,25 @@ async fn a_node_starts_without_redis_and_becomes_ready_when_it_appears() {
     assert_eq!(ann.message().await.id, 1);
 }
 
-/// The operator moves a room by publishing `moved` on its live channel: members on other nodes
-/// get the frame and a 1012 close, members already on the new node stay.
+/// The operator moves a room by publishing `moved` on its live channel, naming the node the
+/// room left: members there get the frame and a 1012 close; members already on the new node,
+/// and members of the spanning room on a third node, stay.
 #[tokio::test]
-async fn a_moved_frame_sends_members_to_the_new_node() {
+async fn a_moved_frame_sends_the_left_nodes_members_to_the_new_node() {
     let redis = Redis::start().await;
     let old = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-0"]).await;
     let new = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-1"]).await;
+    let third = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-2"]).await;
     let room = "support/case-9";
     let (mut leaving, _) = Client::join(&old.ws_as(room, "alice", "")).await;
     let (mut staying, _) = Client::join(&new.ws_as(room, "bob", "")).await;
+    let (mut elsewhere, _) = Client::join(&third.ws_as(room, "carol", "")).await;
     let endpoint = new.ws(room, "");
     let endpoint = endpoint.trim_end_matches('?').to_owned();
     let moved = ServerFrame::Moved {
         room: room.parse().unwrap(),
         endpoint: endpoint.clone(),
+        from: Some("chat-0".into()),
     };
     let _: () = redis
         .conn()
@@ -171,7 +175,12 @@ async fn a_moved_frame_sends_members_to_the_new_node() {
     }
     let close = leaving.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1012);
-    // Bob, already on the new node, keeps chatting.
+    // Bob, already on the new node, and Carol, on the third, keep chatting: each gets the
+    // other's message and no `moved`.
     staying.say("still here").await;
     assert_eq!(staying.message().await.content.body, "still here");
+    assert_eq!(elsewhere.message().await.content.body, "still here");
+    elsewhere.say("me too").await;
+    assert_eq!(elsewhere.message().await.content.body, "me too");
+    assert_eq!(staying.message().await.content.body, "me too");
 }

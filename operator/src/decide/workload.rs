@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use super::room::node_base_url;
 use crate::crd::{ChatFleet, SecretKeyRef};
 
 /// The port every chat node listens on (HTTP and WebSocket).
@@ -103,7 +104,9 @@ pub fn disruption_budget(fleet: &ChatFleet) -> PodDisruptionBudget {
     }
 }
 
-/// The chat nodes. Each pod's name is its node name; it advertises its stable DNS name.
+/// The chat nodes. Each pod's name is its node name. It advertises the URL clients reach it
+/// at: the fleet's `publicEndpoint` when it has one (a node redirects outside clients there,
+/// and knows a `moved` that names it), else its stable DNS name.
 pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
     let spec = &fleet.spec;
     let name = fleet.name_any();
@@ -114,7 +117,13 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
         plain_env("CHATNODE_NODE_NAME", "$(POD_NAME)"),
         plain_env(
             "CHATNODE_ADVERTISE_URL",
-            &pod_url(&name, &namespace, "$(POD_NAME)"),
+            &node_base_url(
+                spec.public_endpoint.as_deref(),
+                &name,
+                &namespace,
+                "$(POD_NAME)",
+                None,
+            ),
         ),
         plain_env(
             "CHATNODE_MAX_NODE_USERS",
@@ -313,6 +322,14 @@ mod tests {
         assert_eq!(
             env["CHATNODE_ADVERTISE_URL"].value.as_deref(),
             Some("ws://$(POD_NAME).chat.support.svc:8080")
+        );
+        let mut public = fleet();
+        public.spec.public_endpoint = Some("wss://chat.example.com/{namespace}/{pod}/".into());
+        assert_eq!(
+            env_of(&stateful_set(&public))["CHATNODE_ADVERTISE_URL"]
+                .value
+                .as_deref(),
+            Some("wss://chat.example.com/support/$(POD_NAME)")
         );
         assert_eq!(
             env["CHATNODE_REDIS_URL"].value.as_deref(),

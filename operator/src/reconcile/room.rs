@@ -278,6 +278,7 @@ async fn record_placement(
         let moved = ServerFrame::Moved {
             room: id.clone(),
             endpoint: placement.endpoint.to_owned(),
+            from: placement.moving_from.map(str::to_owned),
         };
         redis.rooms.publish(id, &moved.to_json()).await?;
     }
