@@ -180,7 +180,7 @@ pub async fn serve(
 async fn drain(hub: &Arc<Hub>, report_ttl: Duration, notice: Duration, deadline: Duration) {
     tracing::info!(users = hub.users(), ?deadline, "draining");
     let started = tokio::time::Instant::now();
-    hub.start_drain();
+    hub.start_final_drain();
     heartbeat::report_now(hub, report_ttl).await;
     tokio::time::sleep(notice.min(deadline)).await;
     hub.send_everyone_away();

@@ -103,8 +103,9 @@ pub struct FleetAutoscaling {
     pub min_replicas: u32,
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: u32,
-    /// Free seats to keep: a count (`30`) or a share of the fleet's seats (`"10%"`).
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,3}%$')").message("bufferSeats must be a count or a percentage such as \"10%\""))]
+    /// Free seats to keep: a count (`30`) or a share of the fleet's seats below 100%
+    /// (`"10%"`; a fleet can never keep all its seats free).
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]{1,2}%$')").message("bufferSeats must be a count or a percentage below 100% such as \"10%\""))]
     pub buffer_seats: IntOrString,
     /// Quiet time after a change before the fleet shrinks again.
     #[serde(default = "default_cooldown_seconds")]

@@ -16,6 +16,9 @@ pub enum Control {
     /// Stop taking new members and report draining, so the operator moves the node's rooms
     /// (their members then get `moved`).
     Drain { node: String },
+    /// Call off a drain (the autoscaler needs the node after all): take new members again.
+    /// A node that is stopping ignores it.
+    Undrain { node: String },
     /// Send a `system` notice to every room on every node.
     Broadcast { body: String },
 }
@@ -44,5 +47,9 @@ mod tests {
                 node: "chat-0".into()
             }
         );
+        let undrain = Control::Undrain {
+            node: "chat-3".into(),
+        };
+        assert_eq!(undrain.to_json(), r#"{"kind":"undrain","node":"chat-3"}"#);
     }
 }

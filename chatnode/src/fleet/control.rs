@@ -22,6 +22,12 @@ pub async fn apply(hub: &Arc<Hub>, command: Control) {
             hub.start_drain();
         }
         Control::Drain { .. } => {}
+        Control::Undrain { node } if node == hub.node_name() => {
+            if hub.stop_drain() {
+                tracing::info!("drain called off; taking new members again");
+            }
+        }
+        Control::Undrain { .. } => {}
         Control::Broadcast { body } => {
             let frame = ServerFrame::system(&body).to_json();
             for room in hub.rooms().all() {

@@ -48,6 +48,8 @@ pub struct Hub {
     rooms: Arc<RoomRegistry>,
     users: AtomicU32,
     draining: AtomicBool,
+    /// Set when the process is stopping: its drain can no longer be called off.
+    stopping: AtomicBool,
     drain: CancellationToken,
     next_conn: AtomicU64,
     messages_in: AtomicU64,
@@ -99,6 +101,7 @@ impl Hub {
             rooms,
             users: AtomicU32::new(0),
             draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             drain: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
             messages_in: AtomicU64::new(0),
@@ -187,6 +190,22 @@ impl Hub {
     /// Starts the drain: refuse new joins from now on.
     pub fn start_drain(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Starts the drain of a process that is stopping (SIGTERM): for good.
+    pub fn start_final_drain(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.start_drain();
+    }
+
+    /// Calls off an administrator's or the autoscaler's drain: take new joins again. A node
+    /// that is stopping stays drained. Returns whether the node takes joins again.
+    pub fn stop_drain(&self) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.draining.store(false, Ordering::Release);
+        true
     }
 
     /// Tells every session to go (they send `draining` and close with 1012).

@@ -231,7 +231,7 @@ async fn the_fleet_view_shows_every_node_with_its_rooms() {
 }
 
 #[tokio::test]
-async fn draining_a_node_sends_new_joins_elsewhere_and_keeps_its_members() {
+async fn draining_a_node_sends_new_joins_elsewhere_keeps_its_members_and_can_be_called_off() {
     let redis = Redis::start().await;
     let nodes = [
         fleet_node(&redis, "chat-0").await,
@@ -283,6 +283,31 @@ async fn draining_a_node_sends_new_joins_elsewhere_and_keeps_its_members() {
     assert_still_talking(&mut member, "still served").await;
     let mut elsewhere = join(&nodes[0], "support/c", "cy").await;
     assert_still_talking(&mut elsewhere, "fine here").await;
+
+    // The autoscaler calls the drain off: chat-1 takes new members again.
+    let undrain = chatfleet_wire::control::Control::Undrain {
+        node: "chat-1".into(),
+    };
+    let _: () = redis::AsyncCommands::publish(
+        &mut redis.conn().await,
+        chatfleet_wire::keys::control_channel(),
+        undrain.to_json(),
+    )
+    .await
+    .unwrap();
+    eventually("chat-1 to take members again", || async {
+        let (_, body) = nodes[0]
+            .call(ADMIN_KEY, Method::GET, "/v1/admin/fleet", None)
+            .await;
+        body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "chat-1" && n["draining"] == false)
+    })
+    .await;
+    let (_back, welcome) = Client::join(&nodes[1].ws_as("support/a", "back", "")).await;
+    assert_eq!(welcome.node, "chat-1");
 
     let (status, body) = nodes[0]
         .call(

@@ -4,8 +4,10 @@
 //! nodes as the shortfall needs. It shrinks one node at a time, and only when the fleet would
 //! still have the buffer without its highest ordinal (the pod a StatefulSet removes first):
 //! that node is drained first, so its rooms move with `moved`, and removed once it is empty or
-//! its drain time ran out. A cool-down after every change keeps it from flapping, and nothing
-//! is decided while nodes are missing, since their seats would count as lost.
+//! its drain time ran out. A drain is called off when the fleet would fall short of the buffer
+//! without the node after all (a surge while it drains). A cool-down after every change keeps
+//! it from flapping, and nothing is decided while nodes are missing, since their seats would
+//! count as lost.
 
 use std::time::Duration;
 
@@ -17,12 +19,38 @@ pub enum Buffer {
 }
 
 impl Buffer {
-    /// Parses `bufferSeats`: `"30"` or `"10%"`.
+    /// Parses `bufferSeats`: `"30"` or `"10%"` (below 100%: a fleet never has every seat
+    /// free for long).
     pub fn parse(text: &str) -> Option<Buffer> {
         match text.strip_suffix('%') {
-            Some(percent) => percent.trim().parse().ok().map(Buffer::Percent),
+            Some(percent) => percent
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&p| p < 100)
+                .map(Buffer::Percent),
             None => text.trim().parse().ok().map(Buffer::Seats),
         }
+    }
+
+    /// Nodes of `per_node` seats to add to a fleet of `capacity` seats, `free` of them free,
+    /// so that it has the buffer again: a percentage grows with the nodes added.
+    pub fn nodes_short(self, capacity: u64, free: i64, per_node: i64) -> u64 {
+        let per_node = per_node.max(1);
+        let short = match self {
+            Buffer::Seats(seats) => i64::from(seats) - free,
+            // free + n·per ≥ p·(capacity + n·per) / 100  ⇔  n ≥ (p·capacity − 100·free) / (per·(100 − p))
+            Buffer::Percent(percent) => {
+                let p = i64::from(percent.min(99));
+                let need = p * capacity as i64 - 100 * free;
+                return u64::try_from(need.max(0))
+                    .unwrap_or(0)
+                    .div_ceil(((100 - p) * per_node) as u64);
+            }
+        };
+        u64::try_from(short.max(0))
+            .unwrap_or(0)
+            .div_ceil(per_node as u64)
     }
 
     /// The free seats wanted in a fleet of `capacity` seats.
@@ -82,6 +110,8 @@ pub enum Decision {
     Drain { node: String, why: String },
     /// The drained node is empty (or out of time): shrink to `to`.
     Shrink { to: u32, why: String },
+    /// The fleet needs the draining node after all: call its drain off.
+    Undrain { node: String, why: String },
 }
 
 /// The pod name of a fleet's highest ordinal.
@@ -106,6 +136,20 @@ pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
         };
     }
     if let Some(draining) = &seats.draining {
+        // `free` counts no seat of the draining node: the fleet as it will be without it.
+        let wanted_without = bounds
+            .buffer
+            .seats(u64::from(replicas.saturating_sub(1)) * per_node as u64)
+            as i64;
+        if replicas <= bounds.max && free < wanted_without {
+            return Decision::Undrain {
+                node: draining.node.clone(),
+                why: format!(
+                    "{free} free seats without {}, {wanted_without} wanted",
+                    draining.node
+                ),
+            };
+        }
         if !draining.busy || draining.for_ >= bounds.drain {
             let how = if draining.busy {
                 "its drain time ran out"
@@ -136,8 +180,8 @@ pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
     let capacity = u64::from(replicas) * per_node as u64;
     let wanted = bounds.buffer.seats(capacity) as i64;
     if free < wanted {
-        let short = wanted - free;
-        let add = u32::try_from((short + per_node - 1) / per_node).unwrap_or(u32::MAX);
+        let add = bounds.buffer.nodes_short(capacity, free, per_node);
+        let add = u32::try_from(add).unwrap_or(u32::MAX);
         let to = replicas.saturating_add(add).min(bounds.max);
         if to > replicas {
             return Decision::Grow {
@@ -205,6 +249,31 @@ mod tests {
         assert_eq!(Buffer::parse("ten"), None);
         assert_eq!(Buffer::Percent(10).seats(300), 30);
         assert_eq!(Buffer::Percent(10).seats(301), 31, "rounded up");
+        assert_eq!(Buffer::parse("100%"), None, "never met");
+        assert_eq!(Buffer::parse("99%"), Some(Buffer::Percent(99)));
+    }
+
+    #[test]
+    fn a_percentage_buffer_counts_the_nodes_it_adds() {
+        // 4 nodes of 10, 2 free, 50% wanted: 20 of 40. One node more gives 12 of 50 (25
+        // wanted); it takes 4 more: 42 free of 80, 40 wanted. Counting from today's
+        // capacity alone would add 2.
+        let fifty = Buffer::Percent(50);
+        assert_eq!(fifty.nodes_short(40, 2, 10), 4);
+        let after = 2 + 4 * 10;
+        assert!(after >= fifty.seats(80) as i64);
+        assert!(2 + 3 * 10 < fifty.seats(70) as i64, "three would not do");
+        assert_eq!(fifty.nodes_short(40, 20, 10), 0);
+        assert_eq!(Buffer::Seats(9).nodes_short(4, 0, 4), 3);
+        let mut b = bounds();
+        b.buffer = fifty;
+        b.max = 20;
+        let mut seats = fleet(4, 2);
+        seats.seats_per_node = 10;
+        assert!(matches!(
+            decide("chat", &seats, &b),
+            Decision::Grow { to: 8, .. }
+        ));
     }
 
     #[test]
@@ -309,6 +378,41 @@ mod tests {
         assert!(matches!(
             decide("chat", &seats, &bounds()),
             Decision::Shrink { to: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_surge_while_a_node_drains_calls_the_drain_off() {
+        // 3 nodes of 4, buffer 3: chat-2 drains. Its seats do not count: 1 free on the others.
+        let mut seats = fleet(3, 1);
+        seats.draining = Some(Draining {
+            node: "chat-2".into(),
+            for_: Duration::from_secs(5),
+            busy: true,
+        });
+        assert_eq!(
+            decide("chat", &seats, &bounds()),
+            Decision::Undrain {
+                node: "chat-2".into(),
+                why: "1 free seats without chat-2, 3 wanted".into()
+            }
+        );
+        // Enough without it: the drain goes on.
+        seats.free = 3;
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Hold { .. }
+        ));
+        // A drain down to maxReplicas is never called off.
+        let mut above = fleet(5, 0);
+        above.draining = Some(Draining {
+            node: "chat-4".into(),
+            for_: Duration::from_secs(5),
+            busy: true,
+        });
+        assert!(matches!(
+            decide("chat", &above, &bounds()),
+            Decision::Hold { .. }
         ));
     }
 

@@ -44,7 +44,7 @@ pub async fn run(
         .and_then(|s| s.autoscaling.clone())
         .unwrap_or_default();
     let Some(buffer) = buffer(&settings.buffer_seats) else {
-        let why = "bufferSeats must be a count or a percentage such as \"10%\"";
+        let why = "bufferSeats must be a count or a percentage below 100% such as \"10%\"";
         status::set_autoscaling(
             &mut observed.conditions,
             false,
@@ -67,8 +67,11 @@ pub async fn run(
     let mut old = old;
     if old.draining_node.as_deref() != Some(&autoscale::top_node(&fleet.name_any(), replicas)) {
         // No drain, or one already finished (the fleet shrank, or someone resized it): a
-        // drained node that is no longer the top ordinal is not waited for again.
-        old.draining_node = None;
+        // drained node that is no longer the top ordinal is not waited for again, and takes
+        // members again if it is still there (a node that is stopping ignores that).
+        if let Some(node) = old.draining_node.take() {
+            redis.control.publish(&Control::Undrain { node }).await?;
+        }
         old.draining_since = None;
     }
     let draining = match (
@@ -135,6 +138,25 @@ pub async fn run(
             .await;
             ("Draining", why)
         }
+        Decision::Undrain { node, why } => {
+            redis
+                .control
+                .publish(&Control::Undrain { node: node.clone() })
+                .await?;
+            next.draining_node = None;
+            next.draining_since = None;
+            next.desired_replicas = replicas;
+            // The cool-down keeps the node from being drained again at once.
+            next.last_scale_time = Some(now.to_string());
+            announce(
+                fleet,
+                ctx,
+                "DrainCalledOff",
+                format!("{node} takes members again: {why}"),
+            )
+            .await;
+            ("DrainCalledOff", why)
+        }
         Decision::Shrink { to, why } => {
             set_replicas(fleet, to, ctx).await?;
             next.desired_replicas = to;
@@ -160,6 +182,33 @@ pub async fn run(
         now,
     );
     observed.autoscaling = Some(next);
+    Ok(())
+}
+
+/// For a fleet whose autoscaling was switched off: a drain it left under way is called off,
+/// and its part of the status (and its condition) goes.
+pub async fn stop(fleet: &ChatFleet, observed: &mut ChatFleetStatus, ctx: &Context) -> Result<()> {
+    let draining = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscaling.as_ref())
+        .and_then(|a| a.draining_node.clone());
+    if let Some(node) = draining {
+        let redis = ctx.redis.for_fleet(&ctx.client, fleet).await?;
+        redis
+            .control
+            .publish(&Control::Undrain { node: node.clone() })
+            .await?;
+        announce(
+            fleet,
+            ctx,
+            "DrainCalledOff",
+            format!("{node} takes members again: autoscaling is off"),
+        )
+        .await;
+    }
+    observed.autoscaling = None;
+    status::clear_autoscaling(&mut observed.conditions);
     Ok(())
 }
 

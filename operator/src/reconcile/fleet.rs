@@ -58,6 +58,8 @@ pub async fn reconcile(fleet: Arc<ChatFleet>, ctx: Arc<Context>) -> Result<Actio
     if let Some(settings) = &fleet.spec.autoscaling {
         let redis = ctx.redis.for_fleet(&ctx.client, &fleet).await?;
         autoscale::run(&fleet, settings, &redis, &mut status, &ctx).await?;
+    } else {
+        autoscale::stop(&fleet, &mut status, &ctx).await?;
     }
     if changed(fleet.status.as_ref(), &status, &fleet) {
         writes::fleet_status(&fleet, &ctx, &status).await?;

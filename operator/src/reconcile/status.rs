@@ -301,8 +301,13 @@ pub fn fleet_ready(
     conditions
 }
 
+/// Removes a fleet's `Autoscaling` condition (autoscaling is off).
+pub fn clear_autoscaling(conditions: &mut Vec<Condition>) {
+    conditions.retain(|c| c.type_ != condition::AUTOSCALING);
+}
+
 /// A fleet's `Autoscaling` condition: `on` while the autoscaler can act, with what it did last
-/// (`Grew`, `Draining`, `Shrank`, `Stable`) or why it cannot (`InvalidBuffer`).
+/// (`Grew`, `Draining`, `DrainCalledOff`, `Shrank`, `Stable`) or why it cannot (`InvalidBuffer`).
 pub fn set_autoscaling(
     conditions: &mut Vec<Condition>,
     on: bool,

@@ -1312,6 +1312,10 @@ async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
             json!({"maxReplicas": 2, "bufferSeats": "lots"}),
             "bufferSeats must be a count or a percentage",
         ),
+        (
+            json!({"maxReplicas": 2, "bufferSeats": "100%"}),
+            "bufferSeats must be a count or a percentage below 100%",
+        ),
     ] {
         let refused = fleets
             .create(&dry_run, &with_autoscaling(bad))
