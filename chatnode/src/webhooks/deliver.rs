@@ -40,8 +40,11 @@ pub async fn run(
         .user_agent(concat!("chatfleet-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client builds");
-    // A claim keeps other nodes off a job past any attempt's end.
-    let lease = settings.timeout * 3;
+    // A claim keeps other nodes off a job past any attempt's end: the claimed jobs are
+    // posted in waves of CONCURRENT, each wave taking up to the timeout, so the last wave's
+    // attempts start up to (waves - 1) timeouts after the claim; two timeouts more of margin.
+    let waves = CLAIM.div_ceil(CONCURRENT) as u32;
+    let lease = settings.timeout * (waves + 2);
     let deliverer = Deliverer {
         client,
         settings,

@@ -19,7 +19,7 @@ use chatfleet_wire::webhook::WebhookEvent;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use self::queue::Queue;
+pub use self::queue::{Enqueued, Queue};
 use crate::metrics::Metrics;
 
 /// Events a node holds before they are queued; past it new ones are dropped and counted.
@@ -151,13 +151,12 @@ async fn write(inner: Arc<Inner>, mut rx: mpsc::Receiver<WebhookEvent>, urls: Ve
             .collect();
         loop {
             match inner.queue.enqueue(&jobs).await {
-                Ok(taken) => {
-                    let dropped = jobs.len() - taken;
+                Ok(Enqueued { new, dropped }) => {
                     if dropped > 0 {
                         inner.metrics.webhook_dropped.inc_by(dropped as u64);
                         tracing::warn!(dropped, "webhook queue full; dropping jobs");
                     }
-                    inner.metrics.webhook_queued.inc_by(taken as u64);
+                    inner.metrics.webhook_queued.inc_by(new as u64);
                     break;
                 }
                 Err(error) => {

@@ -17,20 +17,27 @@ pub enum Queue {
     Redis(WebhookQueue),
 }
 
+/// What an enqueue did: jobs new to the queue, and jobs a full queue dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub new: usize,
+    pub dropped: usize,
+}
+
 impl Queue {
     pub fn memory() -> Self {
         Queue::Memory(Arc::default())
     }
 
-    /// Queues jobs due at once; returns how many were taken (a full memory queue takes
-    /// fewer).
-    pub async fn enqueue(&self, jobs: &[Job]) -> Result<usize, StateError> {
+    /// Queues jobs due at once. A job already queued is taken as it is (no new job); a full
+    /// memory queue drops the rest.
+    pub async fn enqueue(&self, jobs: &[Job]) -> Result<Enqueued, StateError> {
         match self {
             Queue::Memory(m) => Ok(m.lock().expect("queue lock").enqueue(jobs)),
-            Queue::Redis(r) => {
-                r.enqueue(jobs).await?;
-                Ok(jobs.len())
-            }
+            Queue::Redis(r) => Ok(Enqueued {
+                new: r.enqueue(jobs).await? as usize,
+                dropped: 0,
+            }),
         }
     }
 
@@ -99,19 +106,21 @@ pub struct MemoryQueue {
 }
 
 impl MemoryQueue {
-    fn enqueue(&mut self, jobs: &[Job]) -> usize {
+    fn enqueue(&mut self, jobs: &[Job]) -> Enqueued {
         let now = Instant::now();
-        let mut taken = 0;
+        let mut enqueued = Enqueued::default();
         for job in jobs {
-            if self.jobs.len() >= MEMORY_JOBS_MAX && !self.jobs.contains_key(&job.id) {
-                break;
+            if self.jobs.contains_key(&job.id) {
+                continue;
             }
-            self.jobs
-                .entry(job.id.clone())
-                .or_insert_with(|| (job.clone(), now));
-            taken += 1;
+            if self.jobs.len() >= MEMORY_JOBS_MAX {
+                enqueued.dropped += 1;
+                continue;
+            }
+            self.jobs.insert(job.id.clone(), (job.clone(), now));
+            enqueued.new += 1;
         }
-        taken
+        enqueued
     }
 
     fn claim(&mut self, limit: usize, lease: Duration) -> Vec<Job> {
@@ -154,7 +163,8 @@ mod tests {
     #[tokio::test]
     async fn the_memory_queue_leases_retries_and_buries_as_redis_does() {
         let queue = Queue::memory();
-        assert_eq!(queue.enqueue(&[job(1), job(2), job(1)]).await.unwrap(), 3);
+        let enqueued = queue.enqueue(&[job(1), job(2), job(1)]).await.unwrap();
+        assert_eq!(enqueued, Enqueued { new: 2, dropped: 0 });
         let lease = Duration::from_millis(50);
         let claimed = queue.claim(10, lease).await.unwrap();
         assert_eq!(claimed.len(), 2, "a job queued twice is one job");
@@ -190,8 +200,14 @@ mod tests {
     async fn a_full_memory_queue_takes_no_more() {
         let queue = Queue::memory();
         let jobs: Vec<Job> = (0..MEMORY_JOBS_MAX as u32 + 5).map(job).collect();
-        assert_eq!(queue.enqueue(&jobs).await.unwrap(), MEMORY_JOBS_MAX);
-        // An event already queued is still taken (it is no new job).
-        assert_eq!(queue.enqueue(&[job(0)]).await.unwrap(), 1);
+        assert_eq!(
+            queue.enqueue(&jobs).await.unwrap(),
+            Enqueued {
+                new: MEMORY_JOBS_MAX,
+                dropped: 5
+            }
+        );
+        // An event already queued is taken as it is: neither new nor dropped.
+        assert_eq!(queue.enqueue(&[job(0)]).await.unwrap(), Enqueued::default());
     }
 }
