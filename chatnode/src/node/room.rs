@@ -42,6 +42,10 @@ const QUEUE_LEN: usize = 1024;
 const TICK: Duration = Duration::from_secs(1);
 /// How long an empty room stays, so a quick reconnect does not rebuild it.
 const IDLE_GRACE: Duration = Duration::from_secs(30);
+/// How often a room with members on other nodes reads its fleet-wide size back from its seats
+/// in Redis: counts learned from presence drift when members leave on two nodes at once, or
+/// when a busy room drops a notice.
+const SIZE_RESYNC: Duration = Duration::from_secs(5);
 
 /// What every room of a node shares: where its log is, the node's limits and metrics. A room
 /// gets this, not the whole node.
@@ -102,6 +106,8 @@ enum Command {
     Roster(Box<oneshot::Sender<Vec<RoomMember>>>),
     /// A member joined or left on another node: the room's size now, and the frame.
     PresenceElsewhere(Box<(u32, Utf8Bytes)>),
+    /// The room's fleet-wide size, as its seats in Redis count it.
+    RoomSize(u32),
 }
 
 /// The room did not answer in time.
@@ -170,6 +176,7 @@ impl RoomHandle {
             book: None,
             pending_events: Vec::new(),
             fleet_members: 0,
+            size_checked: None,
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -285,6 +292,11 @@ impl RoomHandle {
             .await;
     }
 
+    /// The room's size read back from Redis; dropped by a busy room, which reads it again.
+    fn room_size_is(&self, size: u32) {
+        let _ = self.shared.tx.try_send(Command::RoomSize(size));
+    }
+
     /// A `presence` frame another node published: shown to everyone here.
     pub fn presence_elsewhere(&self, room_size: u32, frame: Utf8Bytes) {
         let command = Command::PresenceElsewhere(Box::new((room_size, frame)));
@@ -380,6 +392,9 @@ struct RoomTask {
     /// Sessions in the room across the fleet, as last learned (a join here, a presence from
     /// another node); this node's alone standalone.
     fleet_members: u32,
+    /// When `fleet_members` was last read back from Redis; None while the room is not known
+    /// to have members on other nodes (most rooms never do).
+    size_checked: Option<Instant>,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -429,6 +444,7 @@ impl RoomTask {
                     if !self.pending_events.is_empty() {
                         Box::pin(self.flush_events()).await;
                     }
+                    self.resync_size();
                     let idle = self.empty_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
                     if (idle || self.closed) && self.members.is_empty() && rx.is_empty() {
                         break;
@@ -686,7 +702,16 @@ impl RoomTask {
             Command::PresenceElsewhere(presence) => {
                 let (room_size, frame) = *presence;
                 self.fleet_members = room_size;
+                self.spans();
                 self.fan_out(&frame, 0).await;
+            }
+            Command::RoomSize(size) => {
+                let here = self.members.len() as u32;
+                self.fleet_members = size.max(here);
+                if size <= here {
+                    // Nobody elsewhere now: presence tells when someone joins there.
+                    self.size_checked = None;
+                }
             }
         }
     }
@@ -781,10 +806,45 @@ impl RoomTask {
         );
         self.members_changed();
         self.fleet_members = request.elsewhere.room_size;
+        if self.fleet_members > self.members.len() as u32 {
+            self.spans();
+        }
         let presence = self.presence(PresenceEvent::Joined, &member);
         self.fan_out_except(&presence, request.conn);
         self.tell_other_nodes(&presence);
         Ok(())
+    }
+
+    /// The room has members on other nodes: its size is read back from Redis from now on.
+    fn spans(&mut self) {
+        if self.size_checked.is_none() && self.backend().relays() {
+            self.size_checked = Some(Instant::now());
+        }
+    }
+
+    /// Every SIZE_RESYNC, a room with members elsewhere reads its size from its seats, in a
+    /// task of its own so a stalled Redis never holds the room.
+    fn resync_size(&mut self) {
+        let Some(checked) = self.size_checked else {
+            return;
+        };
+        if checked.elapsed() < SIZE_RESYNC {
+            return;
+        }
+        let Backend::Redis(redis) = self.backend() else {
+            return;
+        };
+        let state = redis.state().clone();
+        self.size_checked = Some(Instant::now());
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            match state.room_seats.count(handle.id()).await {
+                Ok(size) => handle.room_size_is(u32::try_from(size).unwrap_or(u32::MAX)),
+                Err(error) => {
+                    tracing::debug!(room = %handle.id(), %error, "cannot read the room's size")
+                }
+            }
+        });
     }
 
     /// A `presence` frame counting the room's members, fleet-wide in a fleet.

@@ -204,3 +204,54 @@ async fn a_rooms_limit_holds_across_nodes_under_a_thousand_concurrent_joins() {
     .await;
     let (_late, _) = Client::join(&nodes[1].ws_as(room, "late", "")).await;
 }
+
+/// The next presence frame about `user`, skipping others.
+async fn presence_of(client: &mut Client, user: &str) -> chatfleet_wire::frames::Presence {
+    loop {
+        if let ServerFrame::Presence(p) = client.recv().await
+            && p.user == user
+        {
+            return p;
+        }
+    }
+}
+
+/// A room's size learned from presence can drift (two nodes losing a member at the same time
+/// each publish their own count; a busy room drops a notice): a room with members on several
+/// nodes reads its size back from its seats in Redis every few seconds, so the next presence
+/// counts right again. A forged notice stands in for the drift here.
+#[tokio::test]
+async fn a_drifted_room_size_is_read_back_from_redis() {
+    let redis = Redis::start().await;
+    let a = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-0"]).await;
+    let b = Node::start(&["--redis-url", &redis.url(), "--node-name", "chat-1"]).await;
+    let room = "support/drift";
+    let (mut a1, _) = Client::join(&a.ws_as(room, "a1", "")).await;
+    let (a2, _) = Client::join(&a.ws_as(room, "a2", "")).await;
+    let (mut b1, _) = Client::join(&b.ws_as(room, "b1", "")).await;
+    assert_eq!(presence_of(&mut a1, "b1").await.members, 3);
+
+    let ghost = ServerFrame::Presence(chatfleet_wire::frames::Presence {
+        event: chatfleet_wire::frames::PresenceEvent::Joined,
+        user: "ghost".into(),
+        name: "Ghost".into(),
+        role: Role::Customer,
+        members: 42,
+        node: Some("chat-9".into()),
+    });
+    let _: () = redis::AsyncCommands::publish(
+        &mut redis.conn().await,
+        chatfleet_wire::keys::RoomKeys::new(&room.parse().unwrap()).live,
+        ghost.to_json(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(presence_of(&mut a1, "ghost").await.members, 42);
+    assert_eq!(presence_of(&mut b1, "ghost").await.members, 42);
+
+    // Past the resync (5 s) and a tick (1 s), a2 leaves: 2 are left, not 41.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    a2.leave().await;
+    assert_eq!(presence_of(&mut b1, "a2").await.members, 2);
+    assert_eq!(presence_of(&mut a1, "a2").await.members, 2);
+}
