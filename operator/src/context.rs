@@ -10,7 +10,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
-use crate::crd::ChatFleet;
+use crate::crd::{ChatFleet, ChatRoom};
 
 use crate::backoff::Backoff;
 use crate::fleet_redis::RedisPool;
@@ -51,6 +51,9 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Every ChatFleet, when a reflector keeps them (see [`Context::with_fleet_cache`]).
     pub fleets: Store<ChatFleet>,
+    /// Every ChatRoom, when a reflector keeps them (see [`Context::with_room_cache`]): the
+    /// fleet reconciler counts the seats big rooms still expect from it.
+    pub rooms: Store<ChatRoom>,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -76,6 +79,7 @@ impl Context {
             redis: RedisPool::new(settings.room_ttl),
             pods,
             fleets: reflector::store().0,
+            rooms: reflector::store().0,
             reporter: Reporter {
                 controller: "chatfleet-operator".into(),
                 instance,
@@ -86,6 +90,12 @@ impl Context {
             placer: Placer::default(),
             applied: AppliedWorkloads::default(),
         }
+    }
+
+    /// Counts rooms from `rooms` (a reflector's store). Without one, the fleet's free seats
+    /// leave out what rooms bigger than a node still expect.
+    pub fn with_room_cache(self, rooms: Store<ChatRoom>) -> Self {
+        Self { rooms, ..self }
     }
 
     /// Reads fleets from `fleets` (a reflector's store) before asking the API server.

@@ -250,7 +250,9 @@ pub struct ChatFleetStatus {
     pub users: u32,
     /// Rooms with members on those nodes.
     pub rooms: u32,
-    /// Seats left for new members: limits minus users minus reservations, over non-draining nodes.
+    /// Seats left for new members: limits minus users minus reservations, over non-draining
+    /// nodes, minus what rooms bigger than a node still expect beyond their home node
+    /// (negative when the fleet is short of that).
     pub free_seats: i64,
     /// Pods of the fleet (the scale subresource's replicas).
     #[serde(default)]

@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         },
         redis: Arc::new(RedisPool::new(settings.room_ttl)),
         caches: Some(DirectoryCaches {
-            rooms: room_store,
+            rooms: room_store.clone(),
             fleets: fleets.clone(),
         }),
     };
@@ -71,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
         settings,
         Some(identity.clone()),
     )
-    .with_fleet_cache(fleets);
+    .with_fleet_cache(fleets)
+    .with_room_cache(room_store);
     let ctx = Arc::new(ctx);
     ctx.pods.wait_until_ready().await?;
     http.ready.store(true, Ordering::Relaxed);

@@ -80,6 +80,14 @@ pub fn home_seats(expected: u32, seats_per_node: u32) -> u32 {
     expected.min(seats_per_node.max(1))
 }
 
+/// The members a placed room still expects that no seat is held for: beyond its home node's
+/// reservation and beyond the `present` members it has fleet-wide (members go to other nodes
+/// only once the home node is full). The fleet's free seats leave them out, so the autoscaler
+/// grows for a room of 900 on nodes of 300 before its members arrive.
+pub fn unheld_expected(expected: u32, seats_per_node: u32, present: u32) -> u32 {
+    expected.saturating_sub(home_seats(expected, seats_per_node).max(present))
+}
+
 /// What the reconciler learned about a placed room's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeEvidence {
@@ -213,6 +221,17 @@ mod tests {
             purpose: None,
             ttl_seconds_after_empty: None,
         }
+    }
+
+    #[test]
+    fn a_room_bigger_than_a_node_expects_seats_beyond_its_home() {
+        // 900 expected on nodes of 300: 300 held on the home node, 600 expected elsewhere.
+        assert_eq!(unheld_expected(900, 300, 0), 600);
+        // 450 have come: 300 at home and 150 elsewhere, where they hold seats; 450 to come.
+        assert_eq!(unheld_expected(900, 300, 450), 450);
+        assert_eq!(unheld_expected(900, 300, 950), 0);
+        // A room that fits its node holds all it expects there.
+        assert_eq!(unheld_expected(40, 300, 0), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_state::FleetState;
 use chatfleet_state::seats::Seats;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
@@ -16,10 +17,11 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::pods::{fleet_pods, ready_pods};
+use super::room::room_id;
 use super::{autoscale, status, writes};
 use crate::context::Context;
-use crate::crd::{ChatFleet, ChatFleetStatus};
-use crate::decide::workload;
+use crate::crd::{ChatFleet, ChatFleetStatus, ChatRoom};
+use crate::decide::{room as decide, workload};
 use crate::error::{Error, Result};
 use crate::metrics::{ControllerLabel, ErrorLabel};
 
@@ -208,6 +210,7 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
             status.free_seats += free.max(0);
         }
     }
+    status.free_seats -= i64::from(unheld_expected(fleet, &ctx.rooms.state(), &redis).await?);
     let old = fleet
         .status
         .as_ref()
@@ -222,6 +225,32 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
         Timestamp::now(),
     );
     Ok(status)
+}
+
+/// The members the fleet's placed rooms still expect beyond their home nodes' reservations
+/// (only rooms bigger than a node have any): their seats are not free for others.
+async fn unheld_expected(
+    fleet: &ChatFleet,
+    rooms: &[Arc<ChatRoom>],
+    redis: &FleetState,
+) -> Result<u32> {
+    let per_node = fleet.spec.limits.users_per_node;
+    let mut unheld = 0u32;
+    for room in rooms {
+        let expected = room.spec.expected_members;
+        let placed = room.status.as_ref().is_some_and(|s| s.node.is_some());
+        if expected <= per_node
+            || !placed
+            || room.spec.fleet != fleet.name_any()
+            || room.namespace() != fleet.namespace()
+        {
+            continue;
+        }
+        let present = redis.room_seats.count(&room_id(room)?).await?;
+        let present = u32::try_from(present).unwrap_or(u32::MAX);
+        unheld = unheld.saturating_add(decide::unheld_expected(expected, per_node, present));
+    }
+    Ok(unheld)
 }
 
 #[cfg(test)]

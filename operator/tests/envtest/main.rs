@@ -142,6 +142,8 @@ fn start_operator_with(client: &kube::Client, settings: Settings) -> Arc<Metrics
     let metrics = Arc::new(Metrics::new());
     let (fleets, fleet_task) = controllers::fleet_cache(client);
     tokio::spawn(fleet_task);
+    let (rooms, room_task) = controllers::room_cache(client);
+    tokio::spawn(room_task);
     let ctx = Context::new(
         client.clone(),
         pods,
@@ -149,7 +151,8 @@ fn start_operator_with(client: &kube::Client, settings: Settings) -> Arc<Metrics
         settings,
         Some("envtest".into()),
     )
-    .with_fleet_cache(fleets);
+    .with_fleet_cache(fleets)
+    .with_room_cache(rooms);
     tokio::spawn(controllers::run(Arc::new(ctx)));
     metrics
 }

@@ -1,10 +1,16 @@
 //! The ChatFleet reconciler: the StatefulSet, Service and PDB it applies, and its status.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use chatfleet_state::ConnectionSettings;
+use chatfleet_state::FleetState;
+use chatfleet_wire::RoomId;
 use chatfleet_wire::load::LoadReport;
 use http::{Method, StatusCode};
-use operator::crd::ChatFleet;
+use operator::context::{Context, Settings};
+use operator::crd::{ChatFleet, ChatRoom};
+use operator::metrics::Metrics;
 use operator::reconcile::fleet::reconcile;
 use testkit::Redis;
 
@@ -92,4 +98,62 @@ async fn a_fleet_whose_redis_is_down_says_so_in_its_status() {
     assert_eq!(status["conditions"][0]["status"], "False");
     assert_eq!(status["conditions"][0]["reason"], "RedisUnavailable");
     assert_eq!(status["readyNodes"], 0);
+}
+
+/// A placed room expecting more members than a node holds reserves one node's seats at home;
+/// the rest it expects are not free for others: the fleet's free seats leave them out (so the
+/// autoscaler grows before they arrive), less the members it already has elsewhere.
+#[tokio::test]
+async fn a_room_bigger_than_a_node_takes_its_expected_members_from_the_free_seats() {
+    let redis = Redis::start().await;
+    redis
+        .write_report(&testkit::load_report("chat-0", 40, 300, 1.0))
+        .await;
+    let fleet = mock::fleet(&redis.url());
+    let room = |name: &str, expected: u32| -> ChatRoom {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+            "metadata": {"name": name, "namespace": "support"},
+            "spec": {"fleet": "chat", "expectedMembers": expected},
+            "status": {"phase": "Placed", "node": "chat-0"}
+        }))
+        .unwrap()
+    };
+    let rooms = mock::store(vec![room("big", 900), room("small", 40)]);
+    let free_seats = || async {
+        let (client, api) = MockApi::start(api_server(&fleet));
+        let ctx = Context::new(
+            client,
+            mock::pod_store(vec![pod("chat", "chat-0", true)]),
+            Arc::new(Metrics::new()),
+            Settings::default(),
+            None,
+        )
+        .with_room_cache(rooms.clone());
+        reconcile(Arc::new(fleet.clone()), Arc::new(ctx))
+            .await
+            .unwrap();
+        api.find(Method::PATCH, "/chatfleets/chat/status")
+            .pop()
+            .expect("a status patch")
+            .body["status"]["freeSeats"]
+            .clone()
+    };
+    // 260 free on chat-0; "big" still expects 600 beyond its home's 300.
+    assert_eq!(free_seats().await, -340);
+
+    // 450 of its members have come (300 at home, 150 elsewhere): 450 are still to come.
+    let state = FleetState::new(
+        chatfleet_state::Redis::open(&redis.url(), ConnectionSettings::OPERATOR).unwrap(),
+        Duration::from_secs(60),
+    );
+    let id: RoomId = "support/big".parse().unwrap();
+    for n in 0..450 {
+        state
+            .room_seats
+            .claim(&id, &format!("chat-1/s{n}"), 900, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    assert_eq!(free_seats().await, 260 - 450);
 }
