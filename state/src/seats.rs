@@ -51,7 +51,16 @@ impl SeatStore {
         nodes: &[String],
         room: &RoomId,
     ) -> Result<Vec<NodeSeats>, StateError> {
-        let room = room.to_string();
+        self.peek_all(nodes, &room.to_string()).await
+    }
+
+    /// Free seats on each of `nodes`, counting every reservation, in one round trip (one per
+    /// slot on a cluster): what a node redirecting members elsewhere may send there.
+    pub async fn peek_nodes(&self, nodes: &[String]) -> Result<Vec<NodeSeats>, StateError> {
+        self.peek_all(nodes, "").await
+    }
+
+    async fn peek_all(&self, nodes: &[String], room: &str) -> Result<Vec<NodeSeats>, StateError> {
         let replies: Vec<(String, i64, String)> = self
             .redis
             .query_each_by_slot(
@@ -63,7 +72,7 @@ impl SeatStore {
                     pipe.load_script(&scripts::SEATS).ignore();
                 },
                 |pipe, node| {
-                    pipe.invoke_script(&invocation(node, "peek", &room, 0));
+                    pipe.invoke_script(&invocation(node, "peek", room, 0));
                 },
             )
             .await?;

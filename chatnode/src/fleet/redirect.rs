@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chatfleet_state::FleetState;
+use chatfleet_state::seats::{NodeSeats, Seats};
 use chatfleet_wire::load::LoadReport;
 
 /// How long the fleet's reports are trusted for redirects.
@@ -43,8 +44,14 @@ impl Redirects {
                     return None;
                 }
             };
-            *self.cached.lock().expect("redirect lock") =
-                Some((Instant::now(), targets(&reports, this_node)));
+            let mut targets = targets(&reports, this_node);
+            let nodes: Vec<String> = targets.iter().map(|t| t.node.clone()).collect();
+            match state.seats.peek_nodes(&nodes).await {
+                Ok(seats) => after_reservations(&mut targets, &seats),
+                // The reports alone still say who has room.
+                Err(error) => tracing::debug!(%error, "cannot read the targets' reservations"),
+            }
+            *self.cached.lock().expect("redirect lock") = Some((Instant::now(), targets));
         }
         let mut cached = self.cached.lock().expect("redirect lock");
         let (_, targets) = cached.as_mut()?;
@@ -63,6 +70,19 @@ pub fn targets(reports: &[LoadReport], this_node: &str) -> Vec<Target> {
             free: r.free_seats(),
         })
         .collect()
+}
+
+/// Counts the seats the operator reserved on each target for rooms placed there (their members
+/// are on their way), so redirected members do not take them: `seats` are the targets' seats,
+/// in the same order. A node the script found gone or draining takes nobody.
+pub fn after_reservations(targets: &mut Vec<Target>, seats: &[NodeSeats]) {
+    for (target, seats) in targets.iter_mut().zip(seats) {
+        target.free = match seats.seats {
+            Seats::Free { free } => u32::try_from(free.max(0)).unwrap_or(0).min(target.free),
+            _ => 0,
+        };
+    }
+    targets.retain(|t| t.free > 0);
 }
 
 /// Takes a seat on the node with the most free seats (ties: by name); its URL.
@@ -117,6 +137,29 @@ mod tests {
             picks,
             ["ws://chat-1:8080", "ws://chat-1:8080", "ws://chat-3:8080"],
             "the emptiest first, then the next; none once every seat is taken"
+        );
+    }
+
+    #[test]
+    fn seats_reserved_for_rooms_placed_on_a_target_are_not_given_away() {
+        let reports = [report("chat-1", 0, false), report("chat-2", 0, false)];
+        let mut targets = targets(&reports, "chat-0");
+        let seats = |seats| NodeSeats {
+            seats,
+            msg_rate: 0.0,
+        };
+        // chat-1 holds 2 of its 3 free seats for a room placed there; chat-2 went away.
+        after_reservations(
+            &mut targets,
+            &[seats(Seats::Free { free: 1 }), seats(Seats::Gone)],
+        );
+        assert_eq!(
+            targets,
+            [Target {
+                node: "chat-1".into(),
+                advertise_url: "ws://chat-1:8080".into(),
+                free: 1
+            }]
         );
     }
 }
