@@ -33,6 +33,7 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = hub.report_wanted() => {}
         }
         let rate = hub.sample_rate();
         let redis = match hub.backend() {

@@ -186,8 +186,10 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
     if message.get_channel_name() == keys::control_channel() {
         match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
             Ok(command) => {
-                let hub = hub.clone();
-                tokio::spawn(async move { super::control::apply(&hub, command).await });
+                if let Some(body) = super::control::apply_now(hub, command) {
+                    let hub = hub.clone();
+                    tokio::spawn(async move { super::control::broadcast(&hub, &body).await });
+                }
             }
             Err(error) => tracing::warn!(%error, "ignored a malformed control command"),
         }

@@ -50,6 +50,8 @@ pub struct Hub {
     draining: AtomicBool,
     /// Set when the process is stopping: its drain can no longer be called off.
     stopping: AtomicBool,
+    /// Wakes the heartbeat for a report outside its rhythm (a drain begun or called off).
+    report_wanted: tokio::sync::Notify,
     drain: CancellationToken,
     next_conn: AtomicU64,
     messages_in: AtomicU64,
@@ -102,6 +104,7 @@ impl Hub {
             users: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            report_wanted: tokio::sync::Notify::new(),
             drain: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
             messages_in: AtomicU64::new(0),
@@ -190,6 +193,17 @@ impl Hub {
     /// Starts the drain: refuse new joins from now on.
     pub fn start_drain(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Asks the heartbeat to report at once, so the operator sees a change of state within
+    /// its next pass rather than a heartbeat later.
+    pub fn report_soon(&self) {
+        self.report_wanted.notify_one();
+    }
+
+    /// Resolves when a report is wanted outside the heartbeat's rhythm.
+    pub async fn report_wanted(&self) {
+        self.report_wanted.notified().await;
     }
 
     /// Starts the drain of a process that is stopping (SIGTERM): for good.

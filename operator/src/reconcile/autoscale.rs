@@ -85,14 +85,6 @@ pub async fn run(
         }),
         _ => None,
     };
-    if let Some(draining) = &draining {
-        // Said again on every pass: a node that missed the command (pub/sub keeps nothing)
-        // hears it now.
-        let command = Control::Drain {
-            node: draining.node.clone(),
-        };
-        redis.control.publish(&command).await?;
-    }
     let seats = FleetSeats {
         replicas,
         ready: observed.ready_nodes,
@@ -107,7 +99,15 @@ pub async fn run(
         ..old
     };
     let (reason, why) = match decision {
-        Decision::Hold { why } => ("Stable", why),
+        Decision::Hold { why } => {
+            if let Some(node) = &next.draining_node {
+                // Said again on every pass the drain goes on: a node that missed the command
+                // (pub/sub keeps nothing) hears it now.
+                let command = Control::Drain { node: node.clone() };
+                redis.control.publish(&command).await?;
+            }
+            ("Stable", why)
+        }
         Decision::Grow { to, why } => {
             set_replicas(fleet, to, ctx).await?;
             next.desired_replicas = to;

@@ -1380,17 +1380,48 @@ async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
             .is_none()
     );
 
-    // Everyone leaves: 8 free, 4 without chat-1. It is drained (and says so), then removed.
+    // chat-0's users leave and one user sits on chat-1: 7 free, 3 without chat-1. It is
+    // drained (and says so), but it is busy, so it stays for now.
+    let dee = testkit::Client::join(&second.ws_as("support/calm", "dee", ""))
+        .await
+        .0;
     for user in users {
         user.leave().await;
     }
-    eventually("chat-1 to hear its drain", || async {
-        let key = chatfleet_wire::keys::node_report("chat-1");
-        let json: Option<String> = redis.conn().await.get(&key).await.ok()?;
-        let report: chatfleet_wire::load::LoadReport = serde_json::from_str(&json?).ok()?;
-        report.draining.then_some(())
+    let draining = |wanted: bool| {
+        let redis = &redis;
+        async move {
+            eventually(&format!("chat-1 to report draining: {wanted}"), || async {
+                let key = chatfleet_wire::keys::node_report("chat-1");
+                let json: Option<String> = redis.conn().await.get(&key).await.ok()?;
+                let report: chatfleet_wire::load::LoadReport = serde_json::from_str(&json?).ok()?;
+                (report.draining == wanted).then_some(())
+            })
+            .await
+        }
+    };
+    draining(true).await;
+
+    // A surge on chat-0 while chat-1 drains: 2 free without chat-1, 3 wanted. The drain is
+    // called off, and chat-1 takes members again.
+    let mut surge = Vec::new();
+    for user in ["eve", "fay"] {
+        surge.push(testkit::Client::join(&first.ws_as(room, user, "")).await.0);
+    }
+    draining(false).await;
+    let kept = fleet_when(&client, "the drain to be called off", |f| {
+        let scaling = f.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+        scaling.is_some_and(|a| a.draining_node.is_none())
     })
     .await;
+    assert_eq!(kept.spec.replicas, 2);
+
+    // Everyone leaves: 8 free, 4 without chat-1. It is drained again, then removed.
+    for user in surge {
+        user.leave().await;
+    }
+    dee.leave().await;
+    draining(true).await;
     let shrunk = fleet_when(&client, "the fleet to shrink", |f| {
         let drained = f.status.as_ref().and_then(|s| s.autoscaling.as_ref());
         f.spec.replicas == 1 && drained.is_some_and(|a| a.draining_node.is_none())
@@ -1416,13 +1447,17 @@ async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ChatFleet"))
             .filter_map(|e| e.reason)
             .collect();
-        let all = ["ScaledUp", "Draining", "ScaledDown"];
+        let all = ["ScaledUp", "Draining", "DrainCalledOff", "ScaledDown"];
         all.iter()
             .all(|r| reasons.iter().any(|x| x == r))
             .then_some(reasons)
     })
     .await;
-    assert!(!reasons.is_empty());
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "DrainCalledOff").count(),
+        1,
+        "one drain called off: {reasons:?}"
+    );
 
     // At minReplicas it stays, however idle.
     tokio::time::sleep(Duration::from_secs(3)).await;
