@@ -80,6 +80,9 @@ pub async fn run(ctx: Arc<Context>) {
         tracing::error!("the pod cache stopped before it was filled");
         return;
     }
+    // Nor size fleets before the rooms are known: big rooms' expected members count. A
+    // context without a room cache (its writer gone at once) has nothing to wait for.
+    let _ = ctx.rooms.wait_until_ready().await;
     let client = ctx.client.clone();
     let fleets = Controller::new(Api::<ChatFleet>::all(client.clone()), Default::default())
         .owns(Api::<StatefulSet>::all(client.clone()), Default::default())

@@ -260,8 +260,9 @@ pub struct ChatFleetStatus {
     /// The label selector of the fleet's pods, for the scale subresource (an HPA reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// What the autoscaler decided last, with autoscaling on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What the autoscaler decided last, with autoscaling on. Written as `null` when off, so
+    /// the status's merge patch removes what an earlier autoscaler left.
+    #[serde(default)]
     pub autoscaling: Option<AutoscalingStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

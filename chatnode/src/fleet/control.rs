@@ -37,7 +37,7 @@ pub fn apply_now(hub: &Hub, command: Control) -> Option<String> {
         }
         Control::Drain { .. } => {}
         Control::Undrain { node } if node == hub.node_name() => {
-            if hub.is_draining() && hub.stop_drain() {
+            if hub.stop_drain() {
                 tracing::info!("drain called off; taking new members again");
                 hub.report_soon();
             }

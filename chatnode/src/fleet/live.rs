@@ -251,13 +251,15 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
 }
 
 /// Whether a `moved` frame sends this node's members away: it names this node as the one
-/// the room left (or names none, as operators before spanning rooms did) and does not point
-/// at this node.
+/// the room left. A frame naming none (from operators before spanning rooms) sends away the
+/// members of every node it does not point at.
 fn leaves_here(json: &str, node: &str, advertise_url: &str) -> bool {
     match serde_json::from_str::<ServerFrame>(json) {
-        Ok(ServerFrame::Moved { endpoint, from, .. }) => {
-            from.is_none_or(|from| from == node)
-                && !endpoint.starts_with(&format!("{advertise_url}/"))
+        Ok(ServerFrame::Moved {
+            from: Some(from), ..
+        }) => from == node,
+        Ok(ServerFrame::Moved { endpoint, .. }) => {
+            !endpoint.starts_with(&format!("{advertise_url}/"))
         }
         _ => false,
     }

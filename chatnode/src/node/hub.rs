@@ -3,7 +3,7 @@
 //! Connections take a seat from the hub before they join a room; the seat count is the node's
 //! user count. Rooms live in the hub's [`RoomRegistry`] while they have a task running.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,11 @@ use crate::fleet::redirect::Redirects;
 use crate::metrics::Metrics;
 use crate::store::Backend;
 use crate::webhooks::Webhooks;
+
+/// The node's drain states (`Hub::drain_state`).
+const SERVING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
 
 /// Settings the hub needs from the configuration.
 #[derive(Debug, Clone)]
@@ -47,9 +52,9 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     rooms: Arc<RoomRegistry>,
     users: AtomicU32,
-    draining: AtomicBool,
-    /// Set when the process is stopping: its drain can no longer be called off.
-    stopping: AtomicBool,
+    /// Serving, draining (an administrator's or the autoscaler's drain, which can be called
+    /// off) or stopping (SIGTERM: for good), in one atomic so a call-off never races a stop.
+    drain_state: AtomicU8,
     /// Wakes the heartbeat for a report outside its rhythm (a drain begun or called off).
     report_wanted: tokio::sync::Notify,
     drain: CancellationToken,
@@ -102,8 +107,7 @@ impl Hub {
             metrics,
             rooms,
             users: AtomicU32::new(0),
-            draining: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
+            drain_state: AtomicU8::new(SERVING),
             report_wanted: tokio::sync::Notify::new(),
             drain: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
@@ -177,7 +181,7 @@ impl Hub {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.drain_state.load(Ordering::Acquire) != SERVING
     }
 
     /// Ready for new joins: not draining and, in a fleet, Redis reachable.
@@ -192,7 +196,12 @@ impl Hub {
 
     /// Starts the drain: refuse new joins from now on.
     pub fn start_drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        let _ = self.drain_state.compare_exchange(
+            SERVING,
+            DRAINING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Asks the heartbeat to report at once, so the operator sees a change of state within
@@ -208,18 +217,15 @@ impl Hub {
 
     /// Starts the drain of a process that is stopping (SIGTERM): for good.
     pub fn start_final_drain(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.start_drain();
+        self.drain_state.store(STOPPING, Ordering::Release);
     }
 
     /// Calls off an administrator's or the autoscaler's drain: take new joins again. A node
     /// that is stopping stays drained. Returns whether the node takes joins again.
     pub fn stop_drain(&self) -> bool {
-        if self.stopping.load(Ordering::Acquire) {
-            return false;
-        }
-        self.draining.store(false, Ordering::Release);
-        true
+        self.drain_state
+            .compare_exchange(DRAINING, SERVING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Tells every session to go (they send `draining` and close with 1012).

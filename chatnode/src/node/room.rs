@@ -106,8 +106,9 @@ enum Command {
     Roster(Box<oneshot::Sender<Vec<RoomMember>>>),
     /// A member joined or left on another node: the room's size now, and the frame.
     PresenceElsewhere(Box<(u32, Utf8Bytes)>),
-    /// The room's fleet-wide size, as its seats in Redis count it.
-    RoomSize(u32),
+    /// The room's fleet-wide size, as its seats in Redis counted it, and the membership
+    /// changes the room had seen when the read began.
+    RoomSize(u32, u32),
 }
 
 /// The room did not answer in time.
@@ -177,6 +178,7 @@ impl RoomHandle {
             pending_events: Vec::new(),
             fleet_members: 0,
             size_checked: None,
+            membership_changes: 0,
             closed: false,
             empty_since: Some(Instant::now()),
         };
@@ -293,8 +295,8 @@ impl RoomHandle {
     }
 
     /// The room's size read back from Redis; dropped by a busy room, which reads it again.
-    fn room_size_is(&self, size: u32) {
-        let _ = self.shared.tx.try_send(Command::RoomSize(size));
+    fn room_size_is(&self, size: u32, changes: u32) {
+        let _ = self.shared.tx.try_send(Command::RoomSize(size, changes));
     }
 
     /// A `presence` frame another node published: shown to everyone here.
@@ -395,6 +397,9 @@ struct RoomTask {
     /// When `fleet_members` was last read back from Redis; None while the room is not known
     /// to have members on other nodes (most rooms never do).
     size_checked: Option<Instant>,
+    /// Joins, leaves and presence from other nodes seen (wrapping): a size read that began
+    /// before the latest of them is older than what the room knows, and is dropped.
+    membership_changes: u32,
     closed: bool,
     empty_since: Option<Instant>,
 }
@@ -702,10 +707,14 @@ impl RoomTask {
             Command::PresenceElsewhere(presence) => {
                 let (room_size, frame) = *presence;
                 self.fleet_members = room_size;
+                self.membership_changes = self.membership_changes.wrapping_add(1);
                 self.spans();
                 self.fan_out(&frame, 0).await;
             }
-            Command::RoomSize(size) => {
+            Command::RoomSize(size, changes) => {
+                if changes != self.membership_changes {
+                    return;
+                }
                 let here = self.members.len() as u32;
                 self.fleet_members = size.max(here);
                 if size <= here {
@@ -837,9 +846,10 @@ impl RoomTask {
         let state = redis.state().clone();
         self.size_checked = Some(Instant::now());
         let handle = self.handle.clone();
+        let changes = self.membership_changes;
         tokio::spawn(async move {
             match state.room_seats.count(handle.id()).await {
-                Ok(size) => handle.room_size_is(u32::try_from(size).unwrap_or(u32::MAX)),
+                Ok(size) => handle.room_size_is(u32::try_from(size).unwrap_or(u32::MAX), changes),
                 Err(error) => {
                     tracing::debug!(room = %handle.id(), %error, "cannot read the room's size")
                 }
@@ -908,6 +918,7 @@ impl RoomTask {
         let count = self.members.len() as u32;
         self.handle.shared.members.store(count, Ordering::Relaxed);
         self.empty_since = (count == 0).then(Instant::now);
+        self.membership_changes = self.membership_changes.wrapping_add(1);
     }
 
     fn advance_to(&mut self, id: u64) {

@@ -119,6 +119,11 @@ pub fn top_node(fleet: &str, replicas: u32) -> String {
     format!("{fleet}-{}", replicas.saturating_sub(1))
 }
 
+/// The ordinal of a fleet's pod (`chat-3` → 3); None for a name not of the fleet.
+pub fn ordinal(fleet: &str, node: &str) -> Option<u32> {
+    node.strip_prefix(fleet)?.strip_prefix('-')?.parse().ok()
+}
+
 /// Decides the fleet's size.
 pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
     let FleetSeats {
@@ -240,6 +245,14 @@ mod tests {
             draining: None,
             since_last_change: None,
         }
+    }
+
+    #[test]
+    fn a_pods_ordinal_comes_from_its_name() {
+        assert_eq!(ordinal("chat", "chat-3"), Some(3));
+        assert_eq!(ordinal("chat", "chat-x"), None);
+        assert_eq!(ordinal("chat", "chatty-1"), None);
+        assert_eq!(top_node("chat", 4), "chat-3");
     }
 
     #[test]

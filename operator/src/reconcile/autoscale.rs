@@ -67,9 +67,12 @@ pub async fn run(
     let mut old = old;
     if old.draining_node.as_deref() != Some(&autoscale::top_node(&fleet.name_any(), replicas)) {
         // No drain, or one already finished (the fleet shrank, or someone resized it): a
-        // drained node that is no longer the top ordinal is not waited for again, and takes
-        // members again if it is still there (a node that is stopping ignores that).
-        if let Some(node) = old.draining_node.take() {
+        // drained node that is no longer the top ordinal is not waited for again. If the
+        // fleet still has it (someone grew the fleet), it takes members again; a node the
+        // resize removes stays drained until it stops.
+        if let Some(node) = old.draining_node.take()
+            && autoscale::ordinal(&fleet.name_any(), &node).is_some_and(|n| n < replicas)
+        {
             redis.control.publish(&Control::Undrain { node }).await?;
         }
         old.draining_since = None;

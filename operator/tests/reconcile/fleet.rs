@@ -157,3 +157,35 @@ async fn a_room_bigger_than_a_node_takes_its_expected_members_from_the_free_seat
     }
     assert_eq!(free_seats().await, 260 - 450);
 }
+
+/// Autoscaling switched off in the middle of a drain: the status loses the autoscaler's part
+/// for good (a `null` in the merge patch; leaving it out would keep it, and the drain would be
+/// called off again on every pass).
+#[tokio::test]
+async fn switching_autoscaling_off_removes_its_status() {
+    let redis = Redis::start().await;
+    redis
+        .write_report(&testkit::load_report("chat-0", 0, 300, 0.0))
+        .await;
+    let mut fleet = mock::fleet(&redis.url());
+    fleet.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "readyNodes": 1, "users": 0, "rooms": 0, "freeSeats": 300,
+            "autoscaling": {"desiredReplicas": 1, "drainingNode": "chat-1",
+                            "drainingSince": "2026-12-03T10:00:00Z"}
+        }))
+        .unwrap(),
+    );
+    let (client, api) = MockApi::start(api_server(&fleet));
+    let ctx = context(client, vec![pod("chat", "chat-0", true)]);
+
+    reconcile(Arc::new(fleet), ctx).await.unwrap();
+
+    let patch = api
+        .find(Method::PATCH, "/chatfleets/chat/status")
+        .pop()
+        .expect("a status patch")
+        .body;
+    let status = patch["status"].as_object().unwrap();
+    assert_eq!(status.get("autoscaling"), Some(&serde_json::Value::Null));
+}
