@@ -1,5 +1,6 @@
 //! Everything the reconcilers write to Kubernetes: finalizers, status patches and Events.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -114,16 +115,7 @@ pub async fn room_event(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Place".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder().publish(&event, &room.object_ref(&())).await {
-        tracing::warn!(%error, "cannot publish an event");
-    }
+    publish_event(ctx, &room.object_ref(&()), type_, reason, note, "Place").await;
 }
 
 /// Records an Event on a fleet. Best effort, as [`room_event`].
@@ -134,14 +126,25 @@ pub async fn fleet_event(
     reason: &str,
     note: String,
 ) {
+    publish_event(ctx, &fleet.object_ref(&()), type_, reason, note, "Scale").await;
+}
+
+async fn publish_event(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
-        action: "Scale".to_owned(),
+        action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder().publish(&event, &fleet.object_ref(&())).await {
+    if let Err(error) = ctx.recorder().publish(&event, regarding).await {
         tracing::warn!(%error, "cannot publish an event");
     }
 }
