@@ -157,13 +157,21 @@ fn start_operator_with(client: &kube::Client, settings: Settings) -> Arc<Metrics
     metrics
 }
 
+/// A real API server with the CRDs and the test namespace (and a client of it), beside a
+/// fresh Redis.
+async fn api_server_with_crds(assets: &std::path::Path) -> (ApiServer, kube::Client, Redis) {
+    let server = ApiServer::start(assets).await;
+    let client = server.client.clone();
+    let redis = Redis::start().await;
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    (server, client, redis)
+}
+
 /// A real API server with the CRDs and namespace, the operator running, and fleet `chat` on
 /// a fresh Redis (no pods yet).
 async fn operator_with_fleet(assets: &std::path::Path) -> (ApiServer, Redis) {
-    let server = ApiServer::start(assets).await;
-    let redis = Redis::start().await;
-    install_crds(&server.client).await;
-    create_namespace(&server.client).await;
+    let (server, _, redis) = api_server_with_crds(assets).await;
     start_operator(&server.client);
     create_fleet(&server.client, &redis).await;
     (server, redis)
@@ -234,11 +242,7 @@ async fn status_when(
 #[tokio::test]
 async fn the_operator_places_overflows_reschedules_and_deletes_rooms() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (_server, client, redis) = api_server_with_crds(&assets).await;
 
     // A bad room is refused by the schema, with the rule's message.
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
@@ -629,11 +633,7 @@ async fn create_rooms_concurrently(
 async fn placement_backlog() {
     const ROOMS: usize = 1000;
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (server, client, redis) = api_server_with_crds(&assets).await;
     create_fleet(&client, &redis).await;
     big_fleet_pods(&client, &redis).await;
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
@@ -692,11 +692,7 @@ async fn placement_throughput() {
     const ROOMS: usize = 1000;
     const CLIENTS: usize = 16;
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (server, client, redis) = api_server_with_crds(&assets).await;
     // The operator's own defaults, as in a cluster.
     let metrics = start_operator_with(&client, Settings::default());
     create_fleet(&client, &redis).await;
@@ -865,11 +861,7 @@ impl Drop for OperatorProcess {
 #[ignore = "a benchmark: run it by name with --ignored"]
 async fn leader_failover() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (server, client, redis) = api_server_with_crds(&assets).await;
     create_fleet(&client, &redis).await;
     for name in ["chat-0", "chat-1"] {
         ready_pod(&client, name).await;
@@ -1112,11 +1104,7 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
 #[tokio::test]
 async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (_server, client, redis) = api_server_with_crds(&assets).await;
     let receiver = WebhookReceiver::start("hook-key").await;
     let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
     let bad: ChatFleet = serde_json::from_value(json!({
@@ -1286,11 +1274,7 @@ async fn fleet_when(
 #[tokio::test]
 async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
     let Some(assets) = assets() else { return };
-    let server = ApiServer::start(&assets).await;
-    let client = server.client.clone();
-    let redis = Redis::start().await;
-    install_crds(&client).await;
-    create_namespace(&client).await;
+    let (_server, client, redis) = api_server_with_crds(&assets).await;
     let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
     let dry_run = PostParams {
         dry_run: true,
