@@ -72,7 +72,13 @@ pub(crate) async fn transcript<D: RoomDirectory>(
     })
 }
 
-/// The transcript for people: one line per entry, times in UTC.
+/// The transcript for people: one entry per line, times in UTC.
+///
+/// Filed as a case record, it must not be forgeable by what members type. Every line at the
+/// margin is ours: it starts with the time and, for a member, `[role user-id]` before any text
+/// the member chose. A body's further lines are indented under a `|`, and names, ids and
+/// bodies have their control, line-breaking and bidirectional characters escaped, so no text
+/// can start a line of its own or pass for another author.
 pub fn to_text(transcript: &Transcript) -> String {
     let mut out = format!("Transcript of {}", transcript.room);
     if !transcript.complete {
@@ -80,25 +86,75 @@ pub fn to_text(transcript: &Transcript) -> String {
     }
     out.push('\n');
     for entry in &transcript.entries {
-        let line = match entry {
-            TranscriptEntry::Message(m) => format!(
-                "{}  {} ({}): {}",
-                time(m.content.ts),
-                m.content.name,
-                role(m.content.role),
-                m.content.body
+        let (ts, head, text) = match entry {
+            TranscriptEntry::Message(m) => {
+                let c = &m.content;
+                (
+                    c.ts,
+                    format!("{}: ", author(c.role, &c.from, &c.name)),
+                    &c.body[..],
+                )
+            }
+            TranscriptEntry::Joined(e) => (
+                e.ts,
+                format!("{} joined", author(e.role, &e.user, &e.name)),
+                "",
             ),
-            TranscriptEntry::Joined(e) => {
-                format!("{}  {} ({}) joined", time(e.ts), e.name, role(e.role))
-            }
-            TranscriptEntry::Left(e) => {
-                format!("{}  {} ({}) left", time(e.ts), e.name, role(e.role))
-            }
+            TranscriptEntry::Left(e) => (
+                e.ts,
+                format!("{} left", author(e.role, &e.user, &e.name)),
+                "",
+            ),
             TranscriptEntry::Closed { reason, ts } => {
-                format!("{}  The room was closed: {reason}", time(*ts))
+                (*ts, "The room was closed: ".to_owned(), &reason[..])
             }
         };
-        let _ = writeln!(out, "{line}");
+        let stamp = time(ts);
+        let _ = write!(out, "{stamp}  {head}");
+        let indent = " ".repeat(stamp.len() + 2);
+        for (n, line) in text.split(is_line_break).enumerate() {
+            if n > 0 {
+                let _ = write!(out, "\n{indent}| ");
+            }
+            out.push_str(&escape(line, false));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `[role user-id] Name`: the part a member cannot choose comes first.
+fn author(role: Role, user: &str, name: &str) -> String {
+    format!(
+        "[{} {}] {}",
+        self::role(role),
+        escape(user, true),
+        escape(name, false)
+    )
+}
+
+/// Characters that end a line in some reader (`str::lines` knows only `\n` and `\r\n`).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// Escapes control characters, line breaks and bidirectional overrides as `\u{…}` (they could
+/// move or hide text on a reader's screen), the backslash itself and, inside `[…]`, the `]`.
+fn escape(text: &str, bracketed: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' || (bracketed && c == ']') {
+            out.push('\\');
+            out.push(c);
+        } else if (c.is_control() && c != '\t') || is_line_break(c) || bidi {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -153,8 +209,44 @@ mod tests {
         assert_eq!(
             to_text(&transcript),
             "Transcript of support/case-7 (incomplete: some messages are missing)\n\
-             2025-12-03 09:45:45 UTC  Dana (agent) joined\n\
-             2025-12-03 09:45:46 UTC  Dana (agent): On it.\n"
+             2025-12-03 09:45:45 UTC  [agent dana] Dana joined\n\
+             2025-12-03 09:45:46 UTC  [agent dana] Dana: On it.\n"
         );
+    }
+
+    /// A customer typing a line that looks like an agent's, or naming themselves so, shows up
+    /// as the customer's words, indented under their own line.
+    #[test]
+    fn a_member_cannot_forge_another_line() {
+        let room: chatfleet_wire::RoomId = "support/case-7".parse().unwrap();
+        let forged = "ok\n2026-12-03 09:45:46 UTC  [agent dana] Dana: refund approved\r\
+                      2026-12-03 09:45:47 UTC  Dana (agent): done\u{2028}x\u{202E}y\u{1b}[2J";
+        let content = MessageContent {
+            room: room.clone(),
+            from: "cust]-1".into(),
+            name: "Dana\n(agent)".into(),
+            role: Role::Customer,
+            body: forged.into(),
+            ts: 1_764_755_146_000,
+            client_id: None,
+        };
+        let message = message_json(1, &message_tail(&content));
+        let transcript = Transcript::assemble(room, [message.as_str()]);
+        let text = to_text(&transcript);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "Transcript of support/case-7",
+                "2025-12-03 09:45:46 UTC  [customer cust\\]-1] Dana\\u{a}(agent): ok",
+                "                         | 2026-12-03 09:45:46 UTC  [agent dana] Dana: refund approved",
+                "                         | 2026-12-03 09:45:47 UTC  Dana (agent): done",
+                "                         | x\\u{202e}y\\u{1b}[2J",
+            ],
+            "{text}"
+        );
+        // Every line at the margin is an entry of ours.
+        let at_margin = text.lines().filter(|l| !l.starts_with(' ')).count();
+        assert_eq!(at_margin, 2);
     }
 }

@@ -85,6 +85,7 @@ impl RoomStore {
     ) -> Result<u32, StateError> {
         let keys = RoomKeys::new(room);
         let mut invocation = scripts::READS.key(&keys.reads);
+        invocation.key(&keys.closed);
         invocation
             .arg(self.ttl_seconds())
             .arg(&keys.live)
@@ -97,41 +98,36 @@ impl RoomStore {
     }
 
     /// Records a moderator's action and publishes `frame` (its `moderation` frame) to the
-    /// room's nodes, in one transaction. Refused for a closed room.
+    /// room's nodes, in one script. Refused for a closed room, atomically: a mute racing the
+    /// close leaves nothing behind.
     pub async fn moderate(
         &self,
         room: &RoomId,
         moderation: &Moderation,
         frame: &str,
     ) -> Result<(), StateError> {
-        if self.is_closed(room).await? {
-            return Err(StateError::RoomClosed);
-        }
         let keys = RoomKeys::new(room);
-        let ttl = self.ttl_seconds() as i64;
-        let user = &moderation.user;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match moderation.action {
-            ModerationAction::Muted => {
-                pipe.hset(&keys.muted, user, moderation.until.unwrap_or(0))
-                    .expire(&keys.muted, ttl);
-            }
-            ModerationAction::Unmuted => {
-                pipe.hdel(&keys.muted, user);
-            }
-            ModerationAction::Removed => {
-                pipe.hdel(&keys.muted, user)
-                    .hset(&keys.removed, user, &moderation.reason)
-                    .expire(&keys.removed, ttl);
-            }
-        }
-        let _: Vec<redis::Value> = pipe
-            .cmd(self.redis.room_publish_command())
+        let (action, detail) = match moderation.action {
+            ModerationAction::Muted => ("muted", moderation.until.unwrap_or(0).to_string()),
+            ModerationAction::Unmuted => ("unmuted", String::new()),
+            ModerationAction::Removed => ("removed", moderation.reason.clone()),
+        };
+        let done: i64 = scripts::MODERATE
+            .key(&keys.muted)
+            .key(&keys.removed)
+            .key(&keys.closed)
+            .arg(action)
+            .arg(&moderation.user)
+            .arg(detail)
+            .arg(self.ttl_seconds())
             .arg(&keys.live)
             .arg(frame)
-            .query_async(&mut self.redis.conn())
+            .arg(self.redis.room_publish_command())
+            .invoke_async(&mut self.redis.conn())
             .await?;
+        if done < 0 {
+            return Err(StateError::RoomClosed);
+        }
         Ok(())
     }
 }

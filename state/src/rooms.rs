@@ -78,18 +78,23 @@ impl RoomStore {
 
     /// The newest message id and the log's epoch, read together; a room without an epoch
     /// gets one. `floor` is the newest id the caller has delivered: a log found behind it
-    /// lost messages, and moves up to it in a new epoch.
+    /// lost messages, and moves up to it in a new epoch. Refused for a closed room, whose keys
+    /// stay gone.
     pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
         let keys = RoomKeys::new(room);
-        let (id, epoch): (u64, String) = scripts::POSITION
+        let (id, epoch, closed): (u64, String, u8) = scripts::POSITION
             .key(&keys.seq)
             .key(&keys.epoch)
             .key(&keys.log)
+            .key(&keys.closed)
             .arg(new_epoch())
             .arg(self.ttl_seconds())
             .arg(floor)
             .invoke_async(&mut self.redis.conn())
             .await?;
+        if closed == 1 {
+            return Err(StateError::RoomClosed);
+        }
         Ok((id, epoch))
     }
 
@@ -97,6 +102,18 @@ impl RoomStore {
     pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
         let id: Option<u64> = self.redis.conn().get(RoomKeys::new(room).seq).await?;
         Ok(id.unwrap_or(0))
+    }
+
+    /// The newest message id and the log's epoch (None while the room has none), read
+    /// together, writing nothing.
+    pub async fn latest(&self, room: &RoomId) -> Result<(u64, Option<String>), StateError> {
+        let keys = RoomKeys::new(room);
+        let (id, epoch): (Option<u64>, Option<String>) = redis::cmd("MGET")
+            .arg(&keys.seq)
+            .arg(&keys.epoch)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok((id.unwrap_or(0), epoch))
     }
 
     /// Retained messages with `after < id <= upto`, oldest first.
@@ -139,24 +156,28 @@ impl RoomStore {
     }
 
     /// Records a room's settings; an existing room keeps the ones it has. Refused for a room
-    /// that was closed.
+    /// that was closed, atomically: a create racing a close never brings the room back.
     pub async fn create(
         &self,
         room: &RoomId,
         settings: RoomSettings,
     ) -> Result<RoomSettings, StateError> {
         let keys = RoomKeys::new(room);
-        if self.is_closed(room).await? {
+        let (max_members, created_ms): (i64, u64) = scripts::CREATE_ROOM
+            .key(&keys.meta)
+            .key(&keys.closed)
+            .arg(settings.max_members)
+            .arg(settings.created_ms)
+            .arg(self.ttl_seconds())
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        if max_members < 0 {
             return Err(StateError::RoomClosed);
         }
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_nx(&keys.meta, "max_members", settings.max_members)
-            .hset_nx(&keys.meta, "created_ms", settings.created_ms)
-            .expire(&keys.meta, self.ttl_seconds() as i64)
-            .query_async(&mut self.redis.conn())
-            .await?;
-        Ok(self.settings(room).await?.unwrap_or(settings))
+        Ok(RoomSettings {
+            max_members: u32::try_from(max_members).unwrap_or(settings.max_members),
+            created_ms,
+        })
     }
 
     pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StateError> {
@@ -176,48 +197,39 @@ impl RoomStore {
         Ok(())
     }
 
-    /// Leaves a tombstone for as long as a token for the room could live, drops the room's
-    /// state, records the close in its transcript (kept for the retention from now on) and
-    /// tells every node hosting it with a `closed` frame carrying `reason`, in one
-    /// transaction.
-    pub async fn close(&self, room: &RoomId, reason: &str) -> Result<(), StateError> {
+    /// Closes the room for good, once, in one script: a closed mark for as long as a token for
+    /// the room could live, the room's state dropped, the close recorded as its transcript's
+    /// last entry (kept for the retention from now on, a retention no later write changes) and
+    /// a `closed` frame carrying `reason` to every node hosting it. Returns false when the room
+    /// was closed already (nothing changes then).
+    pub async fn close(&self, room: &RoomId, reason: &str) -> Result<bool, StateError> {
         let keys = RoomKeys::new(room);
         let closed_frame = ServerFrame::Closed {
             room: room.clone(),
             reason: reason.to_owned(),
         }
         .to_json();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set_ex(&keys.closed, 1, MAX_TOKEN_TTL.as_secs())
-            .ignore()
-            .del(keys.state().to_vec())
-            .ignore();
-        if self.transcripts.enabled() {
-            let entry = TranscriptEntry::Closed {
+        let entry = if self.transcripts.enabled() {
+            TranscriptEntry::Closed {
                 reason: reason.to_owned(),
                 ts: chatfleet_wire::clock::unix_millis(),
-            };
-            pipe.cmd("XADD")
-                .arg(&keys.transcript)
-                .arg("*")
-                .arg(LOG_FIELD)
-                .arg(entry.to_json())
-                .ignore()
-                .expire(
-                    &keys.transcript,
-                    self.transcripts.retention.as_secs() as i64,
-                )
-                .ignore();
-        }
-        let _: () = pipe
-            .cmd(self.redis.room_publish_command())
+            }
+            .to_json()
+        } else {
+            String::new()
+        };
+        let mut invocation = scripts::CLOSE.key(&keys.closed);
+        invocation.key(&keys.transcript).key(keys.state().to_vec());
+        let closed: u8 = invocation
+            .arg(MAX_TOKEN_TTL.as_secs())
+            .arg(entry)
+            .arg(self.transcripts.retention.as_secs().max(1))
             .arg(&keys.live)
             .arg(closed_frame)
-            .ignore()
-            .query_async(&mut self.redis.conn())
+            .arg(self.redis.room_publish_command())
+            .invoke_async(&mut self.redis.conn())
             .await?;
-        Ok(())
+        Ok(closed == 1)
     }
 
     /// Publishes a frame every member of the room must see, on whichever node they are
@@ -231,23 +243,30 @@ impl RoomStore {
         Ok(())
     }
 
-    /// Extends the life of the shared state of rooms a node hosts.
+    /// Extends the life of the shared state of rooms a node hosts, and of their transcripts
+    /// while they are open (a closed room's transcript keeps the retention its close set).
     pub async fn refresh(&self, rooms: &[RoomId]) -> Result<(), StateError> {
         if rooms.is_empty() {
             return Ok(());
         }
-        let ttl = self.ttl_seconds() as i64;
-        let _: Vec<redis::Value> = self
+        let ttl = self.ttl_seconds();
+        let _: Vec<i64> = self
             .redis
-            .pipeline_by_slot(
+            .query_each_by_slot(
                 rooms,
                 |room| RoomKeys::new(room).seq,
+                // Loaded in the same round trip, so a restarted Redis runs it all the same.
+                |pipe| {
+                    pipe.load_script(&scripts::REFRESH_ROOM).ignore();
+                },
                 |pipe, room| {
                     let keys = RoomKeys::new(room);
-                    for key in keys.state() {
-                        pipe.expire(key, ttl).ignore();
-                    }
-                    pipe.expire(&keys.transcript, ttl).ignore();
+                    let mut invocation = scripts::REFRESH_ROOM.key(&keys.closed);
+                    invocation
+                        .key(&keys.transcript)
+                        .key(keys.state().to_vec())
+                        .arg(ttl);
+                    pipe.invoke_script(&invocation);
                 },
             )
             .await?;

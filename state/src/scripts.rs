@@ -20,6 +20,16 @@ pub static SEATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/seats.lua")));
 pub static READS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/reads.lua")));
+pub static CREATE_ROOM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/create_room.lua")));
+pub static MODERATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/moderate.lua")));
+pub static CLOSE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/close.lua")));
+pub static TRANSCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/transcript.lua")));
+pub static REFRESH_ROOM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/refresh_room.lua")));
 pub static ENQUEUE_WEBHOOKS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/enqueue_webhooks.lua")));
 pub static CLAIM_WEBHOOKS: LazyLock<Script> =

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::keys::{LOG_FIELD, RoomKeys};
 
-use crate::StateError;
 use crate::rooms::RoomStore;
+use crate::{StateError, scripts};
 
 /// What a fleet keeps of its rooms' conversations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,32 +39,28 @@ impl TranscriptSettings {
 const PAGE: usize = 5_000;
 
 impl RoomStore {
-    /// Records joins and leaves (JSON `TranscriptEntry`s), in order, in one round trip.
+    /// Records joins and leaves (JSON `TranscriptEntry`s), in order, in one round trip;
+    /// nothing once the room is closed (the close is the last entry). Returns the entries
+    /// recorded.
     pub async fn record_transcript(
         &self,
         room: &RoomId,
         entries: &[String],
-    ) -> Result<(), StateError> {
+    ) -> Result<usize, StateError> {
         let settings = self.transcripts();
         if !settings.enabled() || entries.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let key = RoomKeys::new(room).transcript;
-        let mut pipe = redis::pipe();
-        for entry in entries {
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(settings.max_entries)
-                .arg("*")
-                .arg(LOG_FIELD)
-                .arg(entry)
-                .ignore();
-        }
-        pipe.expire(&key, self.ttl_seconds() as i64).ignore();
-        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
-        Ok(())
+        let keys = RoomKeys::new(room);
+        let recorded: usize = scripts::TRANSCRIPT
+            .key(&keys.transcript)
+            .key(&keys.closed)
+            .arg(settings.max_entries)
+            .arg(self.ttl_seconds())
+            .arg(entries)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(recorded)
     }
 
     /// The recorded entries of a room's transcript, in the order they were written; None when

@@ -193,11 +193,15 @@ impl RoomDirectory for NodeDirectory {
     }
 
     async fn moderate(&self, room: &RoomId, moderation: Moderation) -> Result<(), ApiError> {
+        let backend = self.hub.backend();
         if self.view(room).await?.is_none() {
+            // A room that was closed says so (409), as a write to it would.
+            if backend.is_closed(room).await? {
+                return Err(StateError::RoomClosed.into());
+            }
             return Err(ApiError::not_found(room));
         }
         let frame = ServerFrame::Moderation(moderation.clone()).to_json();
-        let backend = self.hub.backend();
         backend.moderate(room, &moderation, &frame).await?;
         // In a fleet the live channel brings the frame to every node's room, this one's too.
         if !backend.relays()
@@ -239,8 +243,8 @@ impl RoomDirectory for NodeDirectory {
 
 /// History pages read the node's log, in memory or in Redis.
 impl MessageSource for Backend {
-    async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
-        Backend::latest_id(self, room).await
+    async fn latest(&self, room: &RoomId) -> Result<(u64, Option<String>), StateError> {
+        Backend::latest(self, room).await
     }
 
     async fn read_range(

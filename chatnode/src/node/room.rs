@@ -472,10 +472,15 @@ impl RoomTask {
             return Err(StateError::LiveUnavailable);
         }
         let backend = self.backend().clone();
-        let (latest, epoch) = backend.position(self.id(), self.last_id).await?;
-        self.advance_to(latest);
-        self.epoch = epoch;
-        self.closed = backend.is_closed(self.id()).await?;
+        match backend.position(self.id(), self.last_id).await {
+            Ok((latest, epoch)) => {
+                self.advance_to(latest);
+                self.epoch = epoch;
+            }
+            // Joins are refused; nothing of the closed room is written again.
+            Err(StateError::RoomClosed) => self.closed = true,
+            Err(error) => return Err(error),
+        }
         let node_limit = self.env.limits.max_room_members;
         let max = match backend.settings(self.id()).await? {
             Some(settings) => settings.max_members.min(node_limit),
@@ -953,6 +958,15 @@ impl RoomTask {
                         self.epoch = epoch;
                     }
                     latest
+                }
+                Err(StateError::RoomClosed) => {
+                    // The `closed` frame went by while the room lagged: close it now.
+                    let closed = ServerFrame::Closed {
+                        room: self.id().clone(),
+                        reason: "the room was closed".into(),
+                    };
+                    self.close(closed.to_json().into());
+                    return true;
                 }
                 Err(_) => {
                     self.handle.mark_lagged();

@@ -246,11 +246,15 @@ impl MemoryStore {
         })
     }
 
-    /// The newest id and the epoch of `room`'s log (a new log when it has none).
-    pub fn position(&self, room: &RoomId) -> (u64, String) {
+    /// The newest id and the epoch of `room`'s log (a new log when it has none); refused for
+    /// a closed room.
+    pub fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
         let log = self.room(room);
         let log = log.lock().expect("room log lock");
-        (log.latest_id, log.epoch.clone())
+        if log.closed_at.is_some() {
+            return Err(StateError::RoomClosed);
+        }
+        Ok((log.latest_id, log.epoch.clone()))
     }
 
     /// Frees history until under the byte bound: retired rooms first, then the oldest
@@ -333,10 +337,12 @@ impl MemoryStore {
         self.rooms.lock().expect("room map lock").len()
     }
 
-    pub fn latest_id(&self, room: &RoomId) -> u64 {
-        self.existing(room)
-            .map(|log| log.lock().expect("room log lock").latest_id)
-            .unwrap_or(0)
+    /// The newest id and the epoch of `room`'s log, if it has one.
+    pub fn latest(&self, room: &RoomId) -> (u64, Option<String>) {
+        self.existing(room).map_or((0, None), |log| {
+            let log = log.lock().expect("room log lock");
+            (log.latest_id, Some(log.epoch.clone()))
+        })
     }
 
     pub fn read_range(&self, room: &RoomId, after: u64, upto: u64) -> Vec<LoggedFrame> {
@@ -399,7 +405,8 @@ impl MemoryStore {
         }
     }
 
-    /// Records joins and leaves in the room's transcript.
+    /// Records joins and leaves in the room's transcript, unless the room was closed: the
+    /// close is the transcript's last entry.
     pub fn record_transcript(&self, room: &RoomId, entries: &[String]) {
         let transcripts = self.retention.transcripts;
         if !transcripts.enabled() {
@@ -407,6 +414,9 @@ impl MemoryStore {
         }
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
+        if log.closed_at.is_some() {
+            return;
+        }
         for entry in entries {
             self.add_bytes(log.record(entry.clone(), transcripts.max_entries));
         }
@@ -425,10 +435,13 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
-    /// Raises read positions; returns how many moved.
+    /// Raises read positions; returns how many moved (none in a closed room).
     pub fn record_reads(&self, room: &RoomId, reads: &BTreeMap<String, u64>) -> u32 {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
+        if log.closed_at.is_some() {
+            return 0;
+        }
         log.members.merge_reads(reads).len() as u32
     }
 
@@ -460,7 +473,7 @@ mod tests {
             let frame = appended.frame.unwrap();
             assert!(frame.as_str().contains(&format!("\"id\":{expected},")));
         }
-        assert_eq!(store.latest_id(&room()), 5);
+        assert_eq!(store.latest(&room()).0, 5);
         let ids: Vec<u64> = store
             .read_range(&room(), 0, 5)
             .iter()
@@ -510,8 +523,8 @@ mod tests {
         store.released(&room());
         store.sweep();
         assert_eq!(store.rooms(), 1);
-        assert_eq!(store.latest_id(&room()), 0);
-        assert_eq!(store.latest_id(&other), 1);
+        assert_eq!(store.latest(&room()).0, 0);
+        assert_eq!(store.latest(&other).0, 1);
         assert_eq!(store.bytes(), store.read_range(&other, 0, 1)[0].1.len());
     }
 
@@ -533,7 +546,7 @@ mod tests {
         for _ in 0..3 {
             store.append(&room(), &tail("x"), None).unwrap();
         }
-        assert_eq!(store.latest_id(&old), 0, "the retired room went first");
+        assert_eq!(store.latest(&old).0, 0, "the retired room went first");
         assert_eq!(store.read_range(&room(), 0, 3).len(), 3);
         for _ in 0..3 {
             store.append(&room(), &tail("x"), None).unwrap();
@@ -603,7 +616,7 @@ mod tests {
         store.append(&room(), &tail("x"), Some("ann\nk2")).unwrap();
         let late = store.append(&room(), &tail("x"), Some("ann\nk1")).unwrap();
         assert!(late.frame.is_some());
-        assert_eq!(store.latest_id(&room()), 4);
+        assert_eq!(store.latest(&room()).0, 4);
     }
 
     #[test]
@@ -616,10 +629,10 @@ mod tests {
         });
         store.hosting(&room());
         let before = store.append(&room(), &tail("x"), None).unwrap().epoch;
-        assert_eq!(store.position(&room()), (1, before.clone()));
+        assert_eq!(store.position(&room()).unwrap(), (1, before.clone()));
         store.released(&room());
         store.sweep();
-        let (latest, after) = store.position(&room());
+        let (latest, after) = store.position(&room()).unwrap();
         assert_eq!(latest, 0);
         assert_ne!(after, before);
     }

@@ -89,19 +89,20 @@ impl Backend {
 
     /// The newest message id and the log's epoch, read together. `floor` is the newest id
     /// the caller delivered: Redis found behind it lost messages and begins a new epoch (the
-    /// memory log never loses part of a room).
+    /// memory log never loses part of a room). `StateError::RoomClosed` for a closed room.
     pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
         match self {
-            Backend::Memory(m) => Ok(m.position(room)),
+            Backend::Memory(m) => m.position(room),
             Backend::Redis(r) => r.state().rooms.position(room, floor).await,
         }
     }
 
-    /// The newest message id (0 when there is none).
-    pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
+    /// The newest message id (0 when there is none) and the log's epoch (None while the room
+    /// has none), writing nothing.
+    pub async fn latest(&self, room: &RoomId) -> Result<(u64, Option<String>), StateError> {
         match self {
-            Backend::Memory(m) => Ok(m.latest_id(room)),
-            Backend::Redis(r) => r.state().rooms.latest_id(room).await,
+            Backend::Memory(m) => Ok(m.latest(room)),
+            Backend::Redis(r) => r.state().rooms.latest(room).await,
         }
     }
 
@@ -204,11 +205,12 @@ impl Backend {
                 m.close_room(room, reason);
                 Ok(())
             }
-            Backend::Redis(r) => r.state().rooms.close(room, reason).await,
+            Backend::Redis(r) => r.state().rooms.close(room, reason).await.map(drop),
         }
     }
 
-    /// Records joins and leaves (JSON transcript entries) in the room's transcript.
+    /// Records joins and leaves (JSON transcript entries) in the room's transcript; dropped
+    /// once the room is closed, whose last entry is the close.
     pub async fn record_transcript(
         &self,
         room: &RoomId,
@@ -219,7 +221,12 @@ impl Backend {
                 m.record_transcript(room, entries);
                 Ok(())
             }
-            Backend::Redis(r) => r.state().rooms.record_transcript(room, entries).await,
+            Backend::Redis(r) => r
+                .state()
+                .rooms
+                .record_transcript(room, entries)
+                .await
+                .map(drop),
         }
     }
 

@@ -146,9 +146,12 @@ async fn a_fleet_transcript_matches_what_members_received_and_outlives_the_close
     let text = transcript_text(&first, room).await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "Transcript of support/case-tr");
-    assert!(lines[1].ends_with("ann name (customer) joined"), "{text}");
     assert!(
-        lines[4].ends_with("dana name (agent): looking at it"),
+        lines[1].ends_with("[customer ann] ann name joined"),
+        "{text}"
+    );
+    assert!(
+        lines[4].ends_with("[agent dana] dana name: looking at it"),
         "{text}"
     );
     assert!(

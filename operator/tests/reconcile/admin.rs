@@ -70,9 +70,9 @@ async fn history_is_read_from_the_rooms_fleet_redis() {
     let id = "support/case-1".parse().unwrap();
     let query = HistoryQuery {
         since: 1,
-        limit: None,
+        ..Default::default()
     };
-    let page = directory.history(&id, query).await.unwrap();
+    let page = directory.history(&id, query.clone()).await.unwrap();
     let bodies: Vec<&str> = page
         .messages
         .iter()

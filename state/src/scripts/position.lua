@@ -3,9 +3,11 @@
 -- node delivered, Redis lost messages (a restart, or a failover to a replica that was
 -- behind): the log moves up to the node's newest id, so ids never go backwards, and begins a
 -- new epoch, so resuming clients learn their history has a gap.
--- KEYS: seq, epoch, log. ARGV: an epoch to use if the room has none, ttl seconds,
+-- A closed room is only reported closed: none of its keys is made again.
+-- KEYS: seq, epoch, log, closed. ARGV: an epoch to use if the room has none, ttl seconds,
 --       floor (the newest id the calling node has delivered; 0 for none).
--- Returns {newest id (0 when none), epoch}.
+-- Returns {newest id (0 when none), epoch, closed (0|1)}.
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0, '', 1} end
 local epoch = redis.call('GET', KEYS[2])
 local renewed = false
 if not epoch then
@@ -32,4 +34,4 @@ if seq < floor then
   redis.call('SET', KEYS[1], known, 'EX', ARGV[2])
   seq = known
 end
-return {seq, epoch}
+return {seq, epoch, 0}

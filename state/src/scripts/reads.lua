@@ -1,10 +1,12 @@
 -- Records members' read positions in a room and tells every node hosting it, atomically.
 -- A read never moves back: each user's position becomes the larger of the stored one and
 -- the new one. The frame is published as given; receivers apply it as a maximum too.
--- KEYS: reads (hash user -> id; one room's key)
+-- Nothing is recorded for a closed room (its keys must not come back).
+-- KEYS: reads (hash user -> id), closed (one room's keys)
 -- ARGV: ttl seconds, live channel, frame, the publish command (PUBLISH, or SPUBLISH on a
 --       Redis Cluster), then pairs of user, id.
 -- Returns how many positions moved.
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local moved = 0
 for i = 5, #ARGV, 2 do
   local id = tonumber(ARGV[i + 1])
