@@ -39,9 +39,10 @@ impl TranscriptSettings {
 const PAGE: usize = 5_000;
 
 impl RoomStore {
-    /// Records joins and leaves (JSON `TranscriptEntry`s), in order, in one round trip;
-    /// nothing once the room is closed (the close is the last entry). Returns the entries
-    /// recorded.
+    /// Records joins and leaves (JSON `TranscriptEntry`s), in order, in one round trip. Nodes
+    /// stop recording once they learn a room closed, so entries reaching a closed room came
+    /// before the close: they are kept (the transcript orders them before it) without
+    /// touching the retention the close set. Returns the entries recorded.
     pub async fn record_transcript(
         &self,
         room: &RoomId,

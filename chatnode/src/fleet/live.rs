@@ -209,11 +209,11 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
         return;
     };
     let frame = Utf8Bytes::from(json.to_owned());
+    // Every frame goes into the room's queue here, in the channel's order, never through a
+    // task of its own: a mute then an unmute, or a message then the close, stay in order.
     match (header.kind.as_str(), header.id) {
         ("message", Some(id)) => handle.deliver((id, frame)),
-        ("closed", _) => {
-            tokio::spawn(async move { handle.close(frame).await });
-        }
+        ("closed", _) => handle.close(frame),
         ("typing", _) => {
             if let Ok(ServerFrame::Typing { user, .. }) = serde_json::from_str(json) {
                 handle.typing(user, frame);
@@ -221,12 +221,12 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
         }
         ("read", _) => {
             if let Ok(ServerFrame::Read { reads, .. }) = serde_json::from_str(json) {
-                tokio::spawn(async move { handle.reads_arrived(reads).await });
+                handle.reads_arrived(reads);
             }
         }
         ("moderation", _) => {
             if let Ok(ServerFrame::Moderation(moderation)) = serde_json::from_str(json) {
-                tokio::spawn(async move { handle.moderate(moderation, frame).await });
+                handle.moderate(moderation, frame);
             }
         }
         ("presence", _) => {
@@ -241,12 +241,10 @@ fn route(hub: &Arc<Hub>, message: &redis::Msg) {
             // Only the node the room left sends its members to the new one: members on the
             // new node, or on another node of a room spanning several, stay.
             if leaves_here(json, hub.node_name(), hub.advertise_url()) {
-                tokio::spawn(async move { handle.relocate(frame).await });
+                handle.relocate(frame);
             }
         }
-        _ => {
-            tokio::spawn(async move { handle.broadcast(frame).await });
-        }
+        _ => handle.notice(frame),
     }
 }
 

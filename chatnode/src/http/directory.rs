@@ -187,7 +187,7 @@ impl RoomDirectory for NodeDirectory {
         );
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.rooms().get(room) {
-            handle.close(frame.into()).await;
+            handle.close(frame.into());
         }
         Ok(())
     }
@@ -207,7 +207,7 @@ impl RoomDirectory for NodeDirectory {
         if !backend.relays()
             && let Some(handle) = self.hub.rooms().get(room)
         {
-            handle.moderate(moderation, frame.into()).await;
+            handle.moderate(moderation, frame.into());
         }
         Ok(())
     }

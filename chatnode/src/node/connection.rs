@@ -591,15 +591,22 @@ impl Connection {
             .await;
         match appended {
             Ok(appended) => {
-                // A retry of a send already appended: the first one is (or will be) delivered.
-                let frame = appended.frame?;
+                let Some(frame) = appended.frame else {
+                    // A retry of a send already appended: the first one is (or will be)
+                    // delivered. Its event may have been lost with the first reply (the
+                    // `unconfirmed` case), so it is emitted again, from the stored message.
+                    self.emit_stored_message(appended.id, &appended.epoch).await;
+                    return None;
+                };
                 self.hub.count_message_in();
                 let webhooks = self.hub.webhooks();
                 if webhooks.messages() {
-                    let (room, ts, id) = (self.room.id().clone(), content.ts, appended.id);
-                    let identity = [appended.epoch.as_str(), &id.to_string()];
-                    let body = EventBody::Message(WireMessage { id, content });
-                    webhooks.emit(WebhookEvent::new(room, ts, body, &identity));
+                    let room = self.room.id().clone();
+                    let message = WireMessage {
+                        id: appended.id,
+                        content,
+                    };
+                    webhooks.emit(message_event(room, &appended.epoch, message));
                 }
                 if appended.renewed {
                     // Redis lost messages (or the room is new): the room rereads its epoch.
@@ -629,6 +636,33 @@ impl Connection {
             }
         }
     }
+}
+
+impl Connection {
+    /// Emits the `message` event of a message already stored, as read back from the log (a
+    /// message past the history has gone out already: its first event was queued then).
+    async fn emit_stored_message(&self, id: u64, epoch: &str) {
+        let webhooks = self.hub.webhooks();
+        if !webhooks.messages() {
+            return;
+        }
+        let room = self.room.id();
+        let stored = self.hub.backend().read_range(room, id - 1, id).await;
+        let Ok(Some((_, frame))) = stored.map(|frames| frames.into_iter().next()) else {
+            return;
+        };
+        if let Ok(ServerFrame::Message(message)) = serde_json::from_str(frame.as_str()) {
+            webhooks.emit(message_event(room.clone(), epoch, message));
+        }
+    }
+}
+
+/// The `message` event of a stored message. Its id derives from the log's epoch and the
+/// message id, so emitting it again (a retried send) queues nothing new.
+fn message_event(room: RoomId, epoch: &str, message: WireMessage) -> WebhookEvent {
+    let identity = [epoch, &message.id.to_string()];
+    let ts = message.content.ts;
+    WebhookEvent::new(room, ts, EventBody::Message(message), &identity)
 }
 
 fn not_sent() -> ServerFrame {

@@ -281,17 +281,28 @@ impl RoomHandle {
             .await;
     }
 
-    /// Read positions from the live channel.
-    pub async fn reads_arrived(&self, reads: BTreeMap<String, u64>) {
-        let _ = self.shared.tx.send(Command::Reads(Box::new(reads))).await;
-    }
-
-    pub async fn moderate(&self, moderation: Moderation, frame: Utf8Bytes) {
-        let _ = self
+    /// Read positions from the live channel, in the order the channel brought them. A full
+    /// queue has the room read the member state again at its next tick instead.
+    pub fn reads_arrived(&self, reads: BTreeMap<String, u64>) {
+        if self
             .shared
             .tx
-            .send(Command::Moderate(Box::new((moderation, frame))))
-            .await;
+            .try_send(Command::Reads(Box::new(reads)))
+            .is_err()
+        {
+            self.shared.stale_members.store(true, Ordering::Release);
+        }
+    }
+
+    /// A moderator's action, in the order the live channel (or the API, standalone) brought
+    /// it: a mute then an unmute end unmuted on every node. Never waits, since a wait per
+    /// frame would reorder them (each would need a task of its own); a full queue has the room
+    /// read the member state (its final form) again at its next tick.
+    pub fn moderate(&self, moderation: Moderation, frame: Utf8Bytes) {
+        let command = Command::Moderate(Box::new((moderation, frame)));
+        if self.shared.tx.try_send(command).is_err() {
+            self.shared.stale_members.store(true, Ordering::Release);
+        }
     }
 
     /// The room's size read back from Redis; dropped by a busy room, which reads it again.
@@ -336,22 +347,47 @@ impl RoomHandle {
         self.shared.roster_changed.store(true, Ordering::Release);
     }
 
-    pub async fn close(&self, closed_frame: Utf8Bytes) {
-        let _ = self
+    /// The room was closed. In order with what came before it; a full queue has the room
+    /// catch up from the log, which finds it closed and closes it the same way.
+    pub fn close(&self, closed_frame: Utf8Bytes) {
+        if self
             .shared
             .tx
-            .send(Command::Close(Box::new(closed_frame)))
-            .await;
+            .try_send(Command::Close(Box::new(closed_frame)))
+            .is_err()
+        {
+            self.mark_lagged();
+        }
     }
 
-    pub async fn relocate(&self, moved_frame: Utf8Bytes) {
-        let _ = self
+    /// The room moved to another node. In order; a full queue waits for room in a task of
+    /// its own (members must go, late rather than never).
+    pub fn relocate(&self, moved_frame: Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self
             .shared
             .tx
-            .send(Command::Move(Box::new(moved_frame)))
-            .await;
+            .try_send(Command::Move(Box::new(moved_frame)))
+        {
+            let tx = self.shared.tx.clone();
+            tokio::spawn(async move { tx.send(command).await });
+        }
     }
 
+    /// A notice from the live channel for every member, in order; dropped by a room whose
+    /// queue is full (notices are not part of the record).
+    pub fn notice(&self, frame: Utf8Bytes) {
+        if self
+            .shared
+            .tx
+            .try_send(Command::Broadcast(Box::new(frame)))
+            .is_err()
+        {
+            tracing::debug!(room = %self.id(), "a notice was dropped by a busy room");
+        }
+    }
+
+    /// A notice for every member from this node (an administrator's broadcast): waits for
+    /// queue space.
     pub async fn broadcast(&self, frame: Utf8Bytes) {
         let _ = self
             .shared
@@ -600,6 +636,10 @@ impl RoomTask {
             let identity = [self.env.node_name.as_str(), &member.user, &ts.to_string()];
             webhooks.emit(WebhookEvent::new(self.id().clone(), ts, body, &identity));
         }
+        if self.closed {
+            // The close is the transcript's last entry and ended everyone's presence.
+            return;
+        }
         let event = MemberEvent {
             user: member.user.clone(),
             name: member.name.clone(),
@@ -754,9 +794,16 @@ impl RoomTask {
             admit_to_room(self.members.len() as u32, self.handle.max_members())?;
         }
 
+        // A `since` beyond what the room delivered may be a message another node appended
+        // that has not reached this one yet: catch up from the log first.
+        if request.since.is_some_and(|since| since > self.last_id) {
+            Box::pin(self.catch_up(None)).await;
+        }
         // A resume from another epoch: the history it counted from is gone. Replay what this
-        // epoch retains and say the resume is incomplete.
-        let other_epoch = request.epoch.as_ref().is_some_and(|e| *e != self.epoch);
+        // epoch retains and say the resume is incomplete. A `since` past the log's newest id
+        // can only be an earlier epoch's (Redis restarted empty), whatever epoch it names.
+        let other_epoch = request.epoch.as_ref().is_some_and(|e| *e != self.epoch)
+            || request.since.is_some_and(|since| since > self.last_id);
         let (resume, replay) = match request.since {
             Some(asked) => {
                 let since = if other_epoch { 0 } else { asked };
@@ -1083,12 +1130,19 @@ impl RoomTask {
         self.members_changed();
     }
 
+    /// Everyone present is told and closed; each leaves (a `member.left` webhook per user).
+    /// Their leaves are not transcript entries: the close, the transcript's last entry, ends
+    /// everyone's presence. Entries from before it still go out with the room's last flush.
     fn close(&mut self, frame: Utf8Bytes) {
         self.closed = true;
         let frame = WsFrame::from(frame);
-        for (_, joined) in self.members.drain() {
-            joined.outbox.push_replay(frame.clone());
-            joined.outbox.close(close::NORMAL, "room closed");
+        let conns: Vec<ConnId> = self.members.keys().copied().collect();
+        for conn in conns {
+            if let Some(joined) = self.members.remove(&conn) {
+                joined.outbox.push_replay(frame.clone());
+                joined.outbox.close(close::NORMAL, "room closed");
+                self.member_event(false, &joined.member);
+            }
         }
         self.members_changed();
     }
@@ -1368,7 +1422,7 @@ mod tests {
             room: room_id(),
             reason: "done".into(),
         };
-        room.close(closed.to_json().into()).await;
+        room.close(closed.to_json().into());
         assert_eq!(next_notice(&mut dana_phone).await, closed);
         assert_eq!(next_notice(&mut dana_laptop).await, closed);
     }
@@ -1404,7 +1458,7 @@ mod tests {
             reason: "done".into(),
         };
         tokio::time::sleep(TICK * 2).await;
-        room.close(closed.to_json().into()).await;
+        room.close(closed.to_json().into());
         assert_eq!(next_notice(&mut ann).await, closed, "no second read frame");
     }
 
@@ -1423,7 +1477,7 @@ mod tests {
         };
         backend.moderate(&room_id(), &muted, "").await.unwrap();
         let frame = ServerFrame::Moderation(muted.clone());
-        room.moderate(muted.clone(), frame.to_json().into()).await;
+        room.moderate(muted.clone(), frame.to_json().into());
         assert_eq!(next_notice(&mut dana).await, frame);
         assert_eq!(
             next_notice(&mut ann).await,
@@ -1442,7 +1496,7 @@ mod tests {
         };
         backend.moderate(&room_id(), &removed, "").await.unwrap();
         let frame = ServerFrame::Moderation(removed.clone());
-        room.moderate(removed, frame.to_json().into()).await;
+        room.moderate(removed, frame.to_json().into());
         assert_eq!(next_notice(&mut ann).await, frame);
         let ServerFrame::Presence(left) = next(&mut ann).await else {
             panic!("dana left");

@@ -405,8 +405,7 @@ impl MemoryStore {
         }
     }
 
-    /// Records joins and leaves in the room's transcript, unless the room was closed: the
-    /// close is the transcript's last entry.
+    /// Records joins and leaves in the room's transcript.
     pub fn record_transcript(&self, room: &RoomId, entries: &[String]) {
         let transcripts = self.retention.transcripts;
         if !transcripts.enabled() {
@@ -414,7 +413,9 @@ impl MemoryStore {
         }
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
-        if log.closed_at.is_some() {
+        // Nodes stop recording once they know the room closed: these came before the close
+        // (the transcript orders them before it), unless its retention already ran out.
+        if log.closed_at.is_some() && log.transcript.is_empty() {
             return;
         }
         for entry in entries {

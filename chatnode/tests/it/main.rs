@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod openapi;
 mod outage;
+mod record;
 mod resume;
 mod room_state;
 mod sentinel;

@@ -1,13 +1,16 @@
--- Records joins and leaves (JSON transcript entries) in a room's transcript, in order, unless
--- the room was closed: the close is the transcript's last entry and set its retention, so
--- nothing is appended after it and its TTL is left alone.
+-- Records joins and leaves (JSON transcript entries) in a room's transcript, in order.
+-- Nodes record an entry only while they do not know the room closed, so entries that reach a
+-- closed room happened before its close (a node writes them a tick late): they are kept, and
+-- the transcript puts them before the close, which stays its last entry. Their write leaves
+-- the retention the close set alone, and a transcript whose retention ran out stays gone.
 -- KEYS: transcript, closed. ARGV: the transcript's bound in entries, the room's ttl seconds,
 --       then the entries.
--- Returns the entries recorded (0 for a closed room).
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+-- Returns the entries recorded.
+local closed = redis.call('EXISTS', KEYS[2]) == 1
+if closed and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 3, #ARGV do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'f', ARGV[i])
 end
 -- While the room is open its transcript lives as long as its state.
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+if not closed then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return #ARGV - 2

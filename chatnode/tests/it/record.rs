@@ -1,0 +1,258 @@
+//! The conversation record at its edges, on real nodes: moderation applies in the order it was
+//! given on every node, a close tells the webhooks who was present and ends the transcript, a
+//! resume from beyond the room's end is told incomplete, and a send retried after
+//! `unconfirmed` has its `message` event.
+
+use std::time::Duration;
+
+use chatfleet_wire::frames::{ErrorCode, Moderation, ModerationAction, ServerFrame};
+use chatfleet_wire::transcript::TranscriptEntry;
+use chatfleet_wire::webhook::EventBody;
+use serde_json::json;
+
+use crate::support::{API_KEY, Client, Node, Redis, WebhookReceiver, eventually, in_process};
+
+const HOOK_SECRET: &str = "test-webhook-secret";
+
+fn moderation(room: &str, user: &str, action: ModerationAction) -> Moderation {
+    Moderation {
+        room: room.parse().unwrap(),
+        user: user.into(),
+        action,
+        reason: "test".into(),
+        until: (action == ModerationAction::Muted).then_some(u64::MAX / 2),
+        ts: 1,
+    }
+}
+
+/// A mute and an unmute published back to back reach the node in one read of its live
+/// channel; handled each in a task of its own, the newest task ran first and the member
+/// ended muted. In the room's queue they apply in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_then_an_unmute_ends_unmuted_on_every_node() {
+    let redis = Redis::start().await;
+    let node = Node::in_fleet(&redis, "chat-0", &[]).await;
+    let room = "support/case-order";
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    let state = redis.state();
+    // Redis learns the script first, so each pair below goes out as two EVALSHAs in order.
+    let id = room.parse().unwrap();
+    let warm = moderation(room, "nobody", ModerationAction::Unmuted);
+    let warm_frame = ServerFrame::Moderation(warm.clone()).to_json();
+    state.rooms.moderate(&id, &warm, &warm_frame).await.unwrap();
+    let _ = ann.recv_skip_presence().await;
+    for round in 0..10 {
+        let mute = moderation(room, "ann", ModerationAction::Muted);
+        let unmute = moderation(room, "ann", ModerationAction::Unmuted);
+        let (mute_frame, unmute_frame) = (
+            ServerFrame::Moderation(mute.clone()).to_json(),
+            ServerFrame::Moderation(unmute.clone()).to_json(),
+        );
+        // One connection, both at once: pipelined, published in this order.
+        let (muted, unmuted) = tokio::join!(
+            state.rooms.moderate(&id, &mute, &mute_frame),
+            state.rooms.moderate(&id, &unmute, &unmute_frame)
+        );
+        muted.unwrap();
+        unmuted.unwrap();
+        // Ann sees both, in order, then may speak.
+        for want in [ModerationAction::Muted, ModerationAction::Unmuted] {
+            match ann.recv_skip_presence().await {
+                ServerFrame::Moderation(m) => assert_eq!(m.action, want, "round {round}"),
+                other => panic!("round {round}: a moderation frame, got {other:?}"),
+            }
+        }
+        let body = format!("after round {round}");
+        ann.say(&body).await;
+        match ann.recv_skip_presence().await {
+            ServerFrame::Message(m) => assert_eq!(m.content.body, body),
+            other => panic!("round {round}: ann was left muted: {other:?}"),
+        }
+    }
+}
+
+/// Closing a room with members present: a `member.left` for each, the close as the
+/// transcript's last entry, and a mute afterwards refused as `room_closed` (409).
+#[tokio::test]
+async fn a_close_tells_who_was_present_and_ends_the_transcript() {
+    let receiver = WebhookReceiver::start(HOOK_SECRET).await;
+    let url = receiver.url();
+    let node = in_process(&[
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        HOOK_SECRET,
+        "--webhook-retry-ms",
+        "100",
+    ])
+    .await;
+    let room = "support/case-present";
+    let (status, body) = node
+        .call(
+            API_KEY,
+            reqwest::Method::POST,
+            "/v1/rooms",
+            Some(json!({"namespace": "support", "name": "case-present"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    let (dana, _) = Client::join(&node.ws_as(room, "dana", "")).await;
+    // A second session of ann's: one user, one leave.
+    let (ann_again, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    ann.say("still there?").await;
+    let _ = ann.message().await;
+    let path = format!("/v1/rooms/{room}?reason=solved");
+    let (status, body) = node
+        .call(API_KEY, reqwest::Method::DELETE, &path, None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+
+    for user in ["ann", "dana"] {
+        receiver
+            .wait_for(
+                &format!("{user} left"),
+                |d| matches!(&d.event.body, EventBody::MemberLeft(c) if c.user == user),
+            )
+            .await;
+    }
+    let closed = receiver
+        .wait_for("room.closed", |d| d.event.body.kind() == "room.closed")
+        .await;
+    // Wait past the room's one-second flush: late leaves must not land after the close.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lefts = receiver
+        .accepted()
+        .iter()
+        .filter(|d| d.event.body.kind() == "member.left")
+        .map(|d| d.event.id.clone())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(lefts.len(), 2, "one leave per user present");
+    let EventBody::RoomClosed { transcript, .. } = &closed.event.body else {
+        unreachable!()
+    };
+    let (status, body) = node
+        .call(API_KEY, reqwest::Method::GET, transcript, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let entries: Vec<TranscriptEntry> = serde_json::from_value(body["entries"].clone()).unwrap();
+    assert!(
+        matches!(entries.last(), Some(TranscriptEntry::Closed { reason, .. }) if reason == "solved"),
+        "the close is last: {entries:?}"
+    );
+    // Two joins, the message, the close: the leaves of the members present came after the
+    // close and are not in it (the close ended their presence).
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| match e {
+            TranscriptEntry::Message(_) => "message",
+            TranscriptEntry::Joined(_) => "joined",
+            TranscriptEntry::Left(_) => "left",
+            TranscriptEntry::Closed { .. } => "closed",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["joined", "joined", "message", "closed"],
+        "{entries:?}"
+    );
+
+    let (status, body) = node
+        .call(
+            API_KEY,
+            reqwest::Method::POST,
+            &format!("/v1/rooms/{room}/members/ann/mute"),
+            Some(json!({"seconds": 60, "reason": "late"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "room_closed", "{body}");
+    drop((dana, ann_again));
+}
+
+/// Redis restarted empty under a room: a client resuming with `since=5` and no epoch is past
+/// the room's end, so its ids are an earlier conversation's. Told incomplete, it gets what
+/// is kept from the start: ids 4 and 5 of the new conversation are not skipped.
+#[tokio::test]
+async fn a_resume_past_the_room_end_is_incomplete_and_starts_from_what_is_kept() {
+    let node = in_process(&[]).await;
+    let room = "support/case-beyond";
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    for body in ["one", "two", "three"] {
+        ann.say(body).await;
+        let _ = ann.message().await;
+    }
+    let (mut back, welcome) = Client::join(&node.ws_as(room, "bob", "&since=5")).await;
+    let resume = welcome.resume.expect("a resume");
+    assert!(!resume.complete, "{resume:?}");
+    assert_eq!(resume.replayed, 3);
+    let ids: Vec<u64> = back
+        .messages_until_quiet(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
+
+/// A send whose append Redis ran while the node could not hear back is `unconfirmed`: no
+/// event was emitted for it. Its retry (the same client id) finds it stored and emits the
+/// event then, from the stored message: one event for the message, with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_retried_after_unconfirmed_has_its_message_event() {
+    let receiver = WebhookReceiver::start(HOOK_SECRET).await;
+    let url = receiver.url();
+    let redis = Redis::start().await;
+    let node = Node::in_fleet(
+        &redis,
+        "chat-0",
+        &[
+            "--webhook-url",
+            &url,
+            "--webhook-secret",
+            HOOK_SECRET,
+            "--webhook-messages",
+            "--webhook-retry-ms",
+            "100",
+        ],
+    )
+    .await;
+    let room = "support/case-retried";
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    ann.say("warm-up").await;
+    let _ = ann.message().await;
+
+    redis.pause();
+    ann.say_as("is this stored?", "k-1").await;
+    match ann.recv_skip_presence().await {
+        ServerFrame::Error(e) => assert_eq!(e.code, ErrorCode::Unconfirmed, "{e:?}"),
+        other => panic!("a send to a frozen Redis was answered with {other:?}"),
+    }
+    redis.resume();
+    let (message, _) = ann
+        .say_until_accepted("is this stored?", "k-1", Duration::from_secs(20))
+        .await;
+    let delivered = receiver
+        .wait_for(
+            "the retried message's event",
+            |d| matches!(&d.event.body, EventBody::Message(m) if m.id == message.id),
+        )
+        .await;
+    let EventBody::Message(event) = &delivered.event.body else {
+        unreachable!()
+    };
+    assert_eq!(event, &message, "the event is the stored message");
+    // Sent again (a client unsure of its ack): still one event id for the message.
+    ann.say_as("is this stored?", "k-1").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually("no second event for the message", || async {
+        let ids: std::collections::BTreeSet<String> = receiver
+            .accepted()
+            .iter()
+            .filter(|d| matches!(&d.event.body, EventBody::Message(m) if m.id == message.id))
+            .map(|d| d.event.id.clone())
+            .collect();
+        ids.len() == 1
+    })
+    .await;
+}
