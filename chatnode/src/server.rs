@@ -25,6 +25,8 @@ use crate::webhooks::{Queue, Webhooks};
 
 /// How long a stopping node waits for its last webhook events to be queued.
 const WEBHOOK_FLUSH: Duration = Duration::from_secs(5);
+/// How long a stopping node waits for its rooms to write their last joins, leaves and reads.
+const ROOM_FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the node on `config.listen` until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -163,7 +165,15 @@ pub async fn serve(
     };
     let metrics = hub.metrics_handle();
     http::accept::serve(listener, app, config.accept_limits(), metrics, shutdown).await;
-    // The drain's leaves are events too: queued before the node goes.
+    // The drain's leaves are part of the record: in the transcripts (rooms write them a tick
+    // late, so now) and as events, before the node goes.
+    let unflushed = hub.flush_rooms(ROOM_FLUSH).await;
+    if unflushed > 0 {
+        tracing::warn!(
+            rooms = unflushed,
+            "stopping with rooms whose last joins and leaves were not written"
+        );
+    }
     hub.webhooks().flush(WEBHOOK_FLUSH).await;
     stop.cancel();
     if let Backend::Redis(store) = hub.backend()

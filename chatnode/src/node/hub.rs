@@ -228,6 +228,16 @@ impl Hub {
             .is_ok()
     }
 
+    /// Has every room write its pending transcript entries and reads now, within `limit`:
+    /// a stopping node's last joins and leaves are part of the record. Returns the rooms that
+    /// did not finish in time.
+    pub async fn flush_rooms(&self, limit: Duration) -> usize {
+        let rooms = self.rooms().all();
+        let flushed =
+            futures_util::future::join_all(rooms.iter().map(|room| room.flush(limit))).await;
+        flushed.into_iter().filter(|done| !done).count()
+    }
+
     /// Tells every session to go (they send `draining` and close with 1012).
     pub fn send_everyone_away(&self) {
         self.drain.cancel();

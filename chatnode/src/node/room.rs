@@ -109,6 +109,9 @@ enum Command {
     /// The room's fleet-wide size, as its seats in Redis counted it, and the membership
     /// changes the room had seen when the read began.
     RoomSize(u32, u32),
+    /// Write what waits for the next tick (joins, leaves, reads) now; answer when done. A
+    /// stopping node asks, so nothing the room knew dies with it.
+    Flush(Box<oneshot::Sender<()>>),
 }
 
 /// The room did not answer in time.
@@ -340,6 +343,26 @@ impl RoomHandle {
             Ok(Err(_)) => Ok(Vec::new()),
             Err(_) => Err(Busy),
         }
+    }
+
+    /// Has the room write its pending joins, leaves and reads now, and waits for it (at
+    /// most `limit`). False when the room did not answer in time.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let (done, flushed) = oneshot::channel();
+        let asked = async {
+            // A retired room flushed on its way out.
+            if self
+                .shared
+                .tx
+                .send(Command::Flush(Box::new(done)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let _ = flushed.await;
+        };
+        tokio::time::timeout(limit, asked).await.is_ok()
     }
 
     /// Marks the roster changed again, so the next heartbeat asks for it once more.
@@ -748,6 +771,19 @@ impl RoomTask {
             }
             Command::Roster(reply) => {
                 let _ = reply.send(self.roster());
+            }
+            Command::Flush(done) => {
+                if self
+                    .book
+                    .as_ref()
+                    .is_some_and(|b| !b.pending_reads.is_empty())
+                {
+                    Box::pin(self.flush_reads()).await;
+                }
+                if !self.pending_events.is_empty() {
+                    Box::pin(self.flush_events()).await;
+                }
+                let _ = done.send(());
             }
             Command::PresenceElsewhere(presence) => {
                 let (room_size, frame) = *presence;

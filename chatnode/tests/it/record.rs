@@ -256,3 +256,57 @@ async fn a_send_retried_after_unconfirmed_has_its_message_event() {
     })
     .await;
 }
+
+/// SIGTERM mid-conversation (a rolling update, an autoscaler drain): the node drains and
+/// exits at once, before its rooms' next tick. The members' joins and leaves (written a tick
+/// late) are in the transcript all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_writes_the_last_joins_and_leaves() {
+    let redis = Redis::start().await;
+    let mut node = Node::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--node-name",
+        "chat-0",
+        "--drain-notice-ms",
+        "0",
+        "--drain-seconds",
+        "5",
+    ])
+    .await;
+    let room = "support/case-sigterm";
+    let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    let (dana, _) = Client::join(&node.ws_as(room, "dana", "")).await;
+    ann.say("help").await;
+    let _ = ann.message().await;
+    node.signal("TERM");
+    let status = node
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("exited by the deadline");
+    assert!(status.success(), "{status:?}");
+    drop((ann, dana));
+
+    let id = room.parse().unwrap();
+    let recorded = redis.state().rooms.transcript(&id).await.unwrap().unwrap();
+    let transcript =
+        chatfleet_wire::transcript::Transcript::assemble(id, recorded.iter().map(String::as_str));
+    let mut events: Vec<(String, &str)> = transcript
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            TranscriptEntry::Joined(e) => Some((e.user.clone(), "joined")),
+            TranscriptEntry::Left(e) => Some((e.user.clone(), "left")),
+            _ => None,
+        })
+        .collect();
+    events.sort();
+    let want = [
+        ("ann", "joined"),
+        ("ann", "left"),
+        ("dana", "joined"),
+        ("dana", "left"),
+    ]
+    .map(|(u, k)| (u.to_owned(), k));
+    assert_eq!(events, want, "{transcript:?}");
+}
