@@ -102,6 +102,12 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_MEMORY_HISTORY_MB", default_value_t = 256)]
     pub memory_history_mb: usize,
 
+    /// Standalone: megabytes of transcripts kept over all rooms. Transcripts and closed marks
+    /// are never shed; past this, no new room opens (joins and the room API answer
+    /// `unavailable`) until closed rooms' retentions run out.
+    #[arg(long, env = "CHATNODE_MEMORY_TRANSCRIPTS_MB", default_value_t = 256)]
+    pub memory_transcripts_mb: usize,
+
     /// Messages of history kept per room.
     #[arg(long, env = "CHATNODE_HISTORY_LEN", default_value_t = 1000)]
     pub history_len: usize,

@@ -82,6 +82,7 @@ pub async fn serve(
                 history_len: config.history_len,
                 after_retire: room_ttl,
                 max_bytes: config.memory_history_mb.saturating_mul(1 << 20),
+                max_transcript_bytes: config.memory_transcripts_mb.saturating_mul(1 << 20),
                 transcripts: config.transcripts(),
             };
             (Backend::Memory(MemoryStore::new(retention)), None)

@@ -7,4 +7,10 @@ pub enum StateError {
     LiveUnavailable,
     #[error("the room was closed")]
     RoomClosed,
+    /// A standalone node's transcript memory is at its bound: closed rooms' transcripts are
+    /// kept for their retention, so no new room opens until some run out.
+    #[error(
+        "the node's transcript memory is full; no new room opens until closed rooms' transcripts expire"
+    )]
+    Full,
 }

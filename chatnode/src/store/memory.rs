@@ -1,13 +1,17 @@
 //! In-memory room logs for a standalone node, bounded so a node can run for months.
 //!
 //! A room's log is kept while a room task runs on it and for a retention (`--room-ttl-seconds`,
-//! as Redis keeps a fleet's rooms) after its task retires; a closed room keeps only its
-//! tombstone, for as long as a token could name it. All logs together hold at most
-//! `--memory-history-mb` of frames: past that, the history of retired rooms goes first
-//! (longest retired first), then the oldest messages of the room being written.
+//! as Redis keeps a fleet's rooms) after its task retires. Two bounds, because what they hold
+//! is promised differently:
 //!
-//! Transcripts count towards the same bound; a closed room keeps its transcript for the
-//! transcript retention.
+//! - **History** (`--memory-history-mb`) is a convenience: past its bound the history of retired
+//!   rooms goes first (longest retired first), then the oldest messages of the room being
+//!   written. Shedding history keeps the room: its ids, epoch, closed mark, removals and
+//!   transcript stay, so a resume is told incomplete and a removed user stays out.
+//! - **Transcripts** (`--memory-transcripts-mb`) are the record: a closed room keeps its
+//!   transcript for the transcript retention and its closed mark for as long as a token could
+//!   name it, whatever the memory pressure. Past this bound the node opens no new room (joins
+//!   and the room API answer `unavailable`) until retentions run out; open rooms go on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,11 +88,6 @@ impl RoomLog {
         freed
     }
 
-    /// Drops the history and the transcript.
-    fn clear(&mut self) -> usize {
-        self.clear_history() + self.clear_transcript()
-    }
-
     fn clear_transcript(&mut self) -> usize {
         let freed = self.transcript_bytes;
         self.transcript.clear();
@@ -114,10 +113,6 @@ impl RoomLog {
         self.transcript_bytes -= freed;
         freed
     }
-
-    fn held(&self) -> usize {
-        self.bytes + self.transcript_bytes
-    }
 }
 
 /// How much history a standalone node keeps.
@@ -127,8 +122,10 @@ pub struct Retention {
     pub history_len: usize,
     /// How long a retired room's log outlives its task.
     pub after_retire: Duration,
-    /// Bytes of frames (history and transcripts) over all rooms.
+    /// Bytes of history over all rooms.
     pub max_bytes: usize,
+    /// Bytes of transcripts over all rooms: past it no new room opens.
+    pub max_transcript_bytes: usize,
     pub transcripts: TranscriptSettings,
 }
 
@@ -138,8 +135,10 @@ pub struct Retention {
 pub struct MemoryStore {
     rooms: Arc<Mutex<HashMap<RoomId, Arc<Mutex<RoomLog>>>>>,
     retention: Retention,
-    /// Bytes of frames over all logs.
+    /// Bytes of history over all logs.
     bytes: Arc<AtomicUsize>,
+    /// Bytes of transcripts over all logs.
+    transcript_bytes: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
@@ -151,6 +150,7 @@ impl MemoryStore {
                 ..retention
             },
             bytes: Arc::default(),
+            transcript_bytes: Arc::default(),
         }
     }
 
@@ -160,15 +160,18 @@ impl MemoryStore {
             history_len,
             after_retire: Duration::from_secs(86_400),
             max_bytes: usize::MAX,
+            max_transcript_bytes: usize::MAX,
             transcripts: TranscriptSettings::default(),
         })
     }
 
-    fn add_bytes(&self, delta: isize) {
+    /// Counts transcript bytes added (or, negative, freed).
+    fn add_transcript_bytes(&self, delta: isize) {
         if delta >= 0 {
-            self.bytes.fetch_add(delta as usize, Ordering::Relaxed);
+            self.transcript_bytes
+                .fetch_add(delta as usize, Ordering::Relaxed);
         } else {
-            self.bytes
+            self.transcript_bytes
                 .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
     }
@@ -178,6 +181,22 @@ impl MemoryStore {
         rooms.entry(room.clone()).or_default().clone()
     }
 
+    /// A room's log, made if it has none, unless the transcripts are at their bound: the
+    /// record of rooms already kept comes before new rooms.
+    fn open(&self, room: &RoomId) -> Result<Arc<Mutex<RoomLog>>, StateError> {
+        let mut rooms = self.rooms.lock().expect("room map lock");
+        if let Some(log) = rooms.get(room) {
+            return Ok(log.clone());
+        }
+        if self.retention.transcripts.enabled()
+            && self.transcript_bytes() >= self.retention.max_transcript_bytes
+        {
+            tracing::warn!(%room, bytes = self.transcript_bytes(), "transcript memory is full; not opening a room");
+            return Err(StateError::Full);
+        }
+        Ok(rooms.entry(room.clone()).or_default().clone())
+    }
+
     fn existing(&self, room: &RoomId) -> Option<Arc<Mutex<RoomLog>>> {
         self.rooms.lock().expect("room map lock").get(room).cloned()
     }
@@ -185,6 +204,11 @@ impl MemoryStore {
     /// Bytes of history held over all rooms.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of transcripts held over all rooms.
+    pub fn transcript_bytes(&self) -> usize {
+        self.transcript_bytes.load(Ordering::Relaxed)
     }
 
     pub fn append(
@@ -220,7 +244,7 @@ impl MemoryStore {
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
             let transcripts = self.retention.transcripts;
             if transcripts.enabled() {
-                self.add_bytes(log.record(frame.to_string(), transcripts.max_entries));
+                self.add_transcript_bytes(log.record(frame.to_string(), transcripts.max_entries));
             }
             if let Some(key) = dedup {
                 log.sent.insert(key.to_owned(), id);
@@ -247,9 +271,9 @@ impl MemoryStore {
     }
 
     /// The newest id and the epoch of `room`'s log (a new log when it has none); refused for
-    /// a closed room.
+    /// a closed room, and for a new one while the transcripts are at their bound.
     pub fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
-        let log = self.room(room);
+        let log = self.open(room)?;
         let log = log.lock().expect("room log lock");
         if log.closed_at.is_some() {
             return Err(StateError::RoomClosed);
@@ -257,38 +281,33 @@ impl MemoryStore {
         Ok((log.latest_id, log.epoch.clone()))
     }
 
-    /// Frees history until under the byte bound: retired rooms first, then the oldest
-    /// messages of `writing` (keeping its newest).
+    /// Frees history until under the byte bound: the history of retired rooms first (the
+    /// rooms themselves stay, with their ids, closed marks and transcripts), then the oldest
+    /// messages of `writing` (keeping its newest). Transcripts are never shed.
     fn shed(&self, writing: &Arc<Mutex<RoomLog>>) {
-        let mut rooms = self.rooms.lock().expect("room map lock");
-        let mut retired: Vec<(Instant, RoomId)> = rooms
-            .iter()
-            .filter_map(|(id, log)| {
-                let log = log.lock().expect("room log lock");
-                (log.held() > 0)
-                    .then_some(log.idle_since)
-                    .flatten()
-                    .map(|since| (since, id.clone()))
+        let rooms = self.rooms.lock().expect("room map lock");
+        let mut retired: Vec<(Instant, Arc<Mutex<RoomLog>>)> = rooms
+            .values()
+            .filter_map(|log| {
+                let since = {
+                    let held = log.lock().expect("room log lock");
+                    (held.bytes > 0).then_some(held.idle_since).flatten()
+                };
+                since.map(|since| (since, log.clone()))
             })
             .collect();
-        retired.sort();
-        for (_, id) in retired {
+        drop(rooms);
+        retired.sort_by_key(|(since, _)| *since);
+        for (_, log) in retired {
             if self.bytes() <= self.retention.max_bytes {
                 return;
             }
-            if let Some(log) = rooms.remove(&id) {
-                let freed = log.lock().expect("room log lock").clear();
-                self.bytes.fetch_sub(freed, Ordering::Relaxed);
-            }
+            let freed = log.lock().expect("room log lock").clear_history();
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
-        drop(rooms);
         let mut log = writing.lock().expect("room log lock");
         while self.bytes() > self.retention.max_bytes && log.frames.len() > 1 {
             let freed = log.pop_oldest();
-            self.bytes.fetch_sub(freed, Ordering::Relaxed);
-        }
-        while self.bytes() > self.retention.max_bytes && log.transcript.len() > 1 {
-            let freed = log.pop_oldest_entry();
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
     }
@@ -309,7 +328,7 @@ impl MemoryStore {
     /// closed longer than the transcript retention and the tombstones of rooms closed longer
     /// than a token lives. Called on the heartbeat.
     pub fn sweep(&self) {
-        let mut freed = 0;
+        let (mut freed, mut freed_transcripts) = (0, 0);
         let transcript_retention = self.retention.transcripts.retention;
         self.rooms.lock().expect("room map lock").retain(|_, log| {
             let mut log = log.lock().expect("room log lock");
@@ -317,7 +336,7 @@ impl MemoryStore {
                 .closed_at
                 .is_some_and(|c| c.elapsed() >= transcript_retention)
             {
-                freed += log.clear_transcript();
+                freed_transcripts += log.clear_transcript();
             }
             let expired = match (log.closed_at, log.idle_since) {
                 (Some(closed), _) => closed.elapsed() >= MAX_TOKEN_TTL.max(transcript_retention),
@@ -325,11 +344,14 @@ impl MemoryStore {
                 (None, None) => false,
             };
             if expired {
-                freed += log.clear();
+                freed += log.clear_history();
+                freed_transcripts += log.clear_transcript();
             }
             !expired
         });
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.transcript_bytes
+            .fetch_sub(freed_transcripts, Ordering::Relaxed);
     }
 
     /// Rooms with a log or a tombstone.
@@ -367,7 +389,7 @@ impl MemoryStore {
         room: &RoomId,
         settings: RoomSettings,
     ) -> Result<RoomSettings, StateError> {
-        let log = self.room(room);
+        let log = self.open(room)?;
         let mut log = log.lock().expect("room log lock");
         if log.closed_at.is_some() {
             return Err(StateError::RoomClosed);
@@ -401,7 +423,7 @@ impl MemoryStore {
                 reason: reason.to_owned(),
                 ts: chatfleet_wire::clock::unix_millis(),
             };
-            self.add_bytes(log.record(closed.to_json(), transcripts.max_entries));
+            self.add_transcript_bytes(log.record(closed.to_json(), transcripts.max_entries));
         }
     }
 
@@ -419,7 +441,7 @@ impl MemoryStore {
             return;
         }
         for entry in entries {
-            self.add_bytes(log.record(entry.clone(), transcripts.max_entries));
+            self.add_transcript_bytes(log.record(entry.clone(), transcripts.max_entries));
         }
     }
 
@@ -512,6 +534,7 @@ mod tests {
             history_len: 10,
             after_retire: Duration::ZERO,
             max_bytes: usize::MAX,
+            max_transcript_bytes: usize::MAX,
             transcripts: NO_TRANSCRIPTS,
         });
         let other: RoomId = "a/other".parse().unwrap();
@@ -536,6 +559,7 @@ mod tests {
             history_len: 100,
             after_retire: Duration::from_secs(3600),
             max_bytes: one * 4,
+            max_transcript_bytes: usize::MAX,
             transcripts: NO_TRANSCRIPTS,
         });
         let old: RoomId = "a/old".parse().unwrap();
@@ -547,7 +571,15 @@ mod tests {
         for _ in 0..3 {
             store.append(&room(), &tail("x"), None).unwrap();
         }
-        assert_eq!(store.latest(&old).0, 0, "the retired room went first");
+        assert!(
+            store.read_range(&old, 0, 2).is_empty(),
+            "the retired room's history went first"
+        );
+        assert_eq!(
+            store.latest(&old).0,
+            2,
+            "the room itself stays, ids and all"
+        );
         assert_eq!(store.read_range(&room(), 0, 3).len(), 3);
         for _ in 0..3 {
             store.append(&room(), &tail("x"), None).unwrap();
@@ -573,6 +605,7 @@ mod tests {
             history_len: 1,
             after_retire: Duration::ZERO,
             max_bytes: usize::MAX,
+            max_transcript_bytes: usize::MAX,
             transcripts: TranscriptSettings {
                 max_entries: 3,
                 retention: Duration::from_secs(3600),
@@ -590,11 +623,66 @@ mod tests {
         assert!(entries[2].contains("resolved"), "{entries:?}");
         assert!(store.read_range(&room(), 0, 2).is_empty(), "history went");
         let held: usize = entries.iter().map(String::len).sum();
-        assert_eq!(
-            store.bytes(),
-            held,
-            "the transcript counts towards the bound"
-        );
+        assert_eq!(store.transcript_bytes(), held, "counted as transcripts");
+        assert_eq!(store.bytes(), 0, "no history is held");
+    }
+
+    /// Memory pressure sheds history, never the record: a closed room keeps its closed mark,
+    /// transcript and removals, so a still-valid token cannot reopen it and a removed user
+    /// stays out. Past the transcripts' bound no new room opens.
+    #[test]
+    fn memory_pressure_keeps_closed_rooms_and_transcripts() {
+        let one = store_frame_len();
+        let store = MemoryStore::new(Retention {
+            history_len: 100,
+            after_retire: Duration::from_secs(3600),
+            max_bytes: one * 2,
+            max_transcript_bytes: one * 12,
+            transcripts: TranscriptSettings {
+                max_entries: 100,
+                retention: Duration::from_secs(3600),
+            },
+        });
+        let closed: RoomId = "a/closed".parse().unwrap();
+        store.hosting(&closed);
+        store.append(&closed, &tail("x"), None).unwrap();
+        let removal = Moderation {
+            room: closed.clone(),
+            user: "eve".into(),
+            action: chatfleet_wire::frames::ModerationAction::Removed,
+            reason: "abuse".into(),
+            until: None,
+            ts: 1,
+        };
+        store.moderate(&closed, &removal).unwrap();
+        store.close_room(&closed, "resolved");
+        store.released(&closed);
+        store.hosting(&room());
+        for _ in 0..5 {
+            store.append(&room(), &tail("x"), None).unwrap();
+        }
+        assert!(store.bytes() <= one * 2, "history stays in its bound");
+        assert!(store.is_closed(&closed), "the closed mark stays");
+        let kept = store.transcript(&closed).expect("the transcript stays");
+        assert!(kept.last().unwrap().contains("resolved"), "{kept:?}");
+        assert!(matches!(
+            store.create_room(
+                &closed,
+                RoomSettings {
+                    max_members: 5,
+                    created_ms: 1
+                }
+            ),
+            Err(StateError::RoomClosed)
+        ));
+        // Past the transcripts' bound rooms already open go on; a new one does not open.
+        while store.transcript_bytes() < one * 12 {
+            store.append(&room(), &tail("x"), None).unwrap();
+        }
+        store.append(&room(), &tail("x"), None).unwrap();
+        let new: RoomId = "a/new".parse().unwrap();
+        assert!(matches!(store.position(&new), Err(StateError::Full)));
+        assert!(store.transcript(&closed).is_some());
     }
 
     /// The size of one test frame (ids 1 to 9).
@@ -626,6 +714,7 @@ mod tests {
             history_len: 10,
             after_retire: Duration::ZERO,
             max_bytes: usize::MAX,
+            max_transcript_bytes: usize::MAX,
             transcripts: NO_TRANSCRIPTS,
         });
         store.hosting(&room());
