@@ -96,6 +96,11 @@ pub struct RoomView {
     /// The fleet hosting the room (behind the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,
+    /// Which room of that name this is (behind the operator, the ChatRoom's UID): a name used
+    /// again after a close is another room. Tokens, webhook events and the transcript carry
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
 }
@@ -259,11 +264,13 @@ pub trait RoomDirectory: Send + Sync + 'static {
         room: &RoomId,
         query: HistoryQuery,
     ) -> impl Future<Output = Result<HistoryView, ApiError>> + Send;
-    /// The room's transcript (see [`crate::transcript`]), also after the room closed;
+    /// The transcript of one incarnation of the room (None: the one the name stands for now,
+    /// open or closed last; see [`crate::transcript`]), also after the room closed;
     /// `not_found` when there is none.
     fn transcript(
         &self,
         room: &RoomId,
+        incarnation: Option<&str>,
     ) -> impl Future<Output = Result<Transcript, ApiError>> + Send;
 }
 

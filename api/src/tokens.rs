@@ -14,11 +14,12 @@ use crate::rooms::{TokenRequest, TokenView};
 /// Token lifetime when the request names none.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// Mints a join token for `request` in `room`, which lives at `endpoint` (its WebSocket URL);
-/// the same rules for every backend.
+/// Mints a join token for `request` in `room`'s `incarnation` (`""`: a room without one),
+/// which lives at `endpoint` (its WebSocket URL); the same rules for every backend.
 pub fn mint_token_view(
     keys: &TokenKeys,
     room: &RoomId,
+    incarnation: &str,
     request: TokenRequest,
     endpoint: &str,
 ) -> Result<TokenView, ApiError> {
@@ -31,7 +32,7 @@ pub fn mint_token_view(
     let ttl = request
         .ttl_seconds
         .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
-    let (token, expires_at) = keys.mint(room, &member, ttl);
+    let (token, expires_at) = keys.mint_for(room, Some(incarnation), &member, ttl);
     let node_base = endpoint.split("/v1/rooms/").next().unwrap_or(endpoint);
     Ok(TokenView {
         room: room.clone(),

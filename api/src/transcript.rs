@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatfleet_wire::frames::Role;
 use chatfleet_wire::transcript::{Transcript, TranscriptEntry};
@@ -27,8 +27,8 @@ pub enum TranscriptFormat {
     Text,
 }
 
-/// `?format=` of `GET /v1/rooms/{namespace}/{room}/transcript`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+/// `?format=&incarnation=` of `GET /v1/rooms/{namespace}/{room}/transcript`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TranscriptQuery {
@@ -36,6 +36,10 @@ pub struct TranscriptQuery {
     #[serde(default)]
     #[param(inline)]
     pub format: Option<TranscriptFormat>,
+    /// Which room of that name (its `incarnation`, as `room.closed`'s link names it); without
+    /// it, the one the name stands for now: the open room, or else the one closed last.
+    #[serde(default)]
+    pub incarnation: Option<String>,
 }
 
 /// A room's transcript: every message in order with names and roles, who joined and left
@@ -44,7 +48,7 @@ pub struct TranscriptQuery {
     params(("namespace" = String, Path), ("room" = String, Path), TranscriptQuery),
     responses((status = 200, description = "the transcript (JSON, or text/plain)", body = Transcript),
         (status = 401, body = ErrorBody), (status = 404, description = "no transcript: unknown room, or closed longer ago than the retention", body = ErrorBody),
-        (status = 400, description = "an unknown `format`", body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, description = "an unknown `format`, or an `incarnation` that cannot name one", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn transcript<D: RoomDirectory>(
     State(directory): State<Arc<D>>,
     ApiPath((namespace, room)): ApiPath<(String, String)>,
@@ -52,7 +56,16 @@ pub(crate) async fn transcript<D: RoomDirectory>(
     query: Result<Query<TranscriptQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let transcript = directory.transcript(&room_id(&namespace, &room)?).await?;
+    let incarnation = query.incarnation.as_deref();
+    if incarnation.is_some_and(|i| !chatfleet_state::rooms::is_incarnation(i)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "incarnation must be 1 to 64 letters, digits or dashes",
+        ));
+    }
+    let id = room_id(&namespace, &room)?;
+    let transcript = directory.transcript(&id, incarnation).await?;
     let wants_text = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -81,6 +94,9 @@ pub(crate) async fn transcript<D: RoomDirectory>(
 /// can start a line of its own or pass for another author.
 pub fn to_text(transcript: &Transcript) -> String {
     let mut out = format!("Transcript of {}", transcript.room);
+    if let Some(incarnation) = &transcript.incarnation {
+        let _ = write!(out, " (incarnation {incarnation})");
+    }
     if !transcript.complete {
         out.push_str(" (incomplete: some messages are missing)");
     }

@@ -80,17 +80,19 @@ impl RoomStore {
     pub async fn record_reads(
         &self,
         room: &RoomId,
+        incarnation: &str,
         reads: &BTreeMap<String, u64>,
         frame: &str,
     ) -> Result<u32, StateError> {
         let keys = RoomKeys::new(room);
         let mut invocation = scripts::READS.key(&keys.reads);
-        invocation.key(&keys.closed);
+        invocation.key(&keys.closed).key(&keys.meta);
         invocation
             .arg(self.ttl_seconds())
             .arg(&keys.live)
             .arg(frame)
-            .arg(self.redis.room_publish_command());
+            .arg(self.redis.room_publish_command())
+            .arg(incarnation);
         for (user, id) in reads {
             invocation.arg(user).arg(id);
         }
@@ -99,7 +101,7 @@ impl RoomStore {
 
     /// Records a moderator's action and publishes `frame` (its `moderation` frame) to the
     /// room's nodes, in one script. Refused for a closed room, atomically: a mute racing the
-    /// close leaves nothing behind.
+    /// close leaves nothing behind. Moderators act on the room as it is now.
     pub async fn moderate(
         &self,
         room: &RoomId,
@@ -116,6 +118,7 @@ impl RoomStore {
             .key(&keys.muted)
             .key(&keys.removed)
             .key(&keys.closed)
+            .key(&keys.meta)
             .arg(action)
             .arg(&moderation.user)
             .arg(detail)
@@ -123,6 +126,7 @@ impl RoomStore {
             .arg(&keys.live)
             .arg(frame)
             .arg(self.redis.room_publish_command())
+            .arg("")
             .invoke_async(&mut self.redis.conn())
             .await?;
         if done < 0 {

@@ -36,11 +36,29 @@ pub fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// A new incarnation id, for a room opened without one (by a node's room API; the operator
+/// uses the ChatRoom's UID).
+pub fn new_incarnation() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether `incarnation` can name a room's incarnation: what UIDs and [`new_incarnation`]
+/// produce (it becomes part of a Redis key and a URL).
+pub fn is_incarnation(incarnation: &str) -> bool {
+    (1..=64).contains(&incarnation.len())
+        && incarnation
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// A room's settings, set when it is created (through the room API or by the operator).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSettings {
     pub max_members: u32,
     pub created_ms: u64,
+    /// Which room of that name this is (`""` for a room opened without one): a name used
+    /// again after a close is another room, with its own transcript and tokens.
+    pub incarnation: String,
 }
 
 /// Rooms' state in Redis. Cheap to clone.
@@ -78,18 +96,25 @@ impl RoomStore {
 
     /// The newest message id and the log's epoch, read together; a room without an epoch
     /// gets one. `floor` is the newest id the caller has delivered: a log found behind it
-    /// lost messages, and moves up to it in a new epoch. Refused for a closed room, whose keys
-    /// stay gone.
-    pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
+    /// lost messages, and moves up to it in a new epoch. Refused for a closed room (that
+    /// incarnation of it), whose keys stay gone.
+    pub async fn position(
+        &self,
+        room: &RoomId,
+        incarnation: &str,
+        floor: u64,
+    ) -> Result<(u64, String), StateError> {
         let keys = RoomKeys::new(room);
         let (id, epoch, closed): (u64, String, u8) = scripts::POSITION
             .key(&keys.seq)
             .key(&keys.epoch)
             .key(&keys.log)
             .key(&keys.closed)
+            .key(&keys.meta)
             .arg(new_epoch())
             .arg(self.ttl_seconds())
             .arg(floor)
+            .arg(incarnation)
             .invoke_async(&mut self.redis.conn())
             .await?;
         if closed == 1 {
@@ -143,32 +168,39 @@ impl RoomStore {
     }
 
     pub async fn settings(&self, room: &RoomId) -> Result<Option<RoomSettings>, StateError> {
-        let (max_members, created_ms): (Option<u32>, Option<u64>) = redis::cmd("HMGET")
-            .arg(RoomKeys::new(room).meta)
-            .arg("max_members")
-            .arg("created_ms")
-            .query_async(&mut self.redis.conn())
-            .await?;
+        let (max_members, created_ms, incarnation): (Option<u32>, Option<u64>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(RoomKeys::new(room).meta)
+                .arg("max_members")
+                .arg("created_ms")
+                .arg("incarnation")
+                .query_async(&mut self.redis.conn())
+                .await?;
         Ok(max_members.map(|max_members| RoomSettings {
             max_members,
             created_ms: created_ms.unwrap_or(0),
+            incarnation: incarnation.unwrap_or_default(),
         }))
     }
 
     /// Records a room's settings; an existing room keeps the ones it has. Refused for a room
-    /// that was closed, atomically: a create racing a close never brings the room back.
+    /// (an incarnation) that was closed, atomically: a create racing a close never brings the
+    /// room back. A new incarnation of a closed name opens. A room already live without
+    /// settings (joined before it was created) keeps no incarnation: the answer says which.
     pub async fn create(
         &self,
         room: &RoomId,
         settings: RoomSettings,
     ) -> Result<RoomSettings, StateError> {
         let keys = RoomKeys::new(room);
-        let (max_members, created_ms): (i64, u64) = scripts::CREATE_ROOM
+        let (max_members, created_ms, incarnation): (i64, u64, String) = scripts::CREATE_ROOM
             .key(&keys.meta)
             .key(&keys.closed)
+            .key(&keys.epoch)
             .arg(settings.max_members)
             .arg(settings.created_ms)
             .arg(self.ttl_seconds())
+            .arg(&settings.incarnation)
             .invoke_async(&mut self.redis.conn())
             .await?;
         if max_members < 0 {
@@ -177,33 +209,56 @@ impl RoomStore {
         Ok(RoomSettings {
             max_members: u32::try_from(max_members).unwrap_or(settings.max_members),
             created_ms,
+            incarnation,
         })
     }
 
-    pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StateError> {
-        Ok(self.redis.conn().exists(RoomKeys::new(room).closed).await?)
-    }
-
-    /// Lifts a closed room's tombstone: only for a new room deliberately given an old name
-    /// (the operator does this when a new ChatRoom reuses a deleted one's name). The old
-    /// room's transcript goes with it, so the new room's starts empty.
-    pub async fn reopen(&self, room: &RoomId) -> Result<(), StateError> {
+    /// Whether the room is closed: its current incarnation, with `incarnation` empty (the name
+    /// is closed while its last incarnation is and no later one opened), or the one named.
+    pub async fn is_closed(&self, room: &RoomId, incarnation: &str) -> Result<bool, StateError> {
         let keys = RoomKeys::new(room);
-        let _: () = self
-            .redis
-            .conn()
-            .del(&[keys.closed, keys.transcript])
+        let closed: u8 = scripts::CLOSED
+            .key(&keys.closed)
+            .key(&keys.meta)
+            .arg(incarnation)
+            .invoke_async(&mut self.redis.conn())
             .await?;
-        Ok(())
+        Ok(closed == 1)
     }
 
-    /// Closes the room for good, once, in one script: a closed mark for as long as a token for
-    /// the room could live, the room's state dropped, the close recorded as its transcript's
-    /// last entry (kept for the retention from now on, a retention no later write changes) and
-    /// a `closed` frame carrying `reason` to every node hosting it. Returns false when the room
-    /// was closed already (nothing changes then).
-    pub async fn close(&self, room: &RoomId, reason: &str) -> Result<bool, StateError> {
+    /// The incarnation a room name stands for now: the open room's, or else the one closed
+    /// last; `""` for a room without one.
+    pub async fn current_incarnation(&self, room: &RoomId) -> Result<String, StateError> {
         let keys = RoomKeys::new(room);
+        Ok(scripts::INCARNATION
+            .key(&keys.meta)
+            .key(&keys.closed)
+            .invoke_async(&mut self.redis.conn())
+            .await?)
+    }
+
+    /// Closes one incarnation of the room for good, once, in one script (`""`: the room as it
+    /// is now): a closed mark for as long as a token for the room could live, the close
+    /// recorded as its transcript's last entry (kept for the retention from now on, a
+    /// retention no later write changes), and, for the current incarnation, the room's state
+    /// dropped and a `closed` frame carrying `reason` to every node hosting it. Returns the
+    /// incarnation closed, or None when it was closed already (nothing changes then).
+    pub async fn close(
+        &self,
+        room: &RoomId,
+        incarnation: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StateError> {
+        let keys = RoomKeys::new(room);
+        let incarnation = match incarnation {
+            "" => self
+                .redis
+                .conn()
+                .hget::<_, _, Option<String>>(&keys.meta, "incarnation")
+                .await?
+                .unwrap_or_default(),
+            named => named.to_owned(),
+        };
         let closed_frame = ServerFrame::Closed {
             room: room.clone(),
             reason: reason.to_owned(),
@@ -219,7 +274,10 @@ impl RoomStore {
             String::new()
         };
         let mut invocation = scripts::CLOSE.key(&keys.closed);
-        invocation.key(&keys.transcript).key(keys.state().to_vec());
+        invocation
+            .key(keys.transcript_of(&incarnation))
+            .key(&keys.meta)
+            .key(keys.state().to_vec());
         let closed: u8 = invocation
             .arg(MAX_TOKEN_TTL.as_secs())
             .arg(entry)
@@ -227,9 +285,10 @@ impl RoomStore {
             .arg(&keys.live)
             .arg(closed_frame)
             .arg(self.redis.room_publish_command())
+            .arg(&incarnation)
             .invoke_async(&mut self.redis.conn())
             .await?;
-        Ok(closed == 1)
+        Ok((closed == 1).then_some(incarnation))
     }
 
     /// Publishes a frame every member of the room must see, on whichever node they are
@@ -243,9 +302,10 @@ impl RoomStore {
         Ok(())
     }
 
-    /// Extends the life of the shared state of rooms a node hosts, and of their transcripts
-    /// while they are open (a closed room's transcript keeps the retention its close set).
-    pub async fn refresh(&self, rooms: &[RoomId]) -> Result<(), StateError> {
+    /// Extends the life of the shared state of rooms a node hosts (each with its
+    /// incarnation), and of their transcripts while they are open (a closed room's transcript
+    /// keeps the retention its close set).
+    pub async fn refresh(&self, rooms: &[(RoomId, String)]) -> Result<(), StateError> {
         if rooms.is_empty() {
             return Ok(());
         }
@@ -254,18 +314,20 @@ impl RoomStore {
             .redis
             .query_each_by_slot(
                 rooms,
-                |room| RoomKeys::new(room).seq,
+                |(room, _)| RoomKeys::new(room).seq,
                 // Loaded in the same round trip, so a restarted Redis runs it all the same.
                 |pipe| {
                     pipe.load_script(&scripts::REFRESH_ROOM).ignore();
                 },
-                |pipe, room| {
+                |pipe, (room, incarnation)| {
                     let keys = RoomKeys::new(room);
                     let mut invocation = scripts::REFRESH_ROOM.key(&keys.closed);
                     invocation
-                        .key(&keys.transcript)
+                        .key(&keys.meta)
+                        .key(keys.transcript_of(incarnation))
                         .key(keys.state().to_vec())
-                        .arg(ttl);
+                        .arg(ttl)
+                        .arg(incarnation);
                     pipe.invoke_script(&invocation);
                 },
             )
@@ -301,6 +363,7 @@ impl MessageLog {
     pub async fn append(
         &self,
         room: &RoomId,
+        incarnation: &str,
         tail: &str,
         floor: u64,
         dedup: Option<&str>,
@@ -312,7 +375,8 @@ impl MessageLog {
             .key(&keys.closed)
             .key(&keys.sent)
             .key(&keys.epoch)
-            .key(&keys.transcript)
+            .key(keys.transcript_of(incarnation))
+            .key(&keys.meta)
             .arg(MESSAGE_PREFIX)
             .arg(tail)
             .arg(self.history_len)
@@ -323,6 +387,7 @@ impl MessageLog {
             .arg(new_epoch())
             .arg(self.rooms.redis.room_publish_command())
             .arg(self.rooms.transcripts.max_entries)
+            .arg(incarnation)
             .invoke_async(&mut self.rooms.redis.conn())
             .await?;
         if id < 0 {

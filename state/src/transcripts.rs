@@ -46,6 +46,7 @@ impl RoomStore {
     pub async fn record_transcript(
         &self,
         room: &RoomId,
+        incarnation: &str,
         entries: &[String],
     ) -> Result<usize, StateError> {
         let settings = self.transcripts();
@@ -54,45 +55,70 @@ impl RoomStore {
         }
         let keys = RoomKeys::new(room);
         let recorded: usize = scripts::TRANSCRIPT
-            .key(&keys.transcript)
+            .key(keys.transcript_of(incarnation))
             .key(&keys.closed)
+            .key(&keys.meta)
             .arg(settings.max_entries)
             .arg(self.ttl_seconds())
+            .arg(incarnation)
             .arg(entries)
             .invoke_async(&mut self.redis.conn())
             .await?;
         Ok(recorded)
     }
 
-    /// The recorded entries of a room's transcript, in the order they were written; None when
-    /// the room has none (unknown, never used, or closed longer ago than the retention).
-    pub async fn transcript(&self, room: &RoomId) -> Result<Option<Vec<String>>, StateError> {
-        let key = RoomKeys::new(room).transcript;
+    /// The recorded entries of one incarnation's transcript (None: the incarnation the name
+    /// stands for now, see [`RoomStore::current_incarnation`]) in the order they were written,
+    /// with that incarnation; None when it has none (unknown, never used, or closed longer ago
+    /// than the retention).
+    pub async fn transcript(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+    ) -> Result<Option<(String, Vec<String>)>, StateError> {
+        let incarnation = match incarnation {
+            Some(named) => named.to_owned(),
+            None => self.current_incarnation(room).await?,
+        };
+        let key = RoomKeys::new(room).transcript_of(&incarnation);
         let mut entries = Vec::new();
         let mut start = "-".to_owned();
         loop {
-            let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(PAGE)
-                .query_async(&mut self.redis.conn())
-                .await?;
+            let page = self.transcript_page(&key, &start, PAGE).await?;
             let full = page.len() == PAGE;
             if let Some((last, _)) = page.last() {
                 start = format!("({last}");
             }
-            entries.extend(page.into_iter().filter_map(|(_, fields)| {
-                fields
-                    .into_iter()
-                    .find(|(f, _)| f == LOG_FIELD)
-                    .map(|(_, json)| json)
-            }));
+            entries.extend(page.into_iter().map(|(_, json)| json));
             if !full {
                 break;
             }
         }
-        Ok((!entries.is_empty()).then_some(entries))
+        Ok((!entries.is_empty()).then_some((incarnation, entries)))
+    }
+
+    /// Up to `count` entries of the transcript stream `key` from `start` (an XRANGE bound):
+    /// (entry id, JSON), in the order written.
+    pub async fn transcript_page(
+        &self,
+        key: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(page
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let json = fields.into_iter().find(|(f, _)| f == LOG_FIELD)?.1;
+                Some((id, json))
+            })
+            .collect())
     }
 }

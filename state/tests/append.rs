@@ -31,7 +31,7 @@ async fn every_key_of_a_room_expires_and_gets_its_ttl_back_once_it_ran_down() {
     let log = log(&redis).await;
     let keys = RoomKeys::new(&room());
     let first = log
-        .append(&room(), r#","body":"one"}"#, 0, None)
+        .append(&room(), "", r#","body":"one"}"#, 0, None)
         .await
         .unwrap();
     assert_eq!(first.id, 1);
@@ -40,7 +40,7 @@ async fn every_key_of_a_room_expires_and_gets_its_ttl_back_once_it_ran_down() {
         assert!(left > 3500 && left <= 3600, "{key}: {left}");
     }
     // A dedup set made by a later send expires too, though the counter's TTL is fresh.
-    log.append(&room(), r#","body":"two"}"#, 0, Some("ann\nc-1"))
+    log.append(&room(), "", r#","body":"two"}"#, 0, Some("ann\nc-1"))
         .await
         .unwrap();
     let left = ttl(&redis, &keys.sent).await;
@@ -51,7 +51,7 @@ async fn every_key_of_a_room_expires_and_gets_its_ttl_back_once_it_ran_down() {
     for key in [&keys.seq, &keys.log, &keys.epoch] {
         let _: () = conn.expire(key, 3590).await.unwrap();
     }
-    log.append(&room(), r#","body":"three"}"#, 0, None)
+    log.append(&room(), "", r#","body":"three"}"#, 0, None)
         .await
         .unwrap();
     assert!(
@@ -62,7 +62,7 @@ async fn every_key_of_a_room_expires_and_gets_its_ttl_back_once_it_ran_down() {
     for key in [&keys.seq, &keys.log, &keys.epoch] {
         let _: () = conn.expire(key, 100).await.unwrap();
     }
-    log.append(&room(), r#","body":"four"}"#, 0, None)
+    log.append(&room(), "", r#","body":"four"}"#, 0, None)
         .await
         .unwrap();
     for key in [&keys.seq, &keys.log, &keys.epoch] {
@@ -77,18 +77,18 @@ async fn a_retried_send_gets_its_first_id_and_the_dedup_set_stays_bounded() {
     let log = log(&redis).await;
     let keys = RoomKeys::new(&room());
     let first = log
-        .append(&room(), r#","body":"hi"}"#, 0, Some("ann\nretry"))
+        .append(&room(), "", r#","body":"hi"}"#, 0, Some("ann\nretry"))
         .await
         .unwrap();
     let again = log
-        .append(&room(), r#","body":"hi"}"#, 0, Some("ann\nretry"))
+        .append(&room(), "", r#","body":"hi"}"#, 0, Some("ann\nretry"))
         .await
         .unwrap();
     assert_eq!(again.id, first.id);
     assert!(again.frame.is_none(), "a duplicate is not delivered again");
     for n in 0..300 {
         let dedup = format!("ann\nc-{n}");
-        log.append(&room(), r#","body":"x"}"#, 0, Some(&dedup))
+        log.append(&room(), "", r#","body":"x"}"#, 0, Some(&dedup))
             .await
             .unwrap();
     }
@@ -108,11 +108,11 @@ async fn a_log_behind_what_a_node_delivered_moves_up_in_a_new_epoch() {
     let keys = RoomKeys::new(&room());
     let tail = r#","body":"x"}"#;
     for _ in 0..3 {
-        log.append(&room(), tail, 0, None).await.unwrap();
+        log.append(&room(), "", tail, 0, None).await.unwrap();
     }
-    let (latest, epoch) = log.rooms().position(&room(), 3).await.unwrap();
+    let (latest, epoch) = log.rooms().position(&room(), "", 3).await.unwrap();
     assert_eq!(latest, 3);
-    let caught_up = log.append(&room(), tail, 3, None).await.unwrap();
+    let caught_up = log.append(&room(), "", tail, 3, None).await.unwrap();
     assert_eq!((caught_up.id, caught_up.renewed), (4, false));
     assert_eq!(caught_up.epoch, epoch, "nothing lost, same epoch");
 
@@ -126,21 +126,21 @@ async fn a_log_behind_what_a_node_delivered_moves_up_in_a_new_epoch() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let (latest, noticed) = log.rooms().position(&room(), 4).await.unwrap();
+    let (latest, noticed) = log.rooms().position(&room(), "", 4).await.unwrap();
     assert_eq!(latest, 4, "ids never go backwards");
     assert_ne!(noticed, epoch, "a gap begins a new epoch");
-    let next = log.append(&room(), tail, 4, None).await.unwrap();
+    let next = log.append(&room(), "", tail, 4, None).await.unwrap();
     assert_eq!((next.id, next.renewed, &next.epoch), (5, false, &noticed));
 
     // The same loss met first by an append.
     let _: () = conn.set(&keys.seq, 2).await.unwrap();
-    let appended = log.append(&room(), tail, 5, None).await.unwrap();
+    let appended = log.append(&room(), "", tail, 5, None).await.unwrap();
     assert_eq!(appended.id, 6);
     assert!(appended.renewed);
     assert_ne!(appended.epoch, noticed);
 
     // The counter alone was evicted while the log survived: nothing was lost.
     let _: () = conn.del(&keys.seq).await.unwrap();
-    let (latest, same) = log.rooms().position(&room(), 6).await.unwrap();
+    let (latest, same) = log.rooms().position(&room(), "", 6).await.unwrap();
     assert_eq!((latest, &same), (6, &appended.epoch));
 }

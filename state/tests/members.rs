@@ -50,7 +50,7 @@ async fn exercise(state: &FleetState) {
     let reads: BTreeMap<String, u64> = [("ann".into(), 3), ("bob".into(), 5)].into();
     assert_eq!(
         rooms
-            .record_reads(&room(), &reads, "reads-1")
+            .record_reads(&room(), "", &reads, "reads-1")
             .await
             .unwrap(),
         2
@@ -60,7 +60,7 @@ async fn exercise(state: &FleetState) {
     let reads: BTreeMap<String, u64> = [("ann".into(), 4), ("bob".into(), 2)].into();
     assert_eq!(
         rooms
-            .record_reads(&room(), &reads, "reads-2")
+            .record_reads(&room(), "", &reads, "reads-2")
             .await
             .unwrap(),
         1
@@ -70,7 +70,7 @@ async fn exercise(state: &FleetState) {
     let stale: BTreeMap<String, u64> = [("bob".into(), 5)].into();
     assert_eq!(
         rooms
-            .record_reads(&room(), &stale, "reads-3")
+            .record_reads(&room(), "", &stale, "reads-3")
             .await
             .unwrap(),
         0
@@ -101,7 +101,7 @@ async fn exercise(state: &FleetState) {
         [("fay".to_owned(), "Removed fay".to_owned())].into()
     );
 
-    rooms.close(&room(), "closed").await.unwrap();
+    rooms.close(&room(), "", "closed").await.unwrap();
     assert_eq!(
         rooms.member_state(&room()).await.unwrap(),
         Default::default()

@@ -312,6 +312,19 @@ pub fn token_with(secret: &str, room: &str, user: &str, role: Role, ttl: Duratio
         .0
 }
 
+/// A token for `user` in one incarnation of `room`, as the room API mints them.
+pub fn token_for_incarnation(room: &str, incarnation: &str, user: &str) -> String {
+    let member = Member {
+        user: user.into(),
+        name: format!("{user} name"),
+        role: Role::Customer,
+    };
+    let room: RoomId = room.parse().unwrap();
+    TokenKeys::from_secret(SECRET.as_bytes())
+        .mint_for(&room, Some(incarnation), &member, Duration::from_secs(600))
+        .0
+}
+
 /// A WebSocket client that speaks chatfleet's frames.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

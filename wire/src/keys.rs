@@ -68,7 +68,9 @@ pub struct RoomKeys {
     pub log: String,
     /// Hash of the room's settings (`max_members`, `created_ms`).
     pub meta: String,
-    /// String set when the room was closed, so stale tokens cannot reopen it.
+    /// Hash: incarnation → when (ms) it was closed, for every closed incarnation of the name
+    /// (`""` for a room without one), so stale tokens cannot reopen it and no write of a
+    /// closed incarnation lands. The name itself is closed while its last incarnation is.
     pub closed: String,
     /// Pub/sub channel carrying every frame all members of the room must see.
     pub live: String,
@@ -92,9 +94,10 @@ pub struct RoomKeys {
     /// Sorted set of released seats (session id → when the record may go), as
     /// [`user_released`] is for sessions.
     pub seats_released: String,
-    /// Stream of the room's transcript (field `f`: a JSON
-    /// [`TranscriptEntry`](crate::transcript::TranscriptEntry)). Not part of [`Self::state`]:
-    /// it outlives the room's close by the transcript retention.
+    /// Stream of the transcript of the room without an incarnation (field `f`: a JSON
+    /// [`TranscriptEntry`](crate::transcript::TranscriptEntry)); an incarnation's is
+    /// [`Self::transcript_of`]. Not part of [`Self::state`]: it outlives the room's close by
+    /// the transcript retention.
     pub transcript: String,
 }
 
@@ -115,6 +118,16 @@ impl RoomKeys {
             transcript: format!("{base}:transcript"),
             seats: format!("{base}:seats"),
             seats_released: format!("{base}:seats:released"),
+        }
+    }
+
+    /// The transcript of one incarnation of the room (`""`: the room without one). Each
+    /// incarnation keeps its own, for its own retention.
+    pub fn transcript_of(&self, incarnation: &str) -> String {
+        if incarnation.is_empty() {
+            self.transcript.clone()
+        } else {
+            format!("{}:{incarnation}", self.transcript)
         }
     }
 

@@ -30,6 +30,11 @@ pub struct JoinClaims {
     /// When it was issued (seconds since the Unix epoch); never in the future.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The room's incarnation: a room name used again (a ChatRoom deleted and applied anew)
+    /// is another room, and this token joins only the one it was minted for. Tokens without
+    /// it (minted by hand, or before incarnations) bind only the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inc: Option<String>,
 }
 
 impl JoinClaims {
@@ -86,8 +91,20 @@ impl TokenKeys {
         }
     }
 
-    /// Mints a token for `member` in `room`, valid for `ttl` (capped at [`MAX_TOKEN_TTL`]).
+    /// Mints a token for `member` in `room` (any incarnation), valid for `ttl` (capped at
+    /// [`MAX_TOKEN_TTL`]).
     pub fn mint(&self, room: &RoomId, member: &Member, ttl: Duration) -> (String, u64) {
+        self.mint_for(room, None, member, ttl)
+    }
+
+    /// Mints a token for `member` in one incarnation of `room` (see [`JoinClaims::inc`]).
+    pub fn mint_for(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+        member: &Member,
+        ttl: Duration,
+    ) -> (String, u64) {
         let now = unix_seconds();
         let exp = now + ttl.min(MAX_TOKEN_TTL).as_secs();
         let claims = JoinClaims {
@@ -98,6 +115,7 @@ impl TokenKeys {
             exp,
             nbf: None,
             iat: Some(now),
+            inc: incarnation.filter(|i| !i.is_empty()).map(str::to_owned),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
@@ -188,6 +206,7 @@ mod tests {
             exp: unix_seconds() - 120,
             nbf: None,
             iat: None,
+            inc: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
@@ -207,7 +226,24 @@ mod tests {
             exp: unix_seconds() + 600,
             nbf: None,
             iat: Some(unix_seconds()),
+            inc: None,
         }
+    }
+
+    #[test]
+    fn a_token_names_its_rooms_incarnation() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let member = Member {
+            user: "u1".into(),
+            name: "Ann".into(),
+            role: Role::Customer,
+        };
+        let ttl = Duration::from_secs(60);
+        let (token, _) = keys.mint_for(&room("a/b"), Some("0f9c"), &member, ttl);
+        let claims = keys.verify(&token, &room("a/b")).unwrap();
+        assert_eq!(claims.inc.as_deref(), Some("0f9c"));
+        let (token, _) = keys.mint_for(&room("a/b"), Some(""), &member, ttl);
+        assert_eq!(keys.verify(&token, &room("a/b")).unwrap().inc, None);
     }
 
     #[test]

@@ -65,6 +65,10 @@ impl TranscriptEntry {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transcript {
     pub room: RoomId,
+    /// Which room of that name (a name can be used again after a close): each keeps its own
+    /// transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     /// Oldest first.
     pub entries: Vec<TranscriptEntry>,
     /// Messages in the transcript.
@@ -99,6 +103,7 @@ impl Transcript {
             .any(|e| matches!(e, TranscriptEntry::Closed { .. }));
         Self {
             room,
+            incarnation: None,
             messages: ids.len() as u64,
             entries,
             complete,

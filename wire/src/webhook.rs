@@ -31,6 +31,10 @@ pub struct WebhookEvent {
     /// Milliseconds since the Unix epoch, when the event happened.
     pub ts: u64,
     pub room: RoomId,
+    /// The room's incarnation: which room of that name (a name can be used again after a
+    /// close). Absent for rooms without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     /// The event's `type` and its `data`.
     #[serde(flatten)]
     pub body: EventBody,
@@ -99,12 +103,39 @@ impl WebhookEvent {
     /// The same occurrence reported twice (a retried reconcile, a retried write) therefore
     /// gets the same id, and its receiver sees one event.
     pub fn new(room: RoomId, ts: u64, body: EventBody, identity: &[&str]) -> Self {
+        Self::derive(room, None, ts, body, identity)
+    }
+
+    /// An event of one incarnation of the room: the incarnation is part of its identity, so
+    /// the same occurrence in two rooms of one name never shares an id.
+    pub fn in_incarnation(
+        room: RoomId,
+        incarnation: &str,
+        ts: u64,
+        body: EventBody,
+        identity: &[&str],
+    ) -> Self {
+        let incarnation = (!incarnation.is_empty()).then(|| incarnation.to_owned());
+        Self::derive(room, incarnation, ts, body, identity)
+    }
+
+    fn derive(
+        room: RoomId,
+        incarnation: Option<String>,
+        ts: u64,
+        body: EventBody,
+        identity: &[&str],
+    ) -> Self {
         let mut hash = Sha256::new();
         hash.update(body.kind());
         hash.update([0]);
         hash.update(room.namespace());
         hash.update("/");
         hash.update(room.name());
+        if let Some(incarnation) = &incarnation {
+            hash.update([1]);
+            hash.update(incarnation);
+        }
         for part in identity {
             hash.update([0]);
             hash.update(part);
@@ -114,6 +145,7 @@ impl WebhookEvent {
             id: format!("evt_{}", hex(&digest[..16])),
             ts,
             room,
+            incarnation,
             body,
         }
     }

@@ -70,7 +70,12 @@ pub async fn run(hub: Arc<Hub>, every: Duration, report_ttl: Duration, stop: Can
             tracing::warn!(%error, "cannot refresh session slots");
         }
         if ok && beats.is_multiple_of(ROOM_REFRESH_EVERY) {
-            let rooms: Vec<_> = hub.rooms().all().iter().map(|r| r.id().clone()).collect();
+            let rooms: Vec<_> = hub
+                .rooms()
+                .all()
+                .iter()
+                .map(|r| (r.id().clone(), r.incarnation().to_owned()))
+                .collect();
             if let Err(error) = redis.state().rooms.refresh(&rooms).await {
                 tracing::warn!(%error, "cannot refresh room TTLs");
             }

@@ -12,7 +12,7 @@ use chatfleet_api::rooms::{
     CreateRoom, CreatedRoom, Labels, RoomDirectory, RoomFilter, RoomView, TokenRequest, TokenView,
 };
 use chatfleet_api::tokens::mint_token_view;
-use chatfleet_state::rooms::LoggedMessage;
+use chatfleet_state::rooms::{LoggedMessage, new_incarnation};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
@@ -50,9 +50,13 @@ impl NodeDirectory {
             return Ok(None);
         }
         let node_limit = self.hub.limits().max_room_members;
-        let max_members = settings.map_or(node_limit, |s| s.max_members.min(node_limit));
+        let max_members = settings
+            .as_ref()
+            .map_or(node_limit, |s| s.max_members.min(node_limit));
+        let incarnation = settings.as_ref().map(|s| s.incarnation.clone());
         Ok(Some(RoomView {
             id: room.clone(),
+            incarnation: incarnation.filter(|i| !i.is_empty()),
             namespace: room.namespace().to_owned(),
             name: room.name().to_owned(),
             members: handle.map_or(0, |h| h.members()),
@@ -73,29 +77,23 @@ impl NodeDirectory {
 
 impl NodeDirectory {
     /// A room opened here is placed here too: both events at once.
-    fn opened(&self, room: &RoomId, settings: RoomSettings) {
-        let opened = settings.created_ms.to_string();
-        self.emit(
-            room,
-            EventBody::RoomOpened {
-                max_members: settings.max_members,
-            },
-            &opened,
-        );
-        self.emit(
-            room,
-            EventBody::RoomPlaced {
-                node: self.hub.node_name().to_owned(),
-                endpoint: ws_endpoint(self.hub.advertise_url(), room),
-            },
-            &opened,
-        );
+    fn opened(&self, room: &RoomId, settings: &RoomSettings) {
+        let opened = EventBody::RoomOpened {
+            max_members: settings.max_members,
+        };
+        self.emit(room, &settings.incarnation, opened);
+        let placed = EventBody::RoomPlaced {
+            node: self.hub.node_name().to_owned(),
+            endpoint: ws_endpoint(self.hub.advertise_url(), room),
+        };
+        self.emit(room, &settings.incarnation, placed);
     }
 
-    /// An event about `room`, unique per room and `opened` (when this room of that name was
-    /// opened: a name may be used again after a close).
-    fn emit(&self, room: &RoomId, body: EventBody, opened: &str) {
-        let event = WebhookEvent::new(room.clone(), unix_millis(), body, &[opened]);
+    /// An event about one incarnation of `room` (its identity: a name may be used again
+    /// after a close, and each incarnation happens once).
+    fn emit(&self, room: &RoomId, incarnation: &str, body: EventBody) {
+        let ts = unix_millis();
+        let event = WebhookEvent::in_incarnation(room.clone(), incarnation, ts, body, &[]);
         self.hub.webhooks().emit(event);
     }
 }
@@ -119,10 +117,11 @@ impl RoomDirectory for NodeDirectory {
         let settings = RoomSettings {
             max_members,
             created_ms: unix_millis(),
+            incarnation: new_incarnation(),
         };
         let settings = backend.create_room(&room, settings).await?;
         if !existed {
-            self.opened(&room, settings);
+            self.opened(&room, &settings);
         }
         self.created
             .lock()
@@ -170,21 +169,15 @@ impl RoomDirectory for NodeDirectory {
             reason: reason.to_owned(),
         }
         .to_json();
-        let opened_ms = self
-            .hub
-            .backend()
-            .settings(room)
-            .await?
-            .map(|s| s.created_ms);
-        self.hub.backend().close_room(room, reason).await?;
-        self.emit(
-            room,
-            EventBody::RoomClosed {
+        let backend = self.hub.backend();
+        // Closed already (a close racing this one): that close told everyone.
+        if let Some(incarnation) = backend.close_room(room, "", reason).await? {
+            let closed = EventBody::RoomClosed {
                 reason: reason.to_owned(),
-                transcript: transcript_path(room),
-            },
-            &opened_ms.unwrap_or_default().to_string(),
-        );
+                transcript: transcript_path(room, &incarnation),
+            };
+            self.emit(room, &incarnation, closed);
+        }
         self.created.lock().expect("lock").remove(room);
         if let Some(handle) = self.hub.rooms().get(room) {
             handle.close(frame.into());
@@ -221,7 +214,9 @@ impl RoomDirectory for NodeDirectory {
             return Err(ApiError::not_found(room));
         }
         let endpoint = ws_endpoint(self.hub.advertise_url(), room);
-        mint_token_view(self.hub.tokens(), room, request, &endpoint)
+        let incarnation = self.hub.backend().settings(room).await?;
+        let incarnation = incarnation.map(|s| s.incarnation).unwrap_or_default();
+        mint_token_view(self.hub.tokens(), room, &incarnation, request, &endpoint)
     }
 
     async fn history(&self, room: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
@@ -231,13 +226,16 @@ impl RoomDirectory for NodeDirectory {
         Ok(history::read_page(self.hub.backend(), room, query).await?)
     }
 
-    async fn transcript(&self, room: &RoomId) -> Result<Transcript, ApiError> {
-        let entries = self.hub.backend().transcript(room).await?;
-        let entries = entries.ok_or_else(|| ApiError::not_found(room))?;
-        Ok(Transcript::assemble(
-            room.clone(),
-            entries.iter().map(String::as_str),
-        ))
+    async fn transcript(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+    ) -> Result<Transcript, ApiError> {
+        let recorded = self.hub.backend().transcript(room, incarnation).await?;
+        let (incarnation, entries) = recorded.ok_or_else(|| ApiError::not_found(room))?;
+        let mut transcript = Transcript::assemble(room.clone(), entries.iter().map(String::as_str));
+        transcript.incarnation = (!incarnation.is_empty()).then_some(incarnation);
+        Ok(transcript)
     }
 }
 

@@ -79,8 +79,8 @@ pub async fn join_room(
                 .into_response();
         }
     };
-    let member = match authenticate(&state, &room, &query, request.headers()) {
-        Ok(member) => member,
+    let (member, incarnation) = match authenticate(&state, &room, &query, request.headers()) {
+        Ok(who) => who,
         Err(Refused::Member(why)) => {
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_member", why).into_response();
         }
@@ -111,6 +111,7 @@ pub async fn join_room(
         member,
         since: query.since,
         epoch: query.epoch,
+        incarnation,
     };
     let buffer = state.ws_buffer_bytes;
     // Frames up to this size get a `message_too_large` answer and the connection stays;
@@ -219,7 +220,7 @@ fn authenticate(
     room: &RoomId,
     query: &JoinQuery,
     headers: &HeaderMap,
-) -> Result<Member, Refused> {
+) -> Result<(Member, Option<String>), Refused> {
     // The scheme is case-insensitive (RFC 7235).
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -232,7 +233,7 @@ fn authenticate(
             .hub
             .tokens()
             .verify(token, room)
-            .map(|claims| claims.member())
+            .map(|claims| (claims.member(), claims.inc))
             .map_err(Refused::Auth);
     }
     match (&query.user, state.insecure_dev_auth) {
@@ -243,7 +244,7 @@ fn authenticate(
                 role: query.role.unwrap_or(Role::Customer),
             };
             member.check_bounds().map_err(Refused::Member)?;
-            Ok(member)
+            Ok((member, None))
         }
         _ => Err(Refused::Auth(AuthError::Missing)),
     }

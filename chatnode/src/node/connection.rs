@@ -55,6 +55,8 @@ pub struct Admission {
     pub since: Option<u64>,
     /// The epoch of `since`, when the client knows it.
     pub epoch: Option<String>,
+    /// The room incarnation the client's token was minted for, if it names one.
+    pub incarnation: Option<String>,
 }
 
 /// Rate-limit rejections per second, in bursts, after which a client counts as flooding.
@@ -150,6 +152,7 @@ async fn admit(
         outbox: out,
         since: who.since,
         epoch: who.epoch.clone(),
+        incarnation: who.incarnation.clone(),
         elsewhere,
     };
     let room = match hub.rooms().join(&who.room, request).await {
@@ -587,7 +590,13 @@ impl Connection {
         let appended = self
             .hub
             .backend()
-            .append(self.room.id(), &tail, self.room.last_id(), dedup.as_deref())
+            .append(
+                self.room.id(),
+                self.room.incarnation(),
+                &tail,
+                self.room.last_id(),
+                dedup.as_deref(),
+            )
             .await;
         match appended {
             Ok(appended) => {
@@ -601,12 +610,11 @@ impl Connection {
                 self.hub.count_message_in();
                 let webhooks = self.hub.webhooks();
                 if webhooks.messages() {
-                    let room = self.room.id().clone();
                     let message = WireMessage {
                         id: appended.id,
                         content,
                     };
-                    webhooks.emit(message_event(room, &appended.epoch, message));
+                    webhooks.emit(message_event(&self.room, &appended.epoch, message));
                 }
                 if appended.renewed {
                     // Redis lost messages (or the room is new): the room rereads its epoch.
@@ -652,17 +660,17 @@ impl Connection {
             return;
         };
         if let Ok(ServerFrame::Message(message)) = serde_json::from_str(frame.as_str()) {
-            webhooks.emit(message_event(room.clone(), epoch, message));
+            webhooks.emit(message_event(&self.room, epoch, message));
         }
     }
 }
 
-/// The `message` event of a stored message. Its id derives from the log's epoch and the
-/// message id, so emitting it again (a retried send) queues nothing new.
-fn message_event(room: RoomId, epoch: &str, message: WireMessage) -> WebhookEvent {
+/// The `message` event of a stored message. Its id derives from the room's incarnation, the
+/// log's epoch and the message id, so emitting it again (a retried send) queues nothing new.
+fn message_event(room: &RoomHandle, epoch: &str, message: WireMessage) -> WebhookEvent {
     let identity = [epoch, &message.id.to_string()];
-    let ts = message.content.ts;
-    WebhookEvent::new(room, ts, EventBody::Message(message), &identity)
+    let (id, incarnation, ts) = (room.id().clone(), room.incarnation(), message.content.ts);
+    WebhookEvent::in_incarnation(id, incarnation, ts, EventBody::Message(message), &identity)
 }
 
 fn not_sent() -> ServerFrame {

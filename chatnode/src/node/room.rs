@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -75,6 +75,9 @@ pub struct JoinRequest {
     pub since: Option<u64>,
     /// The epoch `since` belongs to, when the client knows it.
     pub epoch: Option<String>,
+    /// The room incarnation the client's token names, if any: a token of an earlier room of
+    /// this name does not join this one.
+    pub incarnation: Option<String>,
     /// The room beyond this node (in a fleet): its members elsewhere and its size.
     pub elsewhere: Elsewhere,
 }
@@ -130,6 +133,9 @@ pub struct RoomHandle {
 
 struct Shared {
     id: RoomId,
+    /// Which room of that name this is (`""` for a room without one); set when the task
+    /// starts, before any join.
+    incarnation: OnceLock<String>,
     tx: mpsc::Sender<Command>,
     /// Set when a live delivery found the queue full; the task then catches up from the log.
     lagged: AtomicBool,
@@ -158,6 +164,7 @@ impl RoomHandle {
         let budget_cells = NonZeroU32::new(env.deliveries_per_second).unwrap_or(NonZeroU32::MAX);
         let shared = Arc::new(Shared {
             id,
+            incarnation: OnceLock::new(),
             tx,
             lagged: AtomicBool::new(false),
             stale_members: AtomicBool::new(false),
@@ -191,6 +198,11 @@ impl RoomHandle {
 
     pub fn id(&self) -> &RoomId {
         &self.shared.id
+    }
+
+    /// The room's incarnation (`""` before the task started, or for a room without one).
+    pub fn incarnation(&self) -> &str {
+        self.shared.incarnation.get().map_or("", String::as_str)
     }
 
     /// Sessions in the room on this node.
@@ -531,7 +543,7 @@ impl RoomTask {
             return Err(StateError::LiveUnavailable);
         }
         let backend = self.backend().clone();
-        match backend.position(self.id(), self.last_id).await {
+        match backend.position(self.id(), "", self.last_id).await {
             Ok((latest, epoch)) => {
                 self.advance_to(latest);
                 self.epoch = epoch;
@@ -540,8 +552,15 @@ impl RoomTask {
             Err(StateError::RoomClosed) => self.closed = true,
             Err(error) => return Err(error),
         }
+        let settings = backend.settings(self.id()).await?;
+        let incarnation = match (&settings, &backend) {
+            (Some(settings), _) => settings.incarnation.clone(),
+            (None, Backend::Memory(memory)) => memory.incarnation(self.id()).unwrap_or_default(),
+            (None, Backend::Redis(_)) => String::new(),
+        };
+        let _ = self.handle.shared.incarnation.set(incarnation);
         let node_limit = self.env.limits.max_room_members;
-        let max = match backend.settings(self.id()).await? {
+        let max = match settings {
             Some(settings) => settings.max_members.min(node_limit),
             None => node_limit,
         };
@@ -612,7 +631,11 @@ impl RoomTask {
         }
         .to_json();
         let backend = self.backend().clone();
-        match backend.record_reads(self.id(), &reads, &frame).await {
+        let incarnation = self.handle.incarnation();
+        match backend
+            .record_reads(self.id(), incarnation, &reads, &frame)
+            .await
+        {
             Ok(_) if !backend.relays() => self.apply_reads(&reads),
             Ok(_) => {}
             Err(error) => {
@@ -628,7 +651,11 @@ impl RoomTask {
     async fn flush_events(&mut self) {
         let events = std::mem::take(&mut self.pending_events);
         let backend = self.backend().clone();
-        if let Err(error) = backend.record_transcript(self.id(), &events).await {
+        let incarnation = self.handle.incarnation();
+        if let Err(error) = backend
+            .record_transcript(self.id(), incarnation, &events)
+            .await
+        {
             tracing::debug!(room = %self.id(), %error, "cannot record joins and leaves; retrying");
             let newer = std::mem::replace(&mut self.pending_events, events);
             self.pending_events.extend(newer);
@@ -657,7 +684,10 @@ impl RoomTask {
             };
             // A user joins a room on a node at most once per millisecond: its first session.
             let identity = [self.env.node_name.as_str(), &member.user, &ts.to_string()];
-            webhooks.emit(WebhookEvent::new(self.id().clone(), ts, body, &identity));
+            let incarnation = self.handle.incarnation();
+            let room = self.id().clone();
+            let event = WebhookEvent::in_incarnation(room, incarnation, ts, body, &identity);
+            webhooks.emit(event);
         }
         if self.closed {
             // The close is the transcript's last entry and ended everyone's presence.
@@ -817,6 +847,16 @@ impl RoomTask {
             if self.closed {
                 return Err(Refusal::RoomClosed);
             }
+        }
+        // A token minted for an earlier room of this name (closed, its name used again):
+        // that room is closed, and this one is not the token's.
+        let room_incarnation = self.handle.incarnation();
+        if request
+            .incarnation
+            .as_deref()
+            .is_some_and(|token| !room_incarnation.is_empty() && token != room_incarnation)
+        {
+            return Err(Refusal::RoomClosed);
         }
         if self
             .member_state()
@@ -1034,7 +1074,10 @@ impl RoomTask {
         let backend = self.backend().clone();
         let upto = match upto {
             Some(upto) => upto,
-            None => match backend.position(self.id(), self.last_id).await {
+            None => match backend
+                .position(self.id(), self.handle.incarnation(), self.last_id)
+                .await
+            {
                 Ok((latest, epoch)) => {
                     if epoch != self.epoch {
                         tracing::warn!(room = %self.id(), old = %self.epoch, new = %epoch, "the room's log began a new epoch: its history was lost");
@@ -1229,7 +1272,7 @@ mod tests {
             client_id: None,
         };
         let appended = backend
-            .append(&room_id(), &message_tail(&content), 0, None)
+            .append(&room_id(), "", &message_tail(&content), 0, None)
             .await
             .unwrap();
         (appended.id, appended.frame.unwrap())
@@ -1249,6 +1292,7 @@ mod tests {
             outbox: out,
             since,
             epoch: None,
+            incarnation: None,
             elsewhere: Elsewhere::default(),
         }
     }
@@ -1572,7 +1616,10 @@ mod tests {
         assert_eq!(message_ids(&mut ann, 1).await, [1]);
         // Another node recorded bob's read while this room's live channel was down.
         let missed: BTreeMap<String, u64> = [("bob".into(), 1)].into();
-        backend.record_reads(&room_id(), &missed, "").await.unwrap();
+        backend
+            .record_reads(&room_id(), "", &missed, "")
+            .await
+            .unwrap();
         room.resubscribed();
         let ServerFrame::Read { reads, .. } = next_notice(&mut ann).await else {
             panic!("a read frame");

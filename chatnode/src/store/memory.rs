@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatfleet_state::members::MemberState;
-use chatfleet_state::rooms::new_epoch;
+use chatfleet_state::rooms::{new_epoch, new_incarnation};
 use chatfleet_state::transcripts::TranscriptSettings;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, message_json};
@@ -31,6 +31,9 @@ use super::{Appended, LoggedFrame, RoomSettings, StateError};
 
 #[derive(Debug)]
 struct RoomLog {
+    /// Which room of that name this is: a room forgotten and opened again is another one,
+    /// and tokens minted for this one do not join it.
+    incarnation: String,
     /// A new name for each life of the log: a forgotten room comes back in a new epoch.
     epoch: String,
     latest_id: u64,
@@ -57,6 +60,7 @@ struct RoomLog {
 impl Default for RoomLog {
     fn default() -> Self {
         Self {
+            incarnation: new_incarnation(),
             epoch: new_epoch(),
             latest_id: 0,
             sent: HashMap::new(),
@@ -74,6 +78,19 @@ impl Default for RoomLog {
 }
 
 impl RoomLog {
+    /// Whether this log is of `incarnation` (`""`: whichever it is).
+    fn is(&self, incarnation: &str) -> bool {
+        incarnation.is_empty() || incarnation == self.incarnation
+    }
+
+    /// The room's settings, with its incarnation.
+    fn settings(&self) -> Option<RoomSettings> {
+        self.settings.as_ref().map(|s| RoomSettings {
+            incarnation: self.incarnation.clone(),
+            ..s.clone()
+        })
+    }
+
     fn pop_oldest(&mut self) -> usize {
         let freed = self.frames.pop_front().map_or(0, |(_, f)| f.len());
         self.bytes -= freed;
@@ -271,11 +288,12 @@ impl MemoryStore {
     }
 
     /// The newest id and the epoch of `room`'s log (a new log when it has none); refused for
-    /// a closed room, and for a new one while the transcripts are at their bound.
-    pub fn position(&self, room: &RoomId) -> Result<(u64, String), StateError> {
+    /// a closed room, for another incarnation than the log's, and for a new room while the
+    /// transcripts are at their bound.
+    pub fn position(&self, room: &RoomId, incarnation: &str) -> Result<(u64, String), StateError> {
         let log = self.open(room)?;
         let log = log.lock().expect("room log lock");
-        if log.closed_at.is_some() {
+        if log.closed_at.is_some() || !log.is(incarnation) {
             return Err(StateError::RoomClosed);
         }
         Ok((log.latest_id, log.epoch.clone()))
@@ -381,7 +399,13 @@ impl MemoryStore {
 
     pub fn settings(&self, room: &RoomId) -> Option<RoomSettings> {
         self.existing(room)
-            .and_then(|log| log.lock().expect("room log lock").settings)
+            .and_then(|log| log.lock().expect("room log lock").settings())
+    }
+
+    /// The incarnation of `room`'s log, if it has one.
+    pub fn incarnation(&self, room: &RoomId) -> Option<String> {
+        self.existing(room)
+            .map(|log| log.lock().expect("room log lock").incarnation.clone())
     }
 
     pub fn create_room(
@@ -398,7 +422,8 @@ impl MemoryStore {
             // Opened through the API with no task yet: the retention runs from now.
             log.idle_since = Some(Instant::now());
         }
-        Ok(*log.settings.get_or_insert(settings))
+        log.settings.get_or_insert(settings);
+        Ok(log.settings().expect("just set"))
     }
 
     pub fn is_closed(&self, room: &RoomId) -> bool {
@@ -407,11 +432,13 @@ impl MemoryStore {
     }
 
     /// Marks the room closed, drops its history and records the close in its transcript.
-    pub fn close_room(&self, room: &RoomId, reason: &str) {
+    /// Returns the incarnation closed; None when it was closed already, or is not the room's
+    /// (`incarnation` names another; `""` names the room's).
+    pub fn close_room(&self, room: &RoomId, incarnation: &str, reason: &str) -> Option<String> {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
-        if log.closed_at.is_some() {
-            return;
+        if log.closed_at.is_some() || !log.is(incarnation) {
+            return None;
         }
         log.closed_at = Some(Instant::now());
         log.members = MemberState::default();
@@ -425,16 +452,20 @@ impl MemoryStore {
             };
             self.add_transcript_bytes(log.record(closed.to_json(), transcripts.max_entries));
         }
+        Some(log.incarnation.clone())
     }
 
     /// Records joins and leaves in the room's transcript.
-    pub fn record_transcript(&self, room: &RoomId, entries: &[String]) {
+    pub fn record_transcript(&self, room: &RoomId, incarnation: &str, entries: &[String]) {
         let transcripts = self.retention.transcripts;
         if !transcripts.enabled() {
             return;
         }
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
+        if !log.is(incarnation) {
+            return;
+        }
         // Nodes stop recording once they know the room closed: these came before the close
         // (the transcript orders them before it), unless its retention already ran out.
         if log.closed_at.is_some() && log.transcript.is_empty() {
@@ -445,11 +476,18 @@ impl MemoryStore {
         }
     }
 
-    /// The transcript's recorded entries; None when the room has none.
-    pub fn transcript(&self, room: &RoomId) -> Option<Vec<String>> {
+    /// One incarnation's transcript entries (None: the room's), with its incarnation; None
+    /// when it has none.
+    pub fn transcript(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+    ) -> Option<(String, Vec<String>)> {
         let log = self.existing(room)?;
         let log = log.lock().expect("room log lock");
-        (!log.transcript.is_empty()).then(|| log.transcript.iter().cloned().collect())
+        let entries = log.transcript.iter().cloned().collect();
+        (log.is(incarnation.unwrap_or_default()) && !log.transcript.is_empty())
+            .then(|| (log.incarnation.clone(), entries))
     }
 
     pub fn member_state(&self, room: &RoomId) -> MemberState {
@@ -459,10 +497,15 @@ impl MemoryStore {
     }
 
     /// Raises read positions; returns how many moved (none in a closed room).
-    pub fn record_reads(&self, room: &RoomId, reads: &BTreeMap<String, u64>) -> u32 {
+    pub fn record_reads(
+        &self,
+        room: &RoomId,
+        incarnation: &str,
+        reads: &BTreeMap<String, u64>,
+    ) -> u32 {
         let log = self.room(room);
         let mut log = log.lock().expect("room log lock");
-        if log.closed_at.is_some() {
+        if log.closed_at.is_some() || !log.is(incarnation) {
             return 0;
         }
         log.members.merge_reads(reads).len() as u32
@@ -515,7 +558,7 @@ mod tests {
     fn a_closed_room_takes_no_messages() {
         let store = MemoryStore::with_history(3);
         store.append(&room(), "}", None).unwrap();
-        store.close_room(&room(), "done");
+        store.close_room(&room(), "", "done");
         assert!(store.is_closed(&room()));
         assert!(matches!(
             store.append(&room(), "}", None),
@@ -611,13 +654,15 @@ mod tests {
                 retention: Duration::from_secs(3600),
             },
         });
-        store.record_transcript(&room(), &["{\"type\":\"joined\"}".to_owned()]);
+        store.record_transcript(&room(), "", &["{\"type\":\"joined\"}".to_owned()]);
         for body in ["a", "b"] {
             store.append(&room(), &tail(body), None).unwrap();
         }
-        store.close_room(&room(), "resolved");
+        store.close_room(&room(), "", "resolved");
         store.sweep();
-        let entries = store.transcript(&room()).expect("kept after the close");
+        let (_, entries) = store
+            .transcript(&room(), None)
+            .expect("kept after the close");
         assert_eq!(entries.len(), 3, "the bound drops the oldest: {entries:?}");
         assert!(entries[0].contains("\"body\":\"a\""), "{entries:?}");
         assert!(entries[2].contains("resolved"), "{entries:?}");
@@ -655,7 +700,7 @@ mod tests {
             ts: 1,
         };
         store.moderate(&closed, &removal).unwrap();
-        store.close_room(&closed, "resolved");
+        store.close_room(&closed, "", "resolved");
         store.released(&closed);
         store.hosting(&room());
         for _ in 0..5 {
@@ -663,14 +708,17 @@ mod tests {
         }
         assert!(store.bytes() <= one * 2, "history stays in its bound");
         assert!(store.is_closed(&closed), "the closed mark stays");
-        let kept = store.transcript(&closed).expect("the transcript stays");
+        let (_, kept) = store
+            .transcript(&closed, None)
+            .expect("the transcript stays");
         assert!(kept.last().unwrap().contains("resolved"), "{kept:?}");
         assert!(matches!(
             store.create_room(
                 &closed,
                 RoomSettings {
                     max_members: 5,
-                    created_ms: 1
+                    created_ms: 1,
+                    incarnation: String::new(),
                 }
             ),
             Err(StateError::RoomClosed)
@@ -681,8 +729,8 @@ mod tests {
         }
         store.append(&room(), &tail("x"), None).unwrap();
         let new: RoomId = "a/new".parse().unwrap();
-        assert!(matches!(store.position(&new), Err(StateError::Full)));
-        assert!(store.transcript(&closed).is_some());
+        assert!(matches!(store.position(&new, ""), Err(StateError::Full)));
+        assert!(store.transcript(&closed, None).is_some());
     }
 
     /// The size of one test frame (ids 1 to 9).
@@ -719,10 +767,10 @@ mod tests {
         });
         store.hosting(&room());
         let before = store.append(&room(), &tail("x"), None).unwrap().epoch;
-        assert_eq!(store.position(&room()).unwrap(), (1, before.clone()));
+        assert_eq!(store.position(&room(), "").unwrap(), (1, before.clone()));
         store.released(&room());
         store.sweep();
-        let (latest, after) = store.position(&room()).unwrap();
+        let (latest, after) = store.position(&room(), "").unwrap();
         assert_eq!(latest, 0);
         assert_ne!(after, before);
     }

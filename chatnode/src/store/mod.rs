@@ -69,6 +69,7 @@ impl Backend {
     pub async fn append(
         &self,
         room: &RoomId,
+        incarnation: &str,
         tail: &str,
         floor: u64,
         dedup: Option<&str>,
@@ -76,7 +77,10 @@ impl Backend {
         match self {
             Backend::Memory(m) => m.append(room, tail, dedup),
             Backend::Redis(r) => {
-                let appended = r.log().append(room, tail, floor, dedup).await?;
+                let appended = r
+                    .log()
+                    .append(room, incarnation, tail, floor, dedup)
+                    .await?;
                 Ok(Appended {
                     id: appended.id,
                     frame: appended.frame.map(Utf8Bytes::from),
@@ -90,10 +94,15 @@ impl Backend {
     /// The newest message id and the log's epoch, read together. `floor` is the newest id
     /// the caller delivered: Redis found behind it lost messages and begins a new epoch (the
     /// memory log never loses part of a room). `StateError::RoomClosed` for a closed room.
-    pub async fn position(&self, room: &RoomId, floor: u64) -> Result<(u64, String), StateError> {
+    pub async fn position(
+        &self,
+        room: &RoomId,
+        incarnation: &str,
+        floor: u64,
+    ) -> Result<(u64, String), StateError> {
         match self {
-            Backend::Memory(m) => m.position(room),
-            Backend::Redis(r) => r.state().rooms.position(room, floor).await,
+            Backend::Memory(m) => m.position(room, incarnation),
+            Backend::Redis(r) => r.state().rooms.position(room, incarnation, floor).await,
         }
     }
 
@@ -141,10 +150,11 @@ impl Backend {
         }
     }
 
+    /// Whether the room, as it is now, is closed.
     pub async fn is_closed(&self, room: &RoomId) -> Result<bool, StateError> {
         match self {
             Backend::Memory(m) => Ok(m.is_closed(room)),
-            Backend::Redis(r) => r.state().rooms.is_closed(room).await,
+            Backend::Redis(r) => r.state().rooms.is_closed(room, "").await,
         }
     }
 
@@ -166,12 +176,16 @@ impl Backend {
     pub async fn record_reads(
         &self,
         room: &RoomId,
+        incarnation: &str,
         reads: &BTreeMap<String, u64>,
         frame: &str,
     ) -> Result<u32, StateError> {
         match self {
-            Backend::Memory(m) => Ok(m.record_reads(room, reads)),
-            Backend::Redis(r) => r.state().rooms.record_reads(room, reads, frame).await,
+            Backend::Memory(m) => Ok(m.record_reads(room, incarnation, reads)),
+            Backend::Redis(r) => {
+                let rooms = &r.state().rooms;
+                rooms.record_reads(room, incarnation, reads, frame).await
+            }
         }
     }
 
@@ -196,45 +210,54 @@ impl Backend {
         }
     }
 
-    /// Marks the room closed for good, drops its history and records the close in its
-    /// transcript. In Redis this also tells every node hosting the room, with a `closed` frame
-    /// carrying `reason`, through its live channel.
-    pub async fn close_room(&self, room: &RoomId, reason: &str) -> Result<(), StateError> {
+    /// Closes an incarnation of the room for good (`""`: the room as it is now), drops its
+    /// history and records the close in its transcript. In Redis this also tells every node
+    /// hosting the room, with a `closed` frame carrying `reason`, through its live channel.
+    /// Returns the incarnation closed; None when it was closed already.
+    pub async fn close_room(
+        &self,
+        room: &RoomId,
+        incarnation: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StateError> {
         match self {
-            Backend::Memory(m) => {
-                m.close_room(room, reason);
-                Ok(())
-            }
-            Backend::Redis(r) => r.state().rooms.close(room, reason).await.map(drop),
+            Backend::Memory(m) => Ok(m.close_room(room, incarnation, reason)),
+            Backend::Redis(r) => r.state().rooms.close(room, incarnation, reason).await,
         }
     }
 
-    /// Records joins and leaves (JSON transcript entries) in the room's transcript; dropped
-    /// once the room is closed, whose last entry is the close.
+    /// Records joins and leaves (JSON transcript entries) in an incarnation's transcript.
     pub async fn record_transcript(
         &self,
         room: &RoomId,
+        incarnation: &str,
         entries: &[String],
     ) -> Result<(), StateError> {
         match self {
             Backend::Memory(m) => {
-                m.record_transcript(room, entries);
+                m.record_transcript(room, incarnation, entries);
                 Ok(())
             }
-            Backend::Redis(r) => r
-                .state()
-                .rooms
-                .record_transcript(room, entries)
-                .await
-                .map(drop),
+            Backend::Redis(r) => {
+                let rooms = &r.state().rooms;
+                rooms
+                    .record_transcript(room, incarnation, entries)
+                    .await
+                    .map(drop)
+            }
         }
     }
 
-    /// The room's transcript entries as recorded; None when it has none.
-    pub async fn transcript(&self, room: &RoomId) -> Result<Option<Vec<String>>, StateError> {
+    /// One incarnation's transcript entries as recorded (None: the incarnation the name
+    /// stands for now), with that incarnation; None when it has none.
+    pub async fn transcript(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+    ) -> Result<Option<(String, Vec<String>)>, StateError> {
         match self {
-            Backend::Memory(m) => Ok(m.transcript(room)),
-            Backend::Redis(r) => r.state().rooms.transcript(room).await,
+            Backend::Memory(m) => Ok(m.transcript(room, incarnation)),
+            Backend::Redis(r) => r.state().rooms.transcript(room, incarnation).await,
         }
     }
 }

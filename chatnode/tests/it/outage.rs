@@ -232,13 +232,19 @@ async fn a_reused_room_name_takes_joins_at_once() {
     let (mut ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
     let state = redis.state();
     let id = room.parse().unwrap();
-    state.rooms.close(&id, "deleted").await.unwrap();
+    state.rooms.close(&id, "", "deleted").await.unwrap();
     assert!(matches!(
         ann.recv_skip_presence().await,
         ServerFrame::Closed { .. }
     ));
-    // A new room takes the name (the operator lifts the tombstone) and is joined right away.
-    state.rooms.reopen(&id).await.unwrap();
+    // A new room takes the name (the operator opens a new incarnation, the new ChatRoom's
+    // UID) and is joined right away.
+    let settings = chatfleet_state::rooms::RoomSettings {
+        max_members: 300,
+        created_ms: 1,
+        incarnation: "second-room".into(),
+    };
+    state.rooms.create(&id, settings).await.unwrap();
     let mut bob = Client::connect(&node.ws_as(room, "bob", "")).await;
     match bob.recv().await {
         ServerFrame::Welcome(_) => {}

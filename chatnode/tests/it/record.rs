@@ -10,7 +10,10 @@ use chatfleet_wire::transcript::TranscriptEntry;
 use chatfleet_wire::webhook::EventBody;
 use serde_json::json;
 
-use crate::support::{API_KEY, Client, Node, Redis, WebhookReceiver, eventually, in_process};
+use crate::support::{
+    API_KEY, Client, Node, Redis, WebhookReceiver, assert_error, eventually, in_process,
+    token_for_incarnation,
+};
 
 const HOOK_SECRET: &str = "test-webhook-secret";
 
@@ -288,7 +291,13 @@ async fn a_graceful_stop_writes_the_last_joins_and_leaves() {
     drop((ann, dana));
 
     let id = room.parse().unwrap();
-    let recorded = redis.state().rooms.transcript(&id).await.unwrap().unwrap();
+    let (_, recorded) = redis
+        .state()
+        .rooms
+        .transcript(&id, None)
+        .await
+        .unwrap()
+        .unwrap();
     let transcript =
         chatfleet_wire::transcript::Transcript::assemble(id, recorded.iter().map(String::as_str));
     let mut events: Vec<(String, &str)> = transcript
@@ -309,4 +318,79 @@ async fn a_graceful_stop_writes_the_last_joins_and_leaves() {
     ]
     .map(|(u, k)| (u.to_owned(), k));
     assert_eq!(events, want, "{transcript:?}");
+}
+
+/// A ChatRoom deleted and applied again under its name is another room (its UID, the
+/// incarnation): the first one's tokens (a removed user's among them) do not join the second,
+/// and each keeps its own transcript, readable by incarnation after the name was reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_name_is_another_room_with_its_own_record() {
+    let redis = Redis::start().await;
+    let node = Node::in_fleet(&redis, "chat-0", &[]).await;
+    let room = "support/case-reused";
+    let id: chatfleet_wire::RoomId = room.parse().unwrap();
+    let state = redis.state();
+    let open = |incarnation: &str| chatfleet_state::rooms::RoomSettings {
+        max_members: 10,
+        created_ms: 1,
+        incarnation: incarnation.into(),
+    };
+    state.rooms.create(&id, open("uid-1")).await.unwrap();
+    let first = |user: &str| {
+        node.ws(
+            room,
+            &format!("token={}", token_for_incarnation(room, "uid-1", user)),
+        )
+    };
+    let (mut ann, _) = Client::join(&first("ann")).await;
+    ann.say("first room").await;
+    let _ = ann.message().await;
+    state.rooms.close(&id, "uid-1", "deleted").await.unwrap();
+    assert!(matches!(
+        ann.recv_skip_presence().await,
+        ServerFrame::Closed { .. }
+    ));
+
+    // Applied again: a new UID. The first room's tokens are refused, the second's join.
+    state.rooms.create(&id, open("uid-2")).await.unwrap();
+    let mut stale = Client::connect(&first("eve")).await;
+    assert_error(&stale.recv().await, ErrorCode::RoomClosed);
+    let second = node.ws(
+        room,
+        &format!("token={}", token_for_incarnation(room, "uid-2", "bob")),
+    );
+    let (mut bob, welcome) = Client::join(&second).await;
+    assert_eq!(welcome.last_id, 0, "a new room starts empty");
+    bob.say("second room").await;
+    assert_eq!(bob.message().await.content.body, "second room");
+
+    let bodies = |transcript: &serde_json::Value| -> Vec<String> {
+        transcript["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "message" || e["type"] == "closed")
+            .map(|e| {
+                e["body"]
+                    .as_str()
+                    .or(e["reason"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let path = format!("/v1/rooms/{room}/transcript?incarnation=uid-1");
+    let (status, old) = node.call(API_KEY, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{old}");
+    assert_eq!(old["incarnation"], "uid-1");
+    assert_eq!(bodies(&old), ["first room", "deleted"]);
+    eventually("the second room's transcript", || async {
+        let path = format!("/v1/rooms/{room}/transcript");
+        let (status, new) = node.call(API_KEY, reqwest::Method::GET, &path, None).await;
+        status == 200 && new["incarnation"] == "uid-2" && bodies(&new) == ["second room"]
+    })
+    .await;
+    let path = format!("/v1/rooms/{room}/transcript?incarnation=no/such");
+    let (status, _) = node.call(API_KEY, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 400, "an incarnation is letters, digits and dashes");
 }

@@ -285,7 +285,8 @@ impl RoomDirectory for KubeDirectory {
         };
         let fleet = self.fleet(id.namespace(), &room.spec.fleet).await?;
         let keys = self.token_keys(&fleet).await?;
-        mint_token_view(&keys, id, request, &endpoint)
+        let incarnation = room.uid().unwrap_or_default();
+        mint_token_view(&keys, id, &incarnation, request, &endpoint)
     }
 
     async fn history(&self, id: &RoomId, query: HistoryQuery) -> Result<HistoryView, ApiError> {
@@ -293,11 +294,17 @@ impl RoomDirectory for KubeDirectory {
         Ok(history::read_page(&redis.rooms, id, query).await?)
     }
 
-    async fn transcript(&self, id: &RoomId) -> Result<Transcript, ApiError> {
+    async fn transcript(
+        &self,
+        id: &RoomId,
+        incarnation: Option<&str>,
+    ) -> Result<Transcript, ApiError> {
         for redis in self.transcript_stores(id).await? {
-            if let Some(entries) = redis.rooms.transcript(id).await? {
+            if let Some((incarnation, entries)) = redis.rooms.transcript(id, incarnation).await? {
                 let entries = entries.iter().map(String::as_str);
-                return Ok(Transcript::assemble(id.clone(), entries));
+                let mut transcript = Transcript::assemble(id.clone(), entries);
+                transcript.incarnation = (!incarnation.is_empty()).then_some(incarnation);
+                return Ok(transcript);
             }
         }
         Err(ApiError::not_found(id))
@@ -386,6 +393,7 @@ fn view(room: &ChatRoom, fleet_limit: u32) -> RoomView {
         node: status.node.unwrap_or_default(),
         endpoint: status.endpoint.unwrap_or_default(),
         fleet: Some(room.spec.fleet.clone()),
+        incarnation: room.uid(),
         labels: room.labels().clone(),
     }
 }

@@ -115,9 +115,12 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         Ok(max_members) => max_members,
         Err(waiting) => return wait(room, ctx, waiting).await,
     };
+    // The ChatRoom's UID is the room's incarnation: a ChatRoom deleted and applied again
+    // under its name is another room, with its own transcript, and old tokens do not join it.
     let settings = RoomSettings {
         max_members,
         created_ms: Timestamp::now().as_millisecond() as u64,
+        incarnation: room.uid().unwrap_or_default(),
     };
 
     let pods = ctx.pods.state();
@@ -189,8 +192,8 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         version = writes::room_status(room, ctx, &status, version.as_deref()).await?;
         ctx.metrics.reschedules.inc();
     } else if room.status.is_none() {
-        // A new ChatRoom may reuse the name of one deleted earlier: its tombstone goes.
-        redis.rooms.reopen(&id).await?;
+        // A new ChatRoom may reuse the name of one deleted earlier: it is a new incarnation
+        // (its UID), which the create below opens; the closed one stays closed.
         let opened = EventBody::RoomOpened { max_members };
         webhooks::queue(&fleet, &redis, room, opened, &[]).await?;
     }
@@ -401,12 +404,13 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         .get(CLOSE_REASON_ANNOTATION)
         .cloned()
         .unwrap_or_else(|| "the room was deleted".to_owned());
+    let incarnation = room.uid().unwrap_or_default();
     let closed = EventBody::RoomClosed {
         reason: reason.clone(),
-        transcript: transcript_path(&id),
+        transcript: transcript_path(&id, &incarnation),
     };
     webhooks::queue(&fleet, &redis, room, closed, &[]).await?;
-    redis.rooms.close(&id, &reason).await?;
+    redis.rooms.close(&id, &incarnation, &reason).await?;
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
         redis.seats.release(node, &id).await?;
     }

@@ -30,7 +30,8 @@ pub async fn queue(
     let parts: Vec<&str> = std::iter::once(uid.as_str())
         .chain(identity.iter().copied())
         .collect();
-    let event = WebhookEvent::new(room_id(room)?, unix_millis(), body, &parts);
+    // The room's incarnation is its ChatRoom's UID: a name applied again is another room.
+    let event = WebhookEvent::in_incarnation(room_id(room)?, &uid, unix_millis(), body, &parts);
     let json = event.to_json();
     let jobs: Vec<Job> = hooks
         .urls

@@ -2,19 +2,21 @@
 -- stream and publishes it on the room's live channel, atomically, so every node sees the same
 -- ids in the same order. A send carrying a client id is appended once: a retry (after an
 -- unconfirmed send) gets the first id back and appends nothing.
--- KEYS: seq, log, closed, sent, epoch, transcript (one room's keys: one hash tag, one slot).
+-- KEYS: seq, log, closed, sent, epoch, the incarnation's transcript, meta (one room's keys:
+--       one hash tag, one slot).
 -- ARGV: frame prefix, frame tail, history length, live channel, ttl seconds,
 --       floor (the newest id the calling node has delivered),
 --       dedup key (`<user>\n<client_id>`, or '' for none), an epoch to use if the room has none,
 --       the publish command (PUBLISH, or SPUBLISH on a Redis Cluster: the live channel shares
 --       the room's hash tag, so it is in the script's slot),
---       the transcript's bound in entries (0: the fleet keeps no transcripts).
+--       the transcript's bound in entries (0: the fleet keeps no transcripts),
+--       the room's incarnation ('' for none).
 -- Returns {id, duplicate (0|1), epoch, renewed (1 when this call began the epoch)}; id -1 when
--- the room was closed.
+-- the room (that incarnation of it) was closed.
 -- Every redis.call costs a few microseconds here, so a message pays only for what it needs:
 -- the room's keys get their TTL back only once it has run down by a tenth (at most a minute),
 -- and the dedup set is trimmed every 64 ids rather than on every send.
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0, '', 0} end
+if is_closed(KEYS[3], KEYS[7], ARGV[11]) then return {-1, 0, '', 0} end
 local ttl = tonumber(ARGV[5])
 local epoch = redis.call('GET', KEYS[5])
 local renewed = 0

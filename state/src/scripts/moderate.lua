@@ -1,10 +1,11 @@
 -- Records a moderator's action on a member and publishes its `moderation` frame to the room's
 -- nodes, atomically, unless the room was closed (nothing of a closed room comes back).
--- KEYS: muted, removed, closed.
+-- KEYS: muted, removed, closed, meta.
 -- ARGV: action (muted | unmuted | removed), user, until ms (muted) or reason (removed),
---       ttl seconds, live channel, frame, the publish command.
+--       ttl seconds, live channel, frame, the publish command, incarnation ('' for the room as
+--       it is now).
 -- Returns 1, or -1 for a closed room.
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+if is_closed(KEYS[3], KEYS[4], ARGV[8]) then return -1 end
 local action, user = ARGV[1], ARGV[2]
 if action == 'muted' then
   redis.call('HSET', KEYS[1], user, ARGV[3])

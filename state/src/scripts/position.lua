@@ -4,10 +4,11 @@
 -- behind): the log moves up to the node's newest id, so ids never go backwards, and begins a
 -- new epoch, so resuming clients learn their history has a gap.
 -- A closed room is only reported closed: none of its keys is made again.
--- KEYS: seq, epoch, log, closed. ARGV: an epoch to use if the room has none, ttl seconds,
---       floor (the newest id the calling node has delivered; 0 for none).
+-- KEYS: seq, epoch, log, closed, meta. ARGV: an epoch to use if the room has none, ttl
+--       seconds, floor (the newest id the calling node has delivered; 0 for none),
+--       incarnation ('' for none).
 -- Returns {newest id (0 when none), epoch, closed (0|1)}.
-if redis.call('EXISTS', KEYS[4]) == 1 then return {0, '', 1} end
+if is_closed(KEYS[4], KEYS[5], ARGV[4]) then return {0, '', 1} end
 local epoch = redis.call('GET', KEYS[2])
 local renewed = false
 if not epoch then
