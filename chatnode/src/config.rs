@@ -161,9 +161,15 @@ pub struct Config {
     pub webhook_retry_ms: u64,
 
     /// How long one delivery may take before it counts as failed. A node that dies while
-    /// delivering holds the job for three times this, then another node takes it.
+    /// delivering holds the jobs it claimed for six times this, then another node takes them.
     #[arg(long, env = "CHATNODE_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
     pub webhook_timeout_seconds: u64,
+
+    /// Let webhook receivers be on private, loopback or link-local networks (a receiver
+    /// inside the cluster). Off, only public addresses are posted to, so a receiver URL (or
+    /// a name it resolves to) cannot point the node at the cluster's own services.
+    #[arg(long, env = "CHATNODE_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+    pub webhook_allow_private_networks: bool,
 
     /// Milliseconds between load reports.
     #[arg(long, env = "CHATNODE_HEARTBEAT_MS", default_value_t = 1000)]
@@ -243,7 +249,13 @@ impl Config {
         }
         for url in &urls {
             match reqwest::Url::parse(url) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    if !self.webhook_allow_private_networks {
+                        crate::webhooks::check_literal(&parsed).map_err(|refused| {
+                            Error::Webhooks(format!("--webhook-url {url:?}: {refused}"))
+                        })?;
+                    }
+                }
                 _ => {
                     return Err(Error::Webhooks(format!(
                         "--webhook-url {url:?} is not an http:// or https:// URL"
@@ -265,6 +277,7 @@ impl Config {
             max_attempts: self.webhook_max_attempts.max(1),
             first_retry: Duration::from_millis(self.webhook_retry_ms.max(1)),
             timeout: Duration::from_secs(self.webhook_timeout_seconds.max(1)),
+            allow_private_networks: self.webhook_allow_private_networks,
         }))
     }
 
@@ -368,5 +381,16 @@ mod tests {
         );
         let scheme = parse(&["--webhook-url", "ftp://a.example/", "--webhook-secret", "s"]);
         assert!(scheme.unwrap_err().to_string().contains("not an http"));
+        // The metadata service, or any private address, only when allowed.
+        let metadata = [
+            "--webhook-url",
+            "http://169.254.169.254/",
+            "--webhook-secret",
+            "s",
+        ];
+        let refused = parse(&metadata).unwrap_err().to_string();
+        assert!(refused.contains("not a public address"), "{refused}");
+        let allowed = [&metadata[..], &["--webhook-allow-private-networks"]].concat();
+        assert!(parse(&allowed).unwrap().unwrap().allow_private_networks);
     }
 }

@@ -156,6 +156,11 @@ pub struct FleetWebhooks {
     #[serde(default = "default_webhook_attempts")]
     #[schemars(range(min = 1, max = 50))]
     pub max_attempts: u32,
+    /// Let receivers be on private, loopback or link-local networks (a receiver inside the
+    /// cluster). Off by default: nodes post only to public addresses, so a receiver URL, or a
+    /// name it resolves to, cannot point them at the cluster's own services.
+    #[serde(default)]
+    pub allow_private_networks: bool,
 }
 
 /// Where the Redis URL comes from: given inline, or read from a Secret.

@@ -29,6 +29,8 @@ pub struct Delivery {
     pub signed: bool,
     /// What the receiver answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -39,6 +41,8 @@ struct Inbox {
     fail_next: AtomicU32,
     /// Answer every request with 500.
     failing: AtomicBool,
+    /// Scripted answers for the next requests: a status and a `Retry-After` in seconds.
+    scripted: Mutex<std::collections::VecDeque<(u16, Option<u64>)>>,
 }
 
 /// A receiver listening on a free port of 127.0.0.1 until dropped.
@@ -75,6 +79,12 @@ impl WebhookReceiver {
         self.inbox.fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// Answers the next `n` requests with `status`, and `Retry-After: seconds` when given.
+    pub fn answer_next(&self, n: u32, status: u16, retry_after: Option<u64>) {
+        let mut scripted = self.inbox.scripted.lock().unwrap();
+        scripted.extend((0..n).map(|_| (status, retry_after)));
+    }
+
     /// Answers every request with 500 (true) or 200 (false).
     pub fn set_failing(&self, failing: bool) {
         self.inbox.failing.store(failing, Ordering::SeqCst);
@@ -106,7 +116,11 @@ impl Drop for WebhookReceiver {
     }
 }
 
-async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(inbox): State<Arc<Inbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -127,7 +141,12 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-    let status = if fail { 500 } else { 200 };
+    let scripted = inbox.scripted.lock().unwrap().pop_front();
+    let (status, retry_after) = match scripted {
+        Some(answer) => answer,
+        None if fail => (500, None),
+        None => (200, None),
+    };
     let text = String::from_utf8_lossy(&body).into_owned();
     let event: WebhookEvent = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("a webhook body that is no event: {e}: {text}"));
@@ -137,6 +156,11 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
         id_header: header(EVENT_ID_HEADER),
         signed,
         status,
+        at: std::time::Instant::now(),
     });
-    StatusCode::from_u16(status).unwrap()
+    let mut answer = HeaderMap::new();
+    if let Some(seconds) = retry_after {
+        answer.insert("retry-after", seconds.into());
+    }
+    (StatusCode::from_u16(status).unwrap(), answer)
 }

@@ -8,6 +8,7 @@
 
 mod deliver;
 mod queue;
+mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::queue::{Enqueued, Queue};
+pub use self::target::check_literal;
 use crate::metrics::Metrics;
 
 /// Events a node holds before they are queued; past it new ones are dropped and counted.
@@ -42,8 +44,10 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
     /// The first retry's delay; each next one doubles, up to [`deliver::MAX_DELAY`].
     pub first_retry: Duration,
-    /// How long one attempt may take; a claim's lease is three times this.
+    /// How long one attempt may take; a claim's lease is six times this.
     pub timeout: Duration,
+    /// Whether receivers may be on private, loopback or link-local networks (see `target`).
+    pub allow_private_networks: bool,
 }
 
 /// A cheap handle to the node's webhooks; does nothing when none are configured.

@@ -83,6 +83,7 @@ async fn a_close_tells_who_was_present_and_ends_the_transcript() {
     let node = in_process(&[
         "--webhook-url",
         &url,
+        "--webhook-allow-private-networks",
         "--webhook-secret",
         HOOK_SECRET,
         "--webhook-retry-ms",
@@ -212,6 +213,7 @@ async fn a_send_retried_after_unconfirmed_has_its_message_event() {
         &[
             "--webhook-url",
             &url,
+            "--webhook-allow-private-networks",
             "--webhook-secret",
             HOOK_SECRET,
             "--webhook-messages",

@@ -50,6 +50,7 @@ async fn a_standalone_node_delivers_every_event_signed_and_retries_failures() {
         &url,
         "--webhook-url",
         &broken_url,
+        "--webhook-allow-private-networks",
         "--webhook-secret",
         HOOK_SECRET,
         "--webhook-messages",
@@ -197,6 +198,7 @@ async fn an_event_in_redis_survives_the_death_of_the_node_that_queued_it() {
         "support/chat",
         "--webhook-url",
         &url,
+        "--webhook-allow-private-networks",
         "--webhook-secret",
         HOOK_SECRET,
         "--webhook-retry-ms",
@@ -260,4 +262,109 @@ async fn an_event_in_redis_survives_the_death_of_the_node_that_queued_it() {
         left == 0
     })
     .await;
+}
+
+/// What the deliverer will not do, on a real node with real receivers: post a 4xx-refused
+/// event again (a dead letter after one attempt), retry before the receiver's `Retry-After`,
+/// post to a URL that is not one of the fleet's receivers (a job written into Redis by someone
+/// else, or a receiver removed since), or post to a name resolving inside the cluster without
+/// `--webhook-allow-private-networks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliverer_keeps_to_its_receivers_and_their_answers() {
+    let redis = Redis::start().await;
+    let receiver = WebhookReceiver::start(HOOK_SECRET).await;
+    let stranger = WebhookReceiver::start(HOOK_SECRET).await;
+    let url = receiver.url();
+    let hooks = [
+        "--fleet",
+        "support/chat",
+        "--webhook-url",
+        &url,
+        "--webhook-allow-private-networks",
+        "--webhook-secret",
+        HOOK_SECRET,
+        "--webhook-retry-ms",
+        "100",
+    ];
+    let node = Node::in_fleet(&redis, "chat-0", &hooks).await;
+    let letters = || async {
+        let path = "/v1/admin/webhooks/dead-letters?limit=100";
+        let (_, body) = node.call(ADMIN_KEY, reqwest::Method::GET, path, None).await;
+        body["dead_letters"].as_array().cloned().unwrap_or_default()
+    };
+
+    // A 404 is final: one attempt, then a dead letter.
+    receiver.answer_next(1, 404, None);
+    let room = "support/case-policy";
+    let (ann, _) = Client::join(&node.ws_as(room, "ann", "")).await;
+    eventually("the refused join is a dead letter", || async {
+        letters()
+            .await
+            .iter()
+            .any(|l| l["error"].as_str().unwrap().contains("404"))
+    })
+    .await;
+    let refused = letters().await;
+    assert_eq!(refused[0]["attempts"], 1, "{refused:?}");
+    assert_eq!(receiver.deliveries().len(), 1, "never posted again");
+
+    // A 429 asking for 2 s: the retry waits for it, though the node's own delay is 100 ms.
+    receiver.answer_next(1, 429, Some(2));
+    ann.leave().await;
+    let retried = receiver
+        .wait_for("the leave, after the 429", |d| {
+            d.event.body.kind() == "member.left"
+        })
+        .await;
+    let first = receiver
+        .deliveries()
+        .into_iter()
+        .find(|d| d.status == 429)
+        .expect("the 429");
+    let waited = retried.at - first.at;
+    println!("retry after a 429 with Retry-After: 2 came {waited:?} later");
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+
+    // A job naming a URL that is not the fleet's receiver: never posted, a dead letter.
+    let queue =
+        chatfleet_state::webhooks::WebhookQueue::new(redis.state().redis.clone(), "support/chat");
+    let forged = r#"{"id":"evt_forged","ts":1,"room":"support/x","type":"room.opened","data":{"max_members":1}}"#;
+    let job = chatfleet_state::webhooks::Job::new("evt_forged", &stranger.url(), forged.into());
+    queue.enqueue(&[job]).await.unwrap();
+    eventually("the foreign job is a dead letter", || async {
+        letters().await.iter().any(|l| {
+            l["url"] == stranger.url().as_str()
+                && l["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not one of the fleet's")
+        })
+    })
+    .await;
+    assert!(stranger.deliveries().is_empty(), "nothing reached it");
+}
+
+/// Without `--webhook-allow-private-networks` a receiver whose name resolves to loopback is
+/// never posted to: its events are dead letters at once, saying why.
+#[tokio::test]
+async fn a_receiver_inside_the_cluster_needs_private_networks_allowed() {
+    let receiver = WebhookReceiver::start(HOOK_SECRET).await;
+    let url = receiver.url().replace("127.0.0.1", "localhost");
+    let node = in_process(&["--webhook-url", &url, "--webhook-secret", HOOK_SECRET]).await;
+    let (_ann, _) = Client::join(&node.ws_as("support/case-ssrf", "ann", "")).await;
+    eventually("the join is a dead letter", || async {
+        let path = "/v1/admin/webhooks/dead-letters";
+        let (_, body) = node.call(ADMIN_KEY, reqwest::Method::GET, path, None).await;
+        body["dead_letters"].as_array().is_some_and(|l| {
+            l.iter().any(|l| {
+                l["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a public address")
+                    && l["attempts"] == 1
+            })
+        })
+    })
+    .await;
+    assert!(receiver.deliveries().is_empty(), "nothing was posted");
 }

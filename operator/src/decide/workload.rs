@@ -166,6 +166,10 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
                 "CHATNODE_WEBHOOK_MAX_ATTEMPTS",
                 &hooks.max_attempts.to_string(),
             ),
+            plain_env(
+                "CHATNODE_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+                &hooks.allow_private_networks.to_string(),
+            ),
         ]);
     }
     let probe = |path: &str, period| Probe {

@@ -1127,7 +1127,9 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
     );
 
     start_operator(&client);
-    let hooks = json!({"urls": [receiver.url()], "secretRef": {"name": "hooks", "key": "key"}});
+    // The receiver is on loopback, a private network: allowed explicitly.
+    let hooks = json!({"urls": [receiver.url()], "secretRef": {"name": "hooks", "key": "key"},
+                       "allowPrivateNetworks": true});
     let kept = json!({"retentionSeconds": 3600});
     create_fleet_with(
         &client,
@@ -1151,7 +1153,9 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
             .collect();
     assert_eq!(env["CHATNODE_FLEET"], "support/chat");
     assert_eq!(env["CHATNODE_WEBHOOK_URLS"], receiver.url());
+    assert_eq!(env["CHATNODE_WEBHOOK_ALLOW_PRIVATE_NETWORKS"], "true");
     let node_args = [
+        "--webhook-allow-private-networks",
         "--max-node-users",
         "4",
         "--fleet",
@@ -1206,9 +1210,15 @@ async fn a_fleets_webhooks_tell_the_support_tool_what_happens_to_a_room() {
     let EventBody::RoomClosed { transcript, .. } = &closed.event.body else {
         unreachable!()
     };
-    assert_eq!(transcript, "/v1/rooms/support/hooked/transcript");
+    // The link names this room's incarnation (its UID), so it keeps pointing at this
+    // conversation if the name is used again.
+    let incarnation = closed.event.incarnation.clone().expect("the room's UID");
+    assert_eq!(
+        transcript,
+        &format!("/v1/rooms/support/hooked/transcript?incarnation={incarnation}")
+    );
     // The fleet's transcript retention holds from the close.
-    let key = RoomKeys::new(&"support/hooked".parse().unwrap()).transcript;
+    let key = RoomKeys::new(&"support/hooked".parse().unwrap()).transcript_of(&incarnation);
     let ttl: i64 = redis.conn().await.ttl(&key).await.unwrap();
     assert!((3000..=3600).contains(&ttl), "transcript TTL {ttl}");
 

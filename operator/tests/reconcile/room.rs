@@ -516,8 +516,16 @@ async fn a_new_room_may_reuse_the_name_of_a_deleted_one() {
     reconcile(Arc::new(room), ctx).await.unwrap();
 
     assert_eq!(statuses(&api).pop().unwrap()["phase"], "Placed");
+    // The new ChatRoom is a new incarnation (its UID): open, while the old room's mark stays.
+    let rooms = redis.state().rooms;
+    let id = "support/case-1".parse().unwrap();
+    assert!(
+        !rooms.is_closed(&id, "").await.unwrap(),
+        "the name is open again"
+    );
+    assert!(rooms.is_closed(&id, "").await.is_ok());
     let still_closed: bool = redis.conn().await.exists(&closed).await.unwrap();
-    assert!(!still_closed);
+    assert!(still_closed, "the deleted room stays closed");
 }
 
 /// The whole drain path with real nodes: an admin drains chat-0 through the operator's admin

@@ -22,8 +22,10 @@ if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'f', ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
+-- The room's state is this incarnation's unless a later one opened (a room created before
+-- incarnations, or not created at all, names none: it is this one).
 local current = redis.call('HGET', KEYS[3], 'incarnation') or ''
-if current == inc or redis.call('EXISTS', KEYS[3]) == 0 then
+if current == '' or current == inc then
   for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
   redis.call(ARGV[6], ARGV[4], ARGV[5])
 end
