@@ -15,7 +15,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, Role};
-use chatfleet_wire::transcript::Transcript;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,7 +22,7 @@ use crate::extract::ApiPath;
 use crate::history::{HistoryQuery, HistoryView};
 use crate::keys::{ApiKeys, Scope, require_scope};
 use crate::moderation::{self, ReasonQuery, reason_or};
-use crate::transcript;
+use crate::transcript::{self, TranscriptReader};
 use crate::{ApiError, ErrorBody};
 
 /// A request to open a room.
@@ -265,13 +264,13 @@ pub trait RoomDirectory: Send + Sync + 'static {
         query: HistoryQuery,
     ) -> impl Future<Output = Result<HistoryView, ApiError>> + Send;
     /// The transcript of one incarnation of the room (None: the one the name stands for now,
-    /// open or closed last; see [`crate::transcript`]), also after the room closed;
-    /// `not_found` when there is none.
+    /// open or closed last; see [`crate::transcript`]), also after the room closed, to be
+    /// read a page at a time; `not_found` when there is none.
     fn transcript(
         &self,
         room: &RoomId,
         incarnation: Option<&str>,
-    ) -> impl Future<Output = Result<Transcript, ApiError>> + Send;
+    ) -> impl Future<Output = Result<TranscriptReader, ApiError>> + Send;
 }
 
 /// The room API's routes, every one behind `X-API-Key`.

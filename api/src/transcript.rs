@@ -5,13 +5,19 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chatfleet_state::StateError;
+use chatfleet_state::rooms::RoomStore;
+use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::Role;
-use chatfleet_wire::transcript::{Transcript, TranscriptEntry};
+use chatfleet_wire::keys::RoomKeys;
+use chatfleet_wire::transcript::{Transcript, TranscriptEntry, TranscriptOrder};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -42,8 +48,86 @@ pub struct TranscriptQuery {
     pub incarnation: Option<String>,
 }
 
+/// One incarnation's transcript as it is read: its recorded entries (JSON), a page at a time
+/// in the order they were written. A directory hands this out rather than the whole
+/// transcript, so a long one (up to `--transcript-max-entries`, 100,000) never sits whole in
+/// memory per request.
+pub struct TranscriptReader {
+    pub room: RoomId,
+    /// None for a room without one.
+    pub incarnation: Option<String>,
+    pub pages: BoxStream<'static, Result<Vec<String>, StateError>>,
+}
+
+impl TranscriptReader {
+    /// Reads the whole transcript into memory (for tests and small tools).
+    pub async fn collect(mut self) -> Result<Transcript, StateError> {
+        let mut recorded = Vec::new();
+        while let Some(page) = self.pages.next().await {
+            recorded.extend(page?);
+        }
+        let mut transcript = Transcript::assemble(self.room, recorded.iter().map(String::as_str));
+        transcript.incarnation = self.incarnation;
+        Ok(transcript)
+    }
+}
+
+/// Recorded entries read from Redis per round trip.
+const PAGE: usize = 2048;
+
+/// Opens one incarnation's transcript in a fleet's Redis (None: the one the name stands for
+/// now) for reading a page at a time; None when it has none. The first page is read now, so
+/// a missing transcript is known before anything is sent.
+pub async fn open_in_redis(
+    store: &RoomStore,
+    room: &RoomId,
+    incarnation: Option<&str>,
+) -> Result<Option<TranscriptReader>, StateError> {
+    let incarnation = match incarnation {
+        Some(named) => named.to_owned(),
+        None => store.current_incarnation(room).await?,
+    };
+    let key = RoomKeys::new(room).transcript_of(&incarnation);
+    let first = store.transcript_page(&key, "-", PAGE).await?;
+    let Some((cursor, _)) = first.last() else {
+        return Ok(None);
+    };
+    // Then the pages after the last entry read, until one comes back short.
+    let rest = (first.len() == PAGE).then(|| (store.clone(), key, format!("({cursor}")));
+    let rest = futures_util::stream::unfold(rest, |state| async move {
+        let (store, key, start) = state?;
+        match store.transcript_page(&key, &start, PAGE).await {
+            Ok(page) => {
+                let next = match page.last() {
+                    Some((cursor, _)) if page.len() == PAGE => {
+                        Some((store, key, format!("({cursor}")))
+                    }
+                    _ => None,
+                };
+                let entries = page.into_iter().map(|(_, json)| json).collect();
+                Some((Ok(entries), next))
+            }
+            Err(error) => Some((Err(error), None)),
+        }
+    });
+    let first: Vec<String> = first.into_iter().map(|(_, json)| json).collect();
+    Ok(Some(TranscriptReader {
+        room: room.clone(),
+        incarnation: (!incarnation.is_empty()).then_some(incarnation),
+        pages: futures_util::stream::once(async { Ok(first) })
+            .chain(rest)
+            .boxed(),
+    }))
+}
+
+/// Entries held back to put the transcript in order as it streams (see
+/// `chatfleet_wire::transcript::TranscriptOrder`): about 1 MiB.
+const ORDER_WINDOW: usize = 4096;
+
 /// A room's transcript: every message in order with names and roles, who joined and left
-/// when, and the close. Kept for the retention after the room closes.
+/// when, and the close. Kept for the retention after the room closes. Streamed: the JSON
+/// answer lists `entries` first and its summary (`messages`, `complete`, `closed`) after them;
+/// the text answer notes an incomplete transcript on its last line.
 #[utoipa::path(get, path = "/v1/rooms/{namespace}/{room}/transcript", tag = "rooms", security(("api_key" = [])),
     params(("namespace" = String, Path), ("room" = String, Path), TranscriptQuery),
     responses((status = 200, description = "the transcript (JSON, or text/plain)", body = Transcript),
@@ -65,7 +149,7 @@ pub(crate) async fn transcript<D: RoomDirectory>(
         ));
     }
     let id = room_id(&namespace, &room)?;
-    let transcript = directory.transcript(&id, incarnation).await?;
+    let reader = directory.transcript(&id, incarnation).await?;
     let wants_text = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -75,17 +159,126 @@ pub(crate) async fn transcript<D: RoomDirectory>(
     } else {
         TranscriptFormat::Json
     });
-    Ok(match format {
-        TranscriptFormat::Json => Json(transcript).into_response(),
-        TranscriptFormat::Text => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            to_text(&transcript),
-        )
-            .into_response(),
+    let content_type = match format {
+        TranscriptFormat::Json => "application/json",
+        TranscriptFormat::Text => "text/plain; charset=utf-8",
+    };
+    let body = Body::from_stream(stream_transcript(reader, format));
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Where a streamed transcript is.
+enum Streaming {
+    Start(TranscriptReader),
+    Pages {
+        pages: BoxStream<'static, Result<Vec<String>, StateError>>,
+        order: Box<TranscriptOrder>,
+        first: bool,
+    },
+    Done,
+}
+
+/// The transcript as chunks of the answer's body, a page of entries per chunk. A read that
+/// fails midway ends the body early (the client sees a cut answer, never a wrong one).
+fn stream_transcript(
+    reader: TranscriptReader,
+    format: TranscriptFormat,
+) -> impl futures_util::Stream<Item = Result<String, StateError>> {
+    futures_util::stream::unfold(Streaming::Start(reader), move |state| async move {
+        match state {
+            Streaming::Start(reader) => {
+                let head = match format {
+                    TranscriptFormat::Json => {
+                        let mut head = format!("{{\"room\":{}", json(&reader.room));
+                        if let Some(incarnation) = &reader.incarnation {
+                            let _ = write!(head, ",\"incarnation\":{}", json(incarnation));
+                        }
+                        head.push_str(",\"entries\":[");
+                        head
+                    }
+                    TranscriptFormat::Text => {
+                        let mut head = format!("Transcript of {}", reader.room);
+                        if let Some(incarnation) = &reader.incarnation {
+                            let _ = write!(head, " (incarnation {incarnation})");
+                        }
+                        head.push('\n');
+                        head
+                    }
+                };
+                let next = Streaming::Pages {
+                    pages: reader.pages,
+                    order: Box::new(TranscriptOrder::new(ORDER_WINDOW)),
+                    first: true,
+                };
+                Some((Ok(head), next))
+            }
+            Streaming::Pages {
+                mut pages,
+                mut order,
+                mut first,
+            } => {
+                let (due, more) = match pages.next().await {
+                    Some(Ok(page)) => {
+                        let due: Vec<_> = page.iter().flat_map(|j| order.push_json(j)).collect();
+                        (due, true)
+                    }
+                    Some(Err(error)) => return Some((Err(error), Streaming::Done)),
+                    None => (order.finish(), false),
+                };
+                let mut chunk = String::new();
+                for entry in &due {
+                    match format {
+                        TranscriptFormat::Json => {
+                            if !first {
+                                chunk.push(',');
+                            }
+                            chunk.push_str(&entry.to_json());
+                        }
+                        TranscriptFormat::Text => {
+                            chunk.push_str(&text_line(entry));
+                            chunk.push('\n');
+                        }
+                    }
+                    first = false;
+                }
+                if more {
+                    return Some((
+                        Ok(chunk),
+                        Streaming::Pages {
+                            pages,
+                            order,
+                            first,
+                        },
+                    ));
+                }
+                match format {
+                    TranscriptFormat::Json => {
+                        let _ = write!(
+                            chunk,
+                            "],\"messages\":{},\"complete\":{},\"closed\":{}}}",
+                            order.messages(),
+                            order.complete(),
+                            order.closed()
+                        );
+                    }
+                    TranscriptFormat::Text if !order.complete() => {
+                        chunk.push_str("(incomplete: some messages are missing)\n");
+                    }
+                    TranscriptFormat::Text => {}
+                }
+                Some((Ok(chunk), Streaming::Done))
+            }
+            Streaming::Done => None,
+        }
     })
 }
 
-/// The transcript for people: one entry per line, times in UTC.
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("strings and room ids always encode")
+}
+
+/// The transcript for people: one entry per line, times in UTC, the header first and, for an
+/// incomplete transcript, a note last (as the streamed answer has them).
 ///
 /// Filed as a case record, it must not be forgeable by what members type. Every line at the
 /// margin is ours: it starts with the time and, for a member, `[role user-id]` before any text
@@ -97,44 +290,50 @@ pub fn to_text(transcript: &Transcript) -> String {
     if let Some(incarnation) = &transcript.incarnation {
         let _ = write!(out, " (incarnation {incarnation})");
     }
-    if !transcript.complete {
-        out.push_str(" (incomplete: some messages are missing)");
-    }
     out.push('\n');
     for entry in &transcript.entries {
-        let (ts, head, text) = match entry {
-            TranscriptEntry::Message(m) => {
-                let c = &m.content;
-                (
-                    c.ts,
-                    format!("{}: ", author(c.role, &c.from, &c.name)),
-                    &c.body[..],
-                )
-            }
-            TranscriptEntry::Joined(e) => (
-                e.ts,
-                format!("{} joined", author(e.role, &e.user, &e.name)),
-                "",
-            ),
-            TranscriptEntry::Left(e) => (
-                e.ts,
-                format!("{} left", author(e.role, &e.user, &e.name)),
-                "",
-            ),
-            TranscriptEntry::Closed { reason, ts } => {
-                (*ts, "The room was closed: ".to_owned(), &reason[..])
-            }
-        };
-        let stamp = time(ts);
-        let _ = write!(out, "{stamp}  {head}");
-        let indent = " ".repeat(stamp.len() + 2);
-        for (n, line) in text.split(is_line_break).enumerate() {
-            if n > 0 {
-                let _ = write!(out, "\n{indent}| ");
-            }
-            out.push_str(&escape(line, false));
-        }
+        out.push_str(&text_line(entry));
         out.push('\n');
+    }
+    if !transcript.complete {
+        out.push_str("(incomplete: some messages are missing)\n");
+    }
+    out
+}
+
+/// One entry of the text transcript (its further lines indented), without the last newline.
+fn text_line(entry: &TranscriptEntry) -> String {
+    let (ts, head, text) = match entry {
+        TranscriptEntry::Message(m) => {
+            let c = &m.content;
+            (
+                c.ts,
+                format!("{}: ", author(c.role, &c.from, &c.name)),
+                &c.body[..],
+            )
+        }
+        TranscriptEntry::Joined(e) => (
+            e.ts,
+            format!("{} joined", author(e.role, &e.user, &e.name)),
+            "",
+        ),
+        TranscriptEntry::Left(e) => (
+            e.ts,
+            format!("{} left", author(e.role, &e.user, &e.name)),
+            "",
+        ),
+        TranscriptEntry::Closed { reason, ts } => {
+            (*ts, "The room was closed: ".to_owned(), &reason[..])
+        }
+    };
+    let stamp = time(ts);
+    let mut out = format!("{stamp}  {head}");
+    let indent = " ".repeat(stamp.len() + 2);
+    for (n, line) in text.split(is_line_break).enumerate() {
+        if n > 0 {
+            let _ = write!(out, "\n{indent}| ");
+        }
+        out.push_str(&escape(line, false));
     }
     out
 }
@@ -224,9 +423,10 @@ mod tests {
         let transcript = Transcript::assemble(room, [joined.as_str(), message.as_str()]);
         assert_eq!(
             to_text(&transcript),
-            "Transcript of support/case-7 (incomplete: some messages are missing)\n\
+            "Transcript of support/case-7\n\
              2025-12-03 09:45:45 UTC  [agent dana] Dana joined\n\
-             2025-12-03 09:45:46 UTC  [agent dana] Dana: On it.\n"
+             2025-12-03 09:45:46 UTC  [agent dana] Dana: On it.\n\
+             (incomplete: some messages are missing)\n"
         );
     }
 

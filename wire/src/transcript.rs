@@ -47,7 +47,7 @@ pub struct MemberEvent {
 impl TranscriptEntry {
     /// Where the entry goes: messages at their id; events after message `after`, among
     /// themselves by time (nodes record them a tick late, each on its own); the close last.
-    fn position(&self) -> (u64, u8, u64) {
+    pub fn position(&self) -> (u64, u8, u64) {
         match self {
             TranscriptEntry::Message(m) => (m.id, 0, 0),
             TranscriptEntry::Joined(e) | TranscriptEntry::Left(e) => (e.after, 1, e.ts),
@@ -84,31 +84,109 @@ impl Transcript {
     /// Orders the recorded entries (JSON, in the order they were written; entries that do not
     /// parse are skipped) into the transcript.
     pub fn assemble<'a>(room: RoomId, recorded: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut entries: Vec<TranscriptEntry> = recorded
-            .into_iter()
-            .filter_map(|json| serde_json::from_str(json).ok())
-            .collect();
-        // Stable: events after the same message at the same time keep their written order.
-        entries.sort_by_key(TranscriptEntry::position);
-        let ids: Vec<u64> = entries
-            .iter()
-            .filter_map(|e| match e {
-                TranscriptEntry::Message(m) => Some(m.id),
-                _ => None,
-            })
-            .collect();
-        let complete = ids.iter().zip(1..).all(|(id, expected)| *id == expected);
-        let closed = entries
-            .iter()
-            .any(|e| matches!(e, TranscriptEntry::Closed { .. }));
+        let mut order = TranscriptOrder::new(usize::MAX);
+        let mut entries = Vec::new();
+        for json in recorded {
+            entries.extend(order.push_json(json));
+        }
+        entries.extend(order.finish());
         Self {
             room,
             incarnation: None,
-            messages: ids.len() as u64,
+            messages: order.messages(),
             entries,
-            complete,
-            closed,
+            complete: order.complete(),
+            closed: order.closed(),
         }
+    }
+}
+
+/// Puts recorded entries in transcript order as they are read, holding at most `window`
+/// of them: a transcript can be streamed a page at a time in bounded memory. Entries arrive
+/// nearly in order (messages in id order; joins and leaves a tick late), so a window of a few
+/// thousand orders them exactly unless one was written more than `window` entries late, in
+/// which case it comes out where it was read. The close, last in any order, is held to the
+/// end. Counts what [`Transcript`] summarises as entries pass.
+pub struct TranscriptOrder {
+    window: usize,
+    /// Entries held back, by position, then by arrival (stable among equals).
+    held: std::collections::BTreeMap<((u64, u8, u64), u64), TranscriptEntry>,
+    arrivals: u64,
+    messages: u64,
+    /// The id the next message must have for the transcript to be complete.
+    next_id: u64,
+    complete: bool,
+    closed: bool,
+}
+
+impl TranscriptOrder {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            held: Default::default(),
+            arrivals: 0,
+            messages: 0,
+            next_id: 1,
+            complete: true,
+            closed: false,
+        }
+    }
+
+    /// Takes one recorded entry (JSON; one that does not parse is skipped) and returns the
+    /// entries now due, in order.
+    pub fn push_json(&mut self, json: &str) -> Vec<TranscriptEntry> {
+        match serde_json::from_str(json) {
+            Ok(entry) => self.push(entry),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, entry: TranscriptEntry) -> Vec<TranscriptEntry> {
+        self.arrivals += 1;
+        self.held.insert((entry.position(), self.arrivals), entry);
+        let mut due = Vec::new();
+        // The close sorts last, so it is never the first of more than one held.
+        while self.held.len() > self.window {
+            if let Some((_, entry)) = self.held.pop_first() {
+                due.push(self.count(entry));
+            }
+        }
+        due
+    }
+
+    /// The entries still held, in order: the read is over.
+    pub fn finish(&mut self) -> Vec<TranscriptEntry> {
+        let held = std::mem::take(&mut self.held);
+        held.into_values().map(|entry| self.count(entry)).collect()
+    }
+
+    fn count(&mut self, entry: TranscriptEntry) -> TranscriptEntry {
+        match &entry {
+            TranscriptEntry::Message(m) => {
+                self.messages += 1;
+                self.complete &= m.id == self.next_id;
+                self.next_id = m.id + 1;
+            }
+            TranscriptEntry::Closed { .. } => self.closed = true,
+            _ => {}
+        }
+        entry
+    }
+
+    /// Messages passed so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// False once a message was missing: ids did not run 1, 2, 3… (the transcript hit its
+    /// size bound, or Redis lost part of the room).
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Whether the close passed.
+    pub fn closed(&self) -> bool {
+        self.closed
     }
 }
 
@@ -178,6 +256,34 @@ mod tests {
         assert!(transcript.complete);
         assert!(transcript.closed);
         assert_eq!(transcript.messages, 2);
+    }
+
+    /// A window smaller than the transcript orders it the same, a page at a time.
+    #[test]
+    fn a_small_window_orders_as_the_whole_does() {
+        let mut recorded = vec![joined("ann", 0)];
+        for id in 1..=50 {
+            recorded.push(message(id, "m"));
+            if id % 7 == 0 {
+                // Written a few entries late, as a node's tick does.
+                recorded.insert(recorded.len() - 2, joined("dana", id - 3));
+            }
+        }
+        let closed = TranscriptEntry::Closed {
+            reason: "done".into(),
+            ts: 1,
+        };
+        recorded.insert(10, closed.to_json());
+        let whole = Transcript::assemble(room(), recorded.iter().map(String::as_str));
+        let mut order = TranscriptOrder::new(4);
+        let mut streamed = Vec::new();
+        for json in &recorded {
+            streamed.extend(order.push_json(json));
+            assert!(order.held.len() <= 5, "bounded: the close and the window");
+        }
+        streamed.extend(order.finish());
+        assert_eq!(streamed, whole.entries);
+        assert!(order.complete() && order.closed() && order.messages() == 50);
     }
 
     #[test]

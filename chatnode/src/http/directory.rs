@@ -12,16 +12,17 @@ use chatfleet_api::rooms::{
     CreateRoom, CreatedRoom, Labels, RoomDirectory, RoomFilter, RoomView, TokenRequest, TokenView,
 };
 use chatfleet_api::tokens::mint_token_view;
+use chatfleet_api::transcript::{self, TranscriptReader};
 use chatfleet_state::rooms::{LoggedMessage, new_incarnation};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::clock::unix_millis;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
-use chatfleet_wire::transcript::Transcript;
 use chatfleet_wire::urls::{transcript_path, ws_endpoint};
 use chatfleet_wire::webhook::{EventBody, WebhookEvent};
+use futures_util::StreamExt;
 
 use crate::node::Hub;
-use crate::store::{Backend, RoomSettings, StateError};
+use crate::store::{Backend, MemoryStore, RoomSettings, StateError};
 
 const DEFAULT_NAMESPACE: &str = "default";
 
@@ -230,13 +231,44 @@ impl RoomDirectory for NodeDirectory {
         &self,
         room: &RoomId,
         incarnation: Option<&str>,
-    ) -> Result<Transcript, ApiError> {
-        let recorded = self.hub.backend().transcript(room, incarnation).await?;
-        let (incarnation, entries) = recorded.ok_or_else(|| ApiError::not_found(room))?;
-        let mut transcript = Transcript::assemble(room.clone(), entries.iter().map(String::as_str));
-        transcript.incarnation = (!incarnation.is_empty()).then_some(incarnation);
-        Ok(transcript)
+    ) -> Result<TranscriptReader, ApiError> {
+        let reader = match self.hub.backend() {
+            Backend::Redis(redis) => {
+                transcript::open_in_redis(&redis.state().rooms, room, incarnation).await?
+            }
+            Backend::Memory(memory) => memory_transcript(memory, room, incarnation),
+        };
+        reader.ok_or_else(|| ApiError::not_found(room))
     }
+}
+
+/// Entries of a standalone transcript copied per page.
+const MEMORY_PAGE: usize = 2048;
+
+/// A standalone room's transcript, read a page at a time under the room's lock, so a reader
+/// never copies it whole.
+fn memory_transcript(
+    memory: &MemoryStore,
+    room: &RoomId,
+    incarnation: Option<&str>,
+) -> Option<TranscriptReader> {
+    let (found, first, next) = memory.transcript_page(room, incarnation, 0, MEMORY_PAGE)?;
+    let more =
+        (first.len() == MEMORY_PAGE).then(|| (memory.clone(), room.clone(), found.clone(), next));
+    let rest = futures_util::stream::unfold(more, |state| async move {
+        let (memory, room, incarnation, from) = state?;
+        let (_, page, next) =
+            memory.transcript_page(&room, Some(&incarnation), from, MEMORY_PAGE)?;
+        let more = (page.len() == MEMORY_PAGE).then_some((memory, room, incarnation, next));
+        Some((Ok(page), more))
+    });
+    Some(TranscriptReader {
+        room: room.clone(),
+        incarnation: (!found.is_empty()).then_some(found),
+        pages: futures_util::stream::once(async { Ok(first) })
+            .chain(rest)
+            .boxed(),
+    })
 }
 
 /// History pages read the node's log, in memory or in Redis.

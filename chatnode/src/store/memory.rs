@@ -55,6 +55,9 @@ struct RoomLog {
     /// The transcript's entries (JSON), oldest first, and their bytes.
     transcript: VecDeque<String>,
     transcript_bytes: usize,
+    /// Entries dropped from the transcript's front so far: entry `n` of all it ever held is at
+    /// `n - transcript_dropped`, so a reader's place survives drops.
+    transcript_dropped: u64,
 }
 
 impl Default for RoomLog {
@@ -73,6 +76,7 @@ impl Default for RoomLog {
             members: MemberState::default(),
             transcript: VecDeque::new(),
             transcript_bytes: 0,
+            transcript_dropped: 0,
         }
     }
 }
@@ -106,6 +110,7 @@ impl RoomLog {
     }
 
     fn clear_transcript(&mut self) -> usize {
+        self.transcript_dropped += self.transcript.len() as u64;
         let freed = self.transcript_bytes;
         self.transcript.clear();
         self.transcript_bytes = 0;
@@ -126,7 +131,10 @@ impl RoomLog {
 
     /// Drops the transcript's oldest entry; returns the bytes freed.
     fn pop_oldest_entry(&mut self) -> usize {
-        let freed = self.transcript.pop_front().map_or(0, |e| e.len());
+        let freed = self.transcript.pop_front().map_or(0, |e| {
+            self.transcript_dropped += 1;
+            e.len()
+        });
         self.transcript_bytes -= freed;
         freed
     }
@@ -476,8 +484,36 @@ impl MemoryStore {
         }
     }
 
+    /// Up to `count` of one incarnation's transcript entries (None: the room's) from entry
+    /// `from` (counting every entry the transcript ever held), with the incarnation and where
+    /// the next page starts; None when it has none.
+    pub fn transcript_page(
+        &self,
+        room: &RoomId,
+        incarnation: Option<&str>,
+        from: u64,
+        count: usize,
+    ) -> Option<(String, Vec<String>, u64)> {
+        let log = self.existing(room)?;
+        let log = log.lock().expect("room log lock");
+        if !log.is(incarnation.unwrap_or_default()) || log.transcript.is_empty() {
+            return None;
+        }
+        let skip = from.saturating_sub(log.transcript_dropped) as usize;
+        let page: Vec<String> = log
+            .transcript
+            .iter()
+            .skip(skip)
+            .take(count)
+            .cloned()
+            .collect();
+        let next = log.transcript_dropped + (skip + page.len()) as u64;
+        Some((log.incarnation.clone(), page, next))
+    }
+
     /// One incarnation's transcript entries (None: the room's), with its incarnation; None
     /// when it has none.
+    #[cfg(test)]
     pub fn transcript(
         &self,
         room: &RoomId,

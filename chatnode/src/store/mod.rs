@@ -247,17 +247,4 @@ impl Backend {
             }
         }
     }
-
-    /// One incarnation's transcript entries as recorded (None: the incarnation the name
-    /// stands for now), with that incarnation; None when it has none.
-    pub async fn transcript(
-        &self,
-        room: &RoomId,
-        incarnation: Option<&str>,
-    ) -> Result<Option<(String, Vec<String>)>, StateError> {
-        match self {
-            Backend::Memory(m) => Ok(m.transcript(room, incarnation)),
-            Backend::Redis(r) => r.state().rooms.transcript(room, incarnation).await,
-        }
-    }
 }

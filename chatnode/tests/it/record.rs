@@ -396,3 +396,92 @@ async fn a_reused_name_is_another_room_with_its_own_record() {
     let (status, _) = node.call(API_KEY, reqwest::Method::GET, &path, None).await;
     assert_eq!(status, 400, "an incarnation is letters, digits and dashes");
 }
+
+/// A long transcript streams: its answer is chunked (never assembled whole in memory), read
+/// from Redis a page at a time, and comes out in the order and with the summary the whole
+/// would have, in JSON and in text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transcript_streams_in_order() {
+    let redis = Redis::start().await;
+    let node = Node::in_fleet(&redis, "chat-0", &[]).await;
+    let room = "support/case-long";
+    let id: chatfleet_wire::RoomId = room.parse().unwrap();
+    let state = redis.state();
+    let log = chatfleet_state::rooms::MessageLog::new(state.rooms.clone(), 100);
+    const MESSAGES: u64 = 5_000;
+    for n in 1..=MESSAGES {
+        let content = chatfleet_wire::frames::MessageContent {
+            room: id.clone(),
+            from: "ann".into(),
+            name: "Ann".into(),
+            role: chatfleet_wire::frames::Role::Customer,
+            body: format!("line {n}"),
+            ts: n,
+            client_id: None,
+        };
+        let tail = chatfleet_wire::frames::message_tail(&content);
+        log.append(&id, "", &tail, 0, None).await.unwrap();
+    }
+    state.rooms.close(&id, "", "long enough").await.unwrap();
+
+    let response = reqwest::Client::new()
+        .get(node.http(&format!("/v1/rooms/{room}/transcript")))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.content_length().is_none(),
+        "streamed, not buffered"
+    );
+    let transcript: chatfleet_wire::transcript::Transcript = response.json().await.unwrap();
+    assert_eq!(transcript.messages, MESSAGES);
+    assert!(
+        transcript.complete && transcript.closed,
+        "{:?}",
+        transcript.entries.last()
+    );
+    let ids: Vec<u64> = transcript
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            TranscriptEntry::Message(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, (1..=MESSAGES).collect::<Vec<_>>());
+    assert!(matches!(
+        transcript.entries.last(),
+        Some(TranscriptEntry::Closed { .. })
+    ));
+
+    let path = format!("/v1/rooms/{room}/transcript?format=text");
+    let text = reqwest::Client::new()
+        .get(node.http(&path))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len() as u64,
+        1 + MESSAGES + 1,
+        "header, messages, close"
+    );
+    assert!(
+        lines[1].ends_with("[customer ann] Ann: line 1"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[MESSAGES as usize].ends_with("Ann: line 5000"));
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("The room was closed: long enough")
+    );
+}

@@ -13,10 +13,10 @@ use chatfleet_api::rooms::{
     CreateRoom, CreatedRoom, RoomDirectory, RoomFilter, RoomView, TokenRequest, TokenView,
 };
 use chatfleet_api::tokens::mint_token_view;
+use chatfleet_api::transcript::{self, TranscriptReader};
 use chatfleet_wire::RoomId;
 use chatfleet_wire::frames::{Moderation, ServerFrame};
 use chatfleet_wire::token::TokenKeys;
-use chatfleet_wire::transcript::Transcript;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -298,13 +298,11 @@ impl RoomDirectory for KubeDirectory {
         &self,
         id: &RoomId,
         incarnation: Option<&str>,
-    ) -> Result<Transcript, ApiError> {
+    ) -> Result<TranscriptReader, ApiError> {
         for redis in self.transcript_stores(id).await? {
-            if let Some((incarnation, entries)) = redis.rooms.transcript(id, incarnation).await? {
-                let entries = entries.iter().map(String::as_str);
-                let mut transcript = Transcript::assemble(id.clone(), entries);
-                transcript.incarnation = (!incarnation.is_empty()).then_some(incarnation);
-                return Ok(transcript);
+            let reader = transcript::open_in_redis(&redis.rooms, id, incarnation).await?;
+            if let Some(reader) = reader {
+                return Ok(reader);
             }
         }
         Err(ApiError::not_found(id))
