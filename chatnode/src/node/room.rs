@@ -190,6 +190,7 @@ impl RoomHandle {
             size_checked: None,
             membership_changes: 0,
             closed: false,
+            superseded: false,
             empty_since: Some(Instant::now()),
         };
         tokio::spawn(task.run(rx));
@@ -472,6 +473,9 @@ struct RoomTask {
     /// before the latest of them is older than what the room knows, and is dropped.
     membership_changes: u32,
     closed: bool,
+    /// The room was closed and its name opened again: a new incarnation, which a new task
+    /// serves. This one answers no more joins (they look the room up again) and retires.
+    superseded: bool,
     empty_since: Option<Instant>,
 }
 
@@ -501,7 +505,7 @@ impl RoomTask {
                         // A closed room retires at once, so a new room given its name (a
                         // reused ChatRoom name) starts a fresh task instead of this one
                         // refusing joins until its next tick.
-                        if self.closed && self.members.is_empty() {
+                        if (self.closed && self.members.is_empty()) || self.superseded {
                             break;
                         }
                     }
@@ -772,7 +776,12 @@ impl RoomTask {
             Command::Join(join) => {
                 let (request, reply) = *join;
                 let result = Box::pin(self.join(request)).await;
-                let _ = reply.send(result);
+                if self.superseded {
+                    // Unanswered: the join looks the room up again, in a new task.
+                    drop(reply);
+                } else {
+                    let _ = reply.send(result);
+                }
             }
             Command::Leave(conn) => self.remove(vec![conn]),
             Command::Deliver(message) => {
@@ -838,15 +847,16 @@ impl RoomTask {
 
     async fn join(&mut self, request: JoinRequest) -> Result<(), Refusal> {
         if self.closed {
-            // The room may have been reopened (a new room with its name) since.
-            self.closed = self
+            // The name may have been opened again since (a new incarnation): not this room.
+            let still_closed = self
                 .backend()
                 .is_closed(self.id())
                 .await
                 .map_err(|_| Refusal::Unavailable)?;
-            if self.closed {
-                return Err(Refusal::RoomClosed);
+            if !still_closed {
+                self.superseded = true;
             }
+            return Err(Refusal::RoomClosed);
         }
         // A token minted for an earlier room of this name (closed, its name used again):
         // that room is closed, and this one is not the token's.
