@@ -319,13 +319,13 @@ async fn the_record_is_complete_final_and_trustworthy() {
             .await;
         }
     }
-    for n in 0..ROOMS {
+    for (n, customer) in customers.iter_mut().enumerate() {
         // A send retried with its client id (its ack thought lost) is stored once.
         let a = inc("a", n);
         let body = format!("{a}:retried");
         let seen = seen.get_mut(&a).unwrap();
-        say(&mut customers[n], seen, &cust_of(n), &body).await;
-        customers[n].say_as(&body, &format!("k-{body}")).await;
+        say(customer, seen, &cust_of(n), &body).await;
+        customer.say_as(&body, &format!("k-{body}")).await;
     }
 
     // chat-1 stops (a rolling update): its agents are sent away and resume on chat-0.
@@ -448,7 +448,7 @@ async fn the_record_is_complete_final_and_trustworthy() {
     let mut n2 = n2;
     n2.signal("KILL");
     n2.wait_exit(Duration::from_secs(5)).await;
-    for n in 0..ROOMS {
+    for (n, customer) in customers.iter_mut().enumerate() {
         let b = inc("b", n);
         let (mut old, epoch) = agents.remove(0);
         until_closed(&mut old).await;
@@ -458,7 +458,7 @@ async fn the_record_is_complete_final_and_trustworthy() {
         assert!(welcome.resume.unwrap().complete);
         let seen = seen.get_mut(&b).unwrap();
         say(&mut agent, seen, &agent_of(n), &format!("{b}:after-kill")).await;
-        say(&mut customers[n], seen, &cust_of(n), &format!("{b}:last")).await;
+        say(customer, seen, &cust_of(n), &format!("{b}:last")).await;
         agents.push((agent, welcome.epoch));
     }
     for (n, id) in ids.iter().enumerate() {
