@@ -35,11 +35,23 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+    let watched = watcher(Api::<K>::all(client.clone()), config).modify(slim);
+    let stream = reflector(writer, watched)
         .default_backoff()
         .applied_objects()
         .for_each(|_| std::future::ready(()));
     (reader, stream)
+}
+
+/// Drops what the operator never reads before an object is cached: its managed fields and
+/// kubectl's copy of the last applied object, which together are often most of a small
+/// object's size (a cache of 20,000 rooms holds them 20,000 times).
+fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// A pod reflector for the context (chat node pods only), and the task that keeps it filled.
@@ -96,6 +108,7 @@ pub async fn run(ctx: Arc<Context>) {
     // second pass that reads Redis again. Resyncs and pod changes still wake it.
     let (placed, writer) = reflector::store();
     let changed_rooms = watcher(Api::<ChatRoom>::all(client.clone()), Default::default())
+        .modify(slim)
         .default_backoff()
         .reflect(writer)
         .applied_objects()

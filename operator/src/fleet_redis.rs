@@ -6,12 +6,15 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatfleet_state::reports::NodeSnapshot;
 use chatfleet_state::transcripts::TranscriptSettings;
-use chatfleet_state::{ConnectionSettings, FleetState, Redis};
+use chatfleet_state::{ConnectionSettings, FleetState, Redis, StateError};
+use chatfleet_wire::RoomId;
 use kube::{Client, ResourceExt};
 
 use crate::crd::ChatFleet;
 use crate::error::{Error, Result};
+use crate::node_views::{self, NodeViews};
 use crate::secrets::{self, SecretError};
 
 /// How long a fleet's Redis must answer again, after failing, before the operator judges the
@@ -29,12 +32,16 @@ pub enum RedisHealth {
     Up,
 }
 
-/// One fleet's Redis, with what the operator saw of its health.
+/// One fleet's Redis, with what the operator saw of its health and of its nodes.
 #[derive(Clone)]
 pub struct FleetRedis {
     state: FleetState,
     /// Since when it has answered, if it does.
     answering_since: Arc<Mutex<Option<Instant>>>,
+    /// Snapshots of its nodes, shared by the rooms placed on them.
+    views: Arc<NodeViews>,
+    /// When each placed room's settings were last refreshed in Redis.
+    settings_refreshed: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Deref for FleetRedis {
@@ -46,6 +53,38 @@ impl Deref for FleetRedis {
 }
 
 impl FleetRedis {
+    /// `node`'s snapshot, at most [`node_views::MAX_AGE`] old (see [`NodeViews`]).
+    pub async fn node(&self, node: &str) -> std::result::Result<Arc<NodeSnapshot>, StateError> {
+        self.views
+            .get(&self.state.reports, node, node_views::MAX_AGE)
+            .await
+    }
+
+    /// Whether `room`'s settings are due for a refresh (at most once per `every`); records the
+    /// refresh when they are. An empty placed room's settings live in Redis only as long as
+    /// someone refreshes them, but refreshing them on every check would cost Redis a call per
+    /// room per check.
+    pub fn settings_due(&self, room: &RoomId, every: Duration) -> bool {
+        let mut refreshed = self.settings_refreshed.lock().expect("refresh lock");
+        let room = room.to_string();
+        if refreshed.get(&room).is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        refreshed.insert(room, Instant::now());
+        true
+    }
+
+    /// Forgets a room that is gone.
+    pub fn forget_room(&self, room: &RoomId) {
+        let mut refreshed = self.settings_refreshed.lock().expect("refresh lock");
+        refreshed.remove(&room.to_string());
+    }
+
+    /// A reservation of `seats` for `room` on `node` was just written.
+    pub async fn noted_reservation(&self, node: &str, room: &RoomId, seats: u32) {
+        self.views.reserved(node, &room.to_string(), seats).await;
+    }
+
     /// Pings Redis and says how it is doing.
     pub async fn health(&self) -> RedisHealth {
         let answers = self.state.redis.ping().await.is_ok();
@@ -117,6 +156,8 @@ impl RedisPool {
             state: FleetState::new(redis, self.room_ttl),
             // Trusted from the start: an operator starting during an outage sees it fail.
             answering_since: Arc::new(Mutex::new(Some(Instant::now() - REDIS_GRACE))),
+            views: Arc::default(),
+            settings_refreshed: Arc::default(),
         };
         by_url.insert(url.to_owned(), fleet.clone());
         Ok(fleet)

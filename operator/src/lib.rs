@@ -15,5 +15,6 @@ pub mod fleet_redis;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod node_views;
 pub mod reconcile;
 pub mod secrets;

@@ -1,7 +1,7 @@
 //! Load reports: what each node tells the fleet about itself on every heartbeat, and the load
 //! of each room it hosts. Both expire with the report, so a dead node disappears by itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chatfleet_wire::RoomId;
@@ -13,6 +13,30 @@ use crate::{Redis, StateError};
 
 /// A node's report and the load of each room on it.
 pub type NodeLoad = (LoadReport, Vec<(RoomId, RoomLoad)>);
+
+/// One node as the operator keeps rooms placed on it: its report, the load of each of its
+/// rooms and the seats reserved for rooms placed there, read together in one round trip (the
+/// node's keys share a hash tag). Every placed room's periodic check reads this, shared, rather
+/// than Redis, so Redis works per node, not per room.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// None once the report expired: the node is gone.
+    pub report: Option<LoadReport>,
+    /// Room id → its load on the node.
+    pub rooms: HashMap<String, RoomLoad>,
+    /// Room id → the seats the operator reserved for it on the node.
+    pub reserved: HashMap<String, u32>,
+}
+
+impl NodeSnapshot {
+    /// How `room` is doing on the node: zero members when it has none there.
+    pub fn room_load(&self, room: &RoomId) -> RoomLoad {
+        self.rooms
+            .get(&room.to_string())
+            .copied()
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Clone)]
 pub struct LoadReports {
@@ -144,6 +168,28 @@ impl LoadReports {
     pub async fn report(&self, node: &str) -> Result<Option<LoadReport>, StateError> {
         let json: Option<String> = self.redis.conn().get(keys::node_report(node)).await?;
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// `node`'s report, room loads and reservations, in one round trip.
+    pub async fn snapshot(&self, node: &str) -> Result<NodeSnapshot, StateError> {
+        let (report, rooms, reserved): (
+            Option<String>,
+            HashMap<String, String>,
+            HashMap<String, u32>,
+        ) = redis::pipe()
+            .get(keys::node_report(node))
+            .hgetall(keys::node_rooms(node))
+            .hgetall(keys::node_reserved(node))
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(NodeSnapshot {
+            report: report.and_then(|json| serde_json::from_str(&json).ok()),
+            rooms: rooms
+                .into_iter()
+                .filter_map(|(room, json)| Some((room, serde_json::from_str(&json).ok()?)))
+                .collect(),
+            reserved,
+        })
     }
 
     /// How `room` is doing on `node`: zero members when it has none there.

@@ -187,6 +187,9 @@ impl RoomDirectory for KubeDirectory {
         };
         let mut room = ChatRoom::new(&name, spec);
         room.metadata.labels = Some(request.labels.clone()).filter(|l| !l.is_empty());
+        // Created with its finalizer, the room needs no second write before its placement:
+        // an ad-hoc room costs two (this create, and the status that places it).
+        room.metadata.finalizers = Some(vec![crate::reconcile::room::FINALIZER.to_owned()]);
         let created = match self
             .rooms(&namespace)
             .create(&PostParams::default(), &room)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use chatfleet_state::reports::NodeSnapshot;
 use chatfleet_state::seats::Seats;
 
 use super::placement::Strategy;
@@ -99,6 +100,21 @@ pub struct NodeEvidence {
     /// How the fleet's Redis is doing; `Recovering` also when every node's report vanished at
     /// once (Redis lost its data).
     pub redis: RedisHealth,
+}
+
+/// What a placed room's node looks like in its snapshot: the seats verdict [`judge`] takes,
+/// and whether the room's reservation must be written (missing, or not the seats it expects).
+/// A room whose reservation is right costs Redis nothing.
+pub fn seats_on(snapshot: &NodeSnapshot, room: &str, expected: u32) -> (Seats, bool) {
+    let Some(report) = &snapshot.report else {
+        return (Seats::Gone, false);
+    };
+    let free = i64::from(report.free_seats());
+    if report.draining {
+        return (Seats::Draining { free }, false);
+    }
+    let write = snapshot.reserved.get(room) != Some(&expected);
+    (Seats::Reserved { free }, write)
 }
 
 /// What to do with a placed room.

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chatfleet_state::FleetState;
+use chatfleet_state::reports::NodeSnapshot;
 use chatfleet_state::rooms::RoomSettings;
 use chatfleet_state::seats::Seats;
 use chatfleet_wire::RoomId;
@@ -34,6 +35,8 @@ use crate::fleet_redis::{FleetRedis, RedisHealth};
 use crate::metrics::{ControllerLabel, ErrorLabel};
 
 pub const FINALIZER: &str = "chatfleet.dev/room";
+/// How often, at most, an empty placed room's settings are refreshed in Redis.
+const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 /// How soon a held placement is looked at again.
 const HOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -131,18 +134,42 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         let pod_uid = fleet_pod_uid(&pods, &namespace, &fleet.name_any(), node);
         let recorded_uid = room.status.as_ref().and_then(|s| s.pod_uid.as_deref());
         let pod_exists = decide::same_pod(recorded_uid, pod_uid.as_deref());
-        let seats = if pod_exists {
-            let expected =
-                decide::home_seats(room.spec.expected_members, fleet.spec.limits.users_per_node);
-            match redis.seats.force(node, &id, expected).await {
-                Ok(seats) => Some(seats.seats),
+        // The node's snapshot, shared by every room on it: a room whose reservation is right
+        // costs Redis nothing here.
+        let snapshot = if pod_exists {
+            match redis.node(node).await {
+                Ok(snapshot) => Some(snapshot),
                 Err(error) => {
-                    tracing::warn!(room = %id, %error, "cannot read the seats of the room's node");
+                    tracing::warn!(room = %id, %error, "cannot read the room's node");
                     None
                 }
             }
         } else {
             None
+        };
+        let seats = match &snapshot {
+            Some(snapshot) => {
+                let expected = decide::home_seats(
+                    room.spec.expected_members,
+                    fleet.spec.limits.users_per_node,
+                );
+                let (seats, write) = decide::seats_on(snapshot, &id.to_string(), expected);
+                if write {
+                    match redis.seats.force(node, &id, expected).await {
+                        Ok(written) => {
+                            redis.noted_reservation(node, &id, expected).await;
+                            Some(written.seats)
+                        }
+                        Err(error) => {
+                            tracing::warn!(room = %id, %error, "cannot reserve the room's seats");
+                            None
+                        }
+                    }
+                } else {
+                    Some(seats)
+                }
+            }
+            None => None,
         };
         // Redis's health matters only when the seats say nothing or that the node is gone;
         // asking it then (and only then) also records an outage for the grace period.
@@ -165,11 +192,18 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
         };
         match decide::judge(evidence) {
             Verdict::Keep => {
-                // Keeps the room's settings alive while nobody has joined it yet.
-                redis.rooms.create(&id, settings).await?;
+                let snapshot = snapshot.expect("a kept room's node was read");
+                // Keeps the room's settings alive while nobody has joined it yet (its nodes
+                // keep them alive once someone has): every few minutes is enough, and brings
+                // them back soon after a Redis that lost its data.
+                let every = (ctx.settings.room_ttl / 8).min(SETTINGS_REFRESH);
+                if snapshot.room_load(&id).members == 0 && redis.settings_due(&id, every) {
+                    redis.rooms.create(&id, settings).await?;
+                }
                 let here = Here {
                     node,
                     pod_uid: pod_uid.as_deref(),
+                    snapshot: &snapshot,
                 };
                 return stay(room, &fleet, &redis, &id, here, &ready, ctx).await;
             }
@@ -312,32 +346,35 @@ async fn record_placement(
     Ok(Action::requeue(ctx.settings.room_resync))
 }
 
-/// The node a placed room is on, and the UID of its pod now.
+/// The node a placed room is on, the UID of its pod now, and its snapshot.
 #[derive(Clone, Copy)]
 struct Here<'a> {
     node: &'a str,
     pod_uid: Option<&'a str>,
+    snapshot: &'a NodeSnapshot,
 }
 
 /// The room stays on its healthy node: refresh members, rate and the empty-room clock.
 async fn stay(
     room: &ChatRoom,
     fleet: &ChatFleet,
-    redis: &FleetState,
+    redis: &FleetRedis,
     id: &RoomId,
-    Here { node, pod_uid }: Here<'_>,
+    Here {
+        node,
+        pod_uid,
+        snapshot,
+    }: Here<'_>,
     ready: &[String],
     ctx: &Context,
 ) -> Result<Action> {
-    let mut load = redis.reports.room_load(node, id).await?;
-    // A room's members may be on several nodes: its seats in Redis count them all.
-    let everywhere = redis.room_seats.count(id).await?;
-    load.members = load
-        .members
-        .max(u32::try_from(everywhere).unwrap_or(u32::MAX));
+    let mut load = snapshot.room_load(id);
+    // A room's members may be on several nodes: their snapshots count them all.
+    load.members = members_anywhere(redis, ready, id).await?.max(load.members);
     let old = room.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let endpoint = endpoint(fleet, redis, node, id).await?;
+    let advertised = snapshot.report.as_ref().map(|r| r.advertise_url.clone());
+    let endpoint = endpoint_from(fleet, node, id, advertised);
     let status = status::staying(&old, load, endpoint, pod_uid, room.meta().generation, now);
     if status != old {
         writes::room_status(room, ctx, &status, room.resource_version().as_deref()).await?;
@@ -380,11 +417,11 @@ async fn any_report(
     Ok(false)
 }
 
-/// Members of the room on any Ready node of the fleet.
-async fn members_anywhere(redis: &FleetState, ready: &[String], id: &RoomId) -> Result<u32> {
-    let mut members = 0;
+/// Members of the room on any Ready node of the fleet, from the nodes' snapshots.
+async fn members_anywhere(redis: &FleetRedis, ready: &[String], id: &RoomId) -> Result<u32> {
+    let mut members = 0u32;
     for pod in ready {
-        members += redis.reports.room_load(pod, id).await?.members;
+        members = members.saturating_add(redis.node(pod).await?.room_load(id).members);
     }
     Ok(members)
 }
@@ -411,6 +448,7 @@ async fn cleanup(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     };
     webhooks::queue(&fleet, &redis, room, closed, &[]).await?;
     redis.rooms.close(&id, &incarnation, &reason).await?;
+    redis.forget_room(&id);
     if let Some(node) = room.status.as_ref().and_then(|s| s.node.as_deref()) {
         redis.seats.release(node, &id).await?;
     }
@@ -433,14 +471,19 @@ async fn endpoint(
     node: &str,
     id: &RoomId,
 ) -> Result<String> {
-    let template = fleet.spec.public_endpoint.as_deref();
-    let advertised = match template {
+    let advertised = match fleet.spec.public_endpoint {
         Some(_) => None,
         None => redis.reports.report(node).await?.map(|r| r.advertise_url),
     };
+    Ok(endpoint_from(fleet, node, id, advertised))
+}
+
+/// The room's WebSocket URL on `node`, from the fleet's template or what the node advertises.
+fn endpoint_from(fleet: &ChatFleet, node: &str, id: &RoomId, advertised: Option<String>) -> String {
+    let template = fleet.spec.public_endpoint.as_deref();
     let namespace = fleet.namespace().unwrap_or_default();
     let base = decide::node_base_url(template, &fleet.name_any(), &namespace, node, advertised);
-    Ok(ws_endpoint(&base, id))
+    ws_endpoint(&base, id)
 }
 
 /// Records why the room waits (once: only when the status changes), and when to look again.

@@ -52,12 +52,21 @@ fn assets() -> Option<PathBuf> {
 
 /// Polls `check` until it returns `Some`, or fails after [`PATIENCE`].
 async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() -> F) -> T {
+    eventually_within(what, PATIENCE, check).await
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`.
+async fn eventually_within<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    check: impl Fn() -> F,
+) -> T {
     let started = std::time::Instant::now();
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -805,6 +814,135 @@ async fn placement_throughput() {
         "API writes per room, deleted:\n{}",
         apiserver::writes_between(&writes_placed, &server.writes().await, ROOMS)
     );
+}
+
+/// Redis's CPU per second and the calls it served (`INFO`s aside), so far.
+async fn redis_cpu_and_calls(redis: &Redis) -> (f64, u64) {
+    let mut conn = redis.conn().await;
+    let cpu: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let field = |name: &str| -> f64 {
+        cpu.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (field("used_cpu_sys") + field("used_cpu_user"), calls)
+}
+
+/// The operator at rest with many rooms placed: `CHATFLEET_BENCH_ROOMS` ChatRooms (5,000 by
+/// default) on a fleet of 3 nodes, created by 16 clients at the API server's pace; once every
+/// one is Placed and things settle, 30 s of nothing happening, measured: Redis CPU and calls,
+/// the test process's RSS per room (the operator, its caches and the test's own watch), API
+/// writes. A benchmark, not a test:
+///
+///     CHATFLEET_BENCH_ROOMS=5000 KUBEBUILDER_ASSETS=$(../shared/k8s/envtest-assets) \
+///       cargo test --release -p operator --test envtest -- --ignored --nocapture rooms_at_rest
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it by name with --ignored"]
+async fn rooms_at_rest() {
+    let rooms_wanted: usize = std::env::var("CHATFLEET_BENCH_ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let Some(assets) = assets() else { return };
+    let (server, client, redis) = api_server_with_crds(&assets).await;
+    create_fleet(&client, &redis).await;
+    let nodes = ["chat-0", "chat-1", "chat-2"];
+    for name in nodes {
+        ready_pod(&client, name).await;
+    }
+    // The nodes' heartbeats: reports kept fresh for as long as the benchmark runs.
+    let reports = redis.state().reports.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            for name in nodes {
+                let report = testkit::load_report(name, 0, 100_000, 0.0);
+                let _ = reports.write(&report, &[], Duration::from_secs(30)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = || {
+        chatfleet_load::procfs::sample(std::process::id())
+            .unwrap()
+            .rss_kib
+    };
+    let rss_empty = rss();
+    start_operator_with(&client, Settings::default());
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let started = std::time::Instant::now();
+    create_rooms_concurrently(client.clone(), rooms_wanted, 16).await;
+    println!(
+        "created {rooms_wanted} rooms in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    eventually_within("every room placed", Duration::from_secs(1800), || async {
+        let placed = rooms
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RoomPhase::Placed)
+            })
+            .count();
+        (placed == rooms_wanted).then_some(())
+    })
+    .await;
+    println!(
+        "all placed {:.1} s after the first create",
+        started.elapsed().as_secs_f64()
+    );
+    // Settle: the last placements' writes and the first resyncs.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    const WINDOW: Duration = Duration::from_secs(30);
+    let (cpu_before, calls_before) = redis_cpu_and_calls(&redis).await;
+    let writes_before = server.writes().await;
+    let process_before = chatfleet_load::procfs::sample(std::process::id()).unwrap();
+    tokio::time::sleep(WINDOW).await;
+    let (cpu_after, calls_after) = redis_cpu_and_calls(&redis).await;
+    let process_after = chatfleet_load::procfs::sample(std::process::id()).unwrap();
+    let seconds = WINDOW.as_secs_f64();
+    println!(
+        "at rest with {rooms_wanted} placed rooms: Redis CPU {:.2} % of a core, {:.0} calls/s (the benchmark's own heartbeat included); \
+         this process CPU {:.1} % of a core; RSS {} KiB above the empty operator, {:.2} KiB per room",
+        (cpu_after - cpu_before) * 100.0 / seconds,
+        (calls_after - calls_before) as f64 / seconds,
+        (process_after.cpu_seconds - process_before.cpu_seconds) * 100.0 / seconds,
+        process_after.rss_kib.saturating_sub(rss_empty),
+        process_after.rss_kib.saturating_sub(rss_empty) as f64 / rooms_wanted as f64,
+    );
+    println!(
+        "API writes at rest:\n{}",
+        apiserver::writes_between(&writes_before, &server.writes().await, 1)
+    );
+    heartbeat.abort();
 }
 
 /// An operator binary running as `identity` against `server`, killed when dropped.

@@ -652,3 +652,87 @@ async fn a_room_reads_its_fleet_from_the_cache() {
         (Some("Placed"), Some("chat-0"))
     );
 }
+
+/// Calls Redis has served so far (`INFO commandstats`), less the `INFO`s asking.
+async fn redis_calls(redis: &Redis) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The periodic check of placed rooms reads each node once (a snapshot shared by its rooms),
+/// not Redis per room: once every room's reservation is right, checking 60 rooms again costs
+/// Redis at most one read per node, and none while the snapshots are fresh.
+#[tokio::test]
+async fn a_resync_of_unchanged_rooms_costs_redis_per_node_not_per_room() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 0, 0.0).await;
+    report(&redis, "chat-1", 0, 0.0).await;
+    let rooms: Vec<ChatRoom> = (0..60)
+        .map(|n| {
+            let node = format!("chat-{}", n % 2);
+            let mut room = room(placed_on(&node));
+            room.metadata = meta(&format!("case-{n}"));
+            room.metadata.finalizers = Some(vec![FINALIZER.into()]);
+            room
+        })
+        .collect();
+    for (n, room) in rooms.iter().enumerate() {
+        let load = r#"{"members":1,"msg_rate":0.0}"#;
+        let _: () = redis
+            .conn()
+            .await
+            .hset(
+                keys::node_rooms(&format!("chat-{}", n % 2)),
+                format!("support/{}", room.metadata.name.as_deref().unwrap()),
+                load,
+            )
+            .await
+            .unwrap();
+    }
+    let (client, _api) = MockApi::start(api_server(Some(fleet(&redis)), rooms[0].clone()));
+    let ctx = context(
+        client,
+        vec![pod("chat", "chat-0", true), pod("chat", "chat-1", true)],
+    );
+    // The first pass reserves each room's seats on its node.
+    for room in &rooms {
+        reconcile(Arc::new(room.clone()), ctx.clone())
+            .await
+            .unwrap();
+    }
+    for n in 0..2 {
+        let held: std::collections::HashMap<String, u32> = redis
+            .conn()
+            .await
+            .hgetall(keys::node_reserved(&format!("chat-{n}")))
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 30, "chat-{n} holds its rooms' reservations");
+    }
+
+    let before = redis_calls(&redis).await;
+    for room in &rooms {
+        reconcile(Arc::new(room.clone()), ctx.clone())
+            .await
+            .unwrap();
+    }
+    let calls = redis_calls(&redis).await - before;
+    println!("checking 60 unchanged rooms again: {calls} Redis calls");
+    // At most one snapshot read (3 commands) per node, should a snapshot have aged meanwhile.
+    assert!(calls <= 6, "{calls} Redis calls for 60 unchanged rooms");
+}

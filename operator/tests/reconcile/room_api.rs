@@ -126,6 +126,11 @@ async fn opening_a_room_creates_a_chatroom_and_waits_for_its_placement() {
         posted["spec"]["expectedMembers"], 4,
         "one seat per participant"
     );
+    // Created with its finalizer: the reconciler's next write is the placement itself.
+    assert_eq!(
+        posted["metadata"]["finalizers"],
+        serde_json::json!([operator::reconcile::room::FINALIZER])
+    );
 }
 
 #[tokio::test]
