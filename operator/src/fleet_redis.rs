@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 
 use crate::crd::ChatFleet;
 use crate::error::{Error, Result};
-use crate::node_views::{self, NodeViews};
+use crate::node_views::NodeViews;
 use crate::secrets::{self, SecretError};
 
 /// How long a fleet's Redis must answer again, after failing, before the operator judges the
@@ -53,11 +53,9 @@ impl Deref for FleetRedis {
 }
 
 impl FleetRedis {
-    /// `node`'s snapshot, at most [`node_views::MAX_AGE`] old (see [`NodeViews`]).
+    /// `node`'s snapshot, as fresh as [`NodeViews`] keeps it.
     pub async fn node(&self, node: &str) -> std::result::Result<Arc<NodeSnapshot>, StateError> {
-        self.views
-            .get(&self.state.reports, node, node_views::MAX_AGE)
-            .await
+        self.views.get(&self.state.reports, node).await
     }
 
     /// Whether `room`'s settings are due for a refresh (at most once per `every`); records the

@@ -36,6 +36,24 @@ impl NodeSnapshot {
             .copied()
             .unwrap_or_default()
     }
+
+    /// Seats still reserved for rooms placed on the node, as the seats script counts them
+    /// (`scripts/seats.lua`): a reservation shrinks as the room's members arrive.
+    pub fn held_seats(&self) -> i64 {
+        self.reserved
+            .iter()
+            .map(|(room, &seats)| {
+                let present = self.rooms.get(room).map_or(0, |load| load.members);
+                (i64::from(seats) - i64::from(present)).max(0)
+            })
+            .sum()
+    }
+
+    /// The node's free seats as the seats script counts them: its user limit, less its
+    /// users, less [`Self::held_seats`]. None when the node is gone.
+    pub fn free_seats(&self) -> Option<i64> {
+        Some(self.report.as_ref()?.free_seats_beside(self.held_seats()))
+    }
 }
 
 #[derive(Clone)]

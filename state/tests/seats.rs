@@ -224,3 +224,44 @@ async fn a_real_nodes_members_fill_the_reservation_of_their_room() {
         .await
         .expect("the node's heartbeat should report both members and shrink the reservation");
 }
+
+/// The operator counts a node's free seats from its snapshot as the seats script does: the
+/// same number for the same report, room loads and reservations.
+#[tokio::test]
+async fn a_snapshot_counts_free_seats_as_the_script_does() {
+    let redis = Redis::start().await;
+    report(&redis, "chat-0", 7, 100, false).await;
+    let rooms = [("support/a", 2u32), ("support/b", 5), ("support/c", 0)];
+    let mut conn = redis.conn().await;
+    for (room, members) in rooms {
+        let load = format!(r#"{{"members":{members},"msg_rate":0.0}}"#);
+        let _: () = conn
+            .hset(keys::node_rooms("chat-0"), room, load)
+            .await
+            .unwrap();
+    }
+    for (room, seats) in [("support/a", 10u32), ("support/b", 3), ("support/d", 4)] {
+        let _: () = conn
+            .hset(keys::node_reserved("chat-0"), room, seats)
+            .await
+            .unwrap();
+    }
+    let state = redis.state();
+    let Seats::Free { free } = state.seats.peek_node("chat-0").await.unwrap().seats else {
+        panic!("a live node");
+    };
+    let snapshot = state.reports.snapshot("chat-0").await.unwrap();
+    // 100 - 7 users - (10 - 2) - 0 (b has more members than seats) - 4.
+    assert_eq!(snapshot.free_seats(), Some(free));
+    assert_eq!(free, 81);
+    assert_eq!(snapshot.room_load(&"support/b".parse().unwrap()).members, 5);
+    assert!(
+        state
+            .reports
+            .snapshot("chat-9")
+            .await
+            .unwrap()
+            .free_seats()
+            .is_none()
+    );
+}

@@ -50,6 +50,12 @@ impl LoadReport {
     pub fn free_seats(&self) -> u32 {
         self.limits.max_node_users.saturating_sub(self.users)
     }
+
+    /// Seats left under the node's user limit beside `held` still reserved for rooms placed
+    /// on it (negative when the reservations outgrow it).
+    pub fn free_seats_beside(&self, held: i64) -> i64 {
+        i64::from(self.limits.max_node_users) - i64::from(self.users) - held
+    }
 }
 
 /// One room as its node sees it, stored under [`node_rooms`](super::keys::node_rooms).

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatfleet_state::FleetState;
-use chatfleet_state::seats::Seats;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -199,6 +198,9 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
         selector: Some(workload::pod_selector(fleet)),
         ..ChatFleetStatus::default()
     };
+    // Each node's report is read fresh (the autoscaler acts on it: a drain it just called off
+    // must show at once), its reservations and room loads from its snapshot, shared with the
+    // room checks: the fleet's status costs Redis nothing per room.
     for pod in &ready {
         let Some(report) = redis.reports.report(pod).await? else {
             continue;
@@ -206,8 +208,9 @@ async fn observe(fleet: &ChatFleet, namespace: &str, ctx: &Context) -> Result<Ch
         status.ready_nodes += 1;
         status.users += report.users;
         status.rooms += report.rooms;
-        if let Seats::Free { free } = redis.seats.peek_node(pod).await?.seats {
-            status.free_seats += free.max(0);
+        if !report.draining {
+            let held = redis.node(pod).await?.held_seats();
+            status.free_seats += report.free_seats_beside(held).max(0);
         }
     }
     status.free_seats -= i64::from(unheld_expected(fleet, &ctx.rooms.state(), &redis).await?);

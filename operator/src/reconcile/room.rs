@@ -235,6 +235,8 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     let started = std::time::Instant::now();
     let candidates = decide::candidates(&ready, moving_from.as_deref());
     let fleet_key = format!("{namespace}/{}", fleet.name_any());
+    let home_seats =
+        decide::home_seats(room.spec.expected_members, fleet.spec.limits.users_per_node);
     let placed = ctx
         .placer
         .place(
@@ -242,7 +244,7 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
             &redis.seats,
             &id,
             &candidates,
-            decide::home_seats(room.spec.expected_members, fleet.spec.limits.users_per_node),
+            home_seats,
             decide::strategy(fleet.spec.placement),
         )
         .await?
@@ -261,6 +263,8 @@ async fn apply(room: &ChatRoom, ctx: &Context) -> Result<Action> {
     ctx.metrics
         .placement_seconds
         .observe(started.elapsed().as_secs_f64());
+    // The node's snapshot counts the new reservation before its next read.
+    redis.noted_reservation(&node, &id, home_seats).await;
     let result = async {
         let endpoint = endpoint(&fleet, &redis, &node, &id).await?;
         let pod_uid = fleet_pod_uid(&pods, &namespace, &fleet.name_any(), &node);

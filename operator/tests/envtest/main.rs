@@ -883,14 +883,11 @@ async fn rooms_at_rest() {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss = || {
-        chatfleet_load::procfs::sample(std::process::id())
-            .unwrap()
-            .rss_kib
-    };
-    let rss_empty = rss();
-    start_operator_with(&client, Settings::default());
+    // The operator's binary, alone in its process, so its CPU and memory are its own.
+    let operator = OperatorProcess::start(&server, "bench");
+    let pid = operator.0.id();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_empty = chatfleet_load::procfs::sample(pid).unwrap().rss_kib;
     let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
     let started = std::time::Instant::now();
     create_rooms_concurrently(client.clone(), rooms_wanted, 16).await;
@@ -924,14 +921,14 @@ async fn rooms_at_rest() {
     const WINDOW: Duration = Duration::from_secs(30);
     let (cpu_before, calls_before) = redis_cpu_and_calls(&redis).await;
     let writes_before = server.writes().await;
-    let process_before = chatfleet_load::procfs::sample(std::process::id()).unwrap();
+    let process_before = chatfleet_load::procfs::sample(pid).unwrap();
     tokio::time::sleep(WINDOW).await;
     let (cpu_after, calls_after) = redis_cpu_and_calls(&redis).await;
-    let process_after = chatfleet_load::procfs::sample(std::process::id()).unwrap();
+    let process_after = chatfleet_load::procfs::sample(pid).unwrap();
     let seconds = WINDOW.as_secs_f64();
     println!(
         "at rest with {rooms_wanted} placed rooms: Redis CPU {:.2} % of a core, {:.0} calls/s (the benchmark's own heartbeat included); \
-         this process CPU {:.1} % of a core; RSS {} KiB above the empty operator, {:.2} KiB per room",
+         operator CPU {:.1} % of a core; operator RSS {} KiB above its empty start, {:.2} KiB per room",
         (cpu_after - cpu_before) * 100.0 / seconds,
         (calls_after - calls_before) as f64 / seconds,
         (process_after.cpu_seconds - process_before.cpu_seconds) * 100.0 / seconds,
