@@ -367,6 +367,49 @@ impl Redis {
         .unwrap();
     }
 
+    /// Cuts this replica off its primary, as a network partition would: its link is closed,
+    /// and it cannot authenticate to link again until [`Redis::restore_replication`].
+    pub async fn cut_replication(&self) {
+        let mut conn = self.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("not-the-password")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("master")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually("the replica lost its link", || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                info.contains("master_link_status:down")
+            }
+        })
+        .await;
+    }
+
+    /// Lets this replica authenticate to a primary again.
+    pub async fn restore_replication(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("")
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap();
+    }
+
     /// The fleet's shared state in this server, as chatfleet's components see it.
     pub fn state(&self) -> chatfleet_state::FleetState {
         fleet_state(&self.url())

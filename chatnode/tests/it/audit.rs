@@ -528,42 +528,10 @@ async fn a_lossy_failover_leaves_a_gap_that_every_record_reports() {
     primary.replicated(1).await;
 
     // The replica is cut off: the next message is acknowledged, then lost with the primary.
-    let mut conn = replica.conn().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("not-the-password")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("master")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    eventually("the replica lost its link", || {
-        let mut conn = conn.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            info.contains("master_link_status:down")
-        }
-    })
-    .await;
+    replica.cut_replication().await;
     let lost = say(&mut ann, &mut seen, "ann", "f1:lost").await;
     primary.kill();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    replica.restore_replication().await;
     let (after, _) = ann
         .say_until_accepted("f1:after", "k-f1:after", Duration::from_secs(30))
         .await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chatfleet_wire::frames::Message;
 
-use crate::support::{Client, Node, Redis, Sentinels, eventually};
+use crate::support::{Client, Node, Redis, Sentinels};
 
 /// How long the whole failover may take here: the sentinels need 1 s to call the primary
 /// down, then agree and promote; the nodes ask them every 250 ms.
@@ -41,49 +41,6 @@ impl Fleet {
             one,
             two,
         }
-    }
-
-    /// Cuts the replica off its primary, as a network partition would: its link is closed,
-    /// and it cannot authenticate to link again.
-    async fn cut_replication(&self) {
-        let mut conn = self.replica.conn().await;
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("masterauth")
-            .arg("not-the-password")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("master")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        eventually("the replica lost its link", || {
-            let mut conn = conn.clone();
-            async move {
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                info.contains("master_link_status:down")
-            }
-        })
-        .await;
-    }
-
-    /// Lets the replica authenticate again (its primary is gone by then).
-    async fn restore_replication(&self) {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("masterauth")
-            .arg("")
-            .query_async(&mut self.replica.conn().await)
-            .await
-            .unwrap();
     }
 
     /// After the primary was killed, has `client` send `body` until it is accepted. Returns
@@ -145,12 +102,12 @@ async fn a_failover_to_a_replica_that_was_behind_begins_a_new_epoch() {
 
     // The replica loses its link (and cannot link again): the next message is acknowledged
     // and delivered, but never replicated.
-    fleet.cut_replication().await;
+    fleet.replica.cut_replication().await;
     ann.say_as("lost", "k-lost").await;
     assert_eq!(ann.message().await.id, 2);
     assert_eq!(bob.message().await.id, 2);
     fleet.primary.kill();
-    fleet.restore_replication().await;
+    fleet.replica.restore_replication().await;
 
     let after = fleet.send_through_failover(&mut ann, "after").await;
     assert_eq!(after.id, 3, "the id bob saw for `lost` is not given again");
