@@ -35,14 +35,11 @@ struct Seen {
     members: BTreeSet<String>,
 }
 
-fn node_args<'a>(url: &'a str, name: &'a str, hook: &'a str) -> Vec<&'a str> {
-    vec![
-        "--redis-url",
-        url,
-        "--node-name",
-        name,
-        "--heartbeat-ms",
-        "200",
+/// A node of the audited fleet (a process, so it can be stopped and killed), ready when this
+/// returns: drains at once, delivers every event (messages too) to `hook`, keeps transcripts
+/// for the audited retention.
+async fn start_node(url: &str, name: &str, hook: &str) -> Node {
+    let args = [
         "--drain-notice-ms",
         "0",
         "--drain-seconds",
@@ -59,16 +56,8 @@ fn node_args<'a>(url: &'a str, name: &'a str, hook: &'a str) -> Vec<&'a str> {
         "100",
         "--transcript-retention-seconds",
         "600",
-    ]
-}
-
-async fn start_node(url: &str, name: &str, hook: &str) -> Node {
-    let node = Node::start(&node_args(url, name, hook)).await;
-    eventually("the node is ready", || async {
-        node.get("/readyz").await.status() == 200
-    })
-    .await;
-    node
+    ];
+    Node::on_redis(url, name, &args).await
 }
 
 fn room(n: usize) -> String {
