@@ -59,19 +59,6 @@ pub struct TranscriptReader {
     pub pages: BoxStream<'static, Result<Vec<String>, StateError>>,
 }
 
-impl TranscriptReader {
-    /// Reads the whole transcript into memory (for tests and small tools).
-    pub async fn collect(mut self) -> Result<Transcript, StateError> {
-        let mut recorded = Vec::new();
-        while let Some(page) = self.pages.next().await {
-            recorded.extend(page?);
-        }
-        let mut transcript = Transcript::assemble(self.room, recorded.iter().map(String::as_str));
-        transcript.incarnation = self.incarnation;
-        Ok(transcript)
-    }
-}
-
 /// Recorded entries read from Redis per round trip.
 const PAGE: usize = 2048;
 

@@ -123,12 +123,6 @@ impl RoomStore {
         Ok((id, epoch))
     }
 
-    /// The newest message id (0 when there is none).
-    pub async fn latest_id(&self, room: &RoomId) -> Result<u64, StateError> {
-        let id: Option<u64> = self.redis.conn().get(RoomKeys::new(room).seq).await?;
-        Ok(id.unwrap_or(0))
-    }
-
     /// The newest message id and the log's epoch (None while the room has none), read
     /// together, writing nothing.
     pub async fn latest(&self, room: &RoomId) -> Result<(u64, Option<String>), StateError> {

@@ -367,6 +367,28 @@ impl Redis {
         .unwrap();
     }
 
+    /// Commands this server has served so far, `INFO`s aside (those asking here), as
+    /// `INFO commandstats` counts them: commands a script runs count too.
+    pub async fn command_calls(&self) -> u64 {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap();
+        stats
+            .lines()
+            .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// Cuts this replica off its primary, as a network partition would: its link is closed,
     /// and it cannot authenticate to link again until [`Redis::restore_replication`].
     pub async fn cut_replication(&self) {

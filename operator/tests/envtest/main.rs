@@ -816,7 +816,7 @@ async fn placement_throughput() {
     );
 }
 
-/// Redis's CPU per second and the calls it served (`INFO`s aside), so far.
+/// Redis's CPU seconds and the commands it served (`INFO`s aside), so far.
 async fn redis_cpu_and_calls(redis: &Redis) -> (f64, u64) {
     let mut conn = redis.conn().await;
     let cpu: String = redis::cmd("INFO")
@@ -830,23 +830,7 @@ async fn redis_cpu_and_calls(redis: &Redis) -> (f64, u64) {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let calls = stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let calls = redis.command_calls().await;
     (field("used_cpu_sys") + field("used_cpu_user"), calls)
 }
 

@@ -653,27 +653,6 @@ async fn a_room_reads_its_fleet_from_the_cache() {
     );
 }
 
-/// Calls Redis has served so far (`INFO commandstats`), less the `INFO`s asking.
-async fn redis_calls(redis: &Redis) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
-    stats
-        .lines()
-        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// The periodic check of placed rooms reads each node once (a snapshot shared by its rooms),
 /// not Redis per room: once every room's reservation is right, checking 60 rooms again costs
 /// Redis at most one read per node, and none while the snapshots are fresh.
@@ -725,13 +704,13 @@ async fn a_resync_of_unchanged_rooms_costs_redis_per_node_not_per_room() {
         assert_eq!(held.len(), 30, "chat-{n} holds its rooms' reservations");
     }
 
-    let before = redis_calls(&redis).await;
+    let before = redis.command_calls().await;
     for room in &rooms {
         reconcile(Arc::new(room.clone()), ctx.clone())
             .await
             .unwrap();
     }
-    let calls = redis_calls(&redis).await - before;
+    let calls = redis.command_calls().await - before;
     println!("checking 60 unchanged rooms again: {calls} Redis calls");
     // At most one snapshot read (3 commands) per node, should a snapshot have aged meanwhile.
     assert!(calls <= 6, "{calls} Redis calls for 60 unchanged rooms");
