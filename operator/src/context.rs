@@ -10,6 +10,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
+use crate::controllers::RoomWatch;
 use crate::crd::{ChatFleet, ChatRoom};
 
 use crate::backoff::Backoff;
@@ -51,9 +52,12 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Every ChatFleet, when a reflector keeps them (see [`Context::with_fleet_cache`]).
     pub fleets: Store<ChatFleet>,
-    /// Every ChatRoom, when a reflector keeps them (see [`Context::with_room_cache`]): the
-    /// fleet reconciler counts the seats big rooms still expect from it.
+    /// Every ChatRoom, when the replica's room watch keeps them (see
+    /// [`Context::with_room_watch`]): the fleet reconciler counts the seats big rooms still
+    /// expect from it.
     pub rooms: Store<ChatRoom>,
+    /// The room watch the room controller reconciles from; none in reconcile tests.
+    pub room_watch: Option<RoomWatch>,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -80,6 +84,7 @@ impl Context {
             pods,
             fleets: reflector::store().0,
             rooms: reflector::store().0,
+            room_watch: None,
             reporter: Reporter {
                 controller: "chatfleet-operator".into(),
                 instance,
@@ -96,6 +101,16 @@ impl Context {
     /// leave out what rooms bigger than a node still expect.
     pub fn with_room_cache(self, rooms: Store<ChatRoom>) -> Self {
         Self { rooms, ..self }
+    }
+
+    /// Reads rooms from the replica's room watch. Without one, the fleet's free seats leave
+    /// out what rooms bigger than a node still expect, and the room controller cannot run.
+    pub fn with_room_watch(self, watch: RoomWatch) -> Self {
+        Self {
+            rooms: watch.store.clone(),
+            room_watch: Some(watch),
+            ..self
+        }
     }
 
     /// Reads fleets from `fleets` (a reflector's store) before asking the API server.

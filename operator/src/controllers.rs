@@ -1,14 +1,15 @@
-//! Runs the two controllers over a shared context until they stop.
+//! The operator's watches, and the two controllers it runs over a shared context.
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt, stream};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Client, ResourceExt};
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::broadcast;
 
 use crate::context::Context;
 use crate::crd::{ChatFleet, ChatRoom};
@@ -75,14 +76,60 @@ pub fn fleet_cache(
     cache(client, watcher::Config::default())
 }
 
-/// A ChatRoom reflector (for the room API), and the task that keeps it filled.
-pub fn room_cache(
+/// How many changed rooms may wait for the room controller before it falls behind and
+/// looks at every room again instead (see [`RoomWatch::changes`]).
+const CHANGED_ROOMS_BUFFER: usize = 4096;
+
+/// The one ChatRoom watch of a replica. The room API, the fleet reconciler and the room
+/// controller all read its store, and the room controller (only on the leader) hears from it
+/// which rooms changed: one copy of every room in memory, one watch on the API server.
+#[derive(Clone)]
+pub struct RoomWatch {
+    pub store: reflector::Store<ChatRoom>,
+    changed: broadcast::Sender<ObjectRef<ChatRoom>>,
+}
+
+impl RoomWatch {
+    /// Rooms whose generation changed (created, spec edited, deletion begun) from now on.
+    /// A receiver that falls more than a buffer behind is told it lagged, and then looks at
+    /// every room again rather than miss one.
+    pub fn changes(&self) -> broadcast::Receiver<ObjectRef<ChatRoom>> {
+        self.changed.subscribe()
+    }
+}
+
+/// The replica's ChatRoom watch, and the task that keeps it current.
+///
+/// A room counts as changed when its generation does (its spec, or its deletion), not when
+/// its own status is written: a placement then costs one status write, not a second pass
+/// that reads Redis again. Resyncs and pod changes still wake placed rooms.
+pub fn room_watch(
     client: &Client,
 ) -> (
-    reflector::Store<ChatRoom>,
+    RoomWatch,
     impl std::future::Future<Output = ()> + Send + use<>,
 ) {
-    cache(client, watcher::Config::default())
+    let (store, writer) = reflector::store();
+    let (changed, _) = broadcast::channel(CHANGED_ROOMS_BUFFER);
+    let watch = RoomWatch {
+        store,
+        changed: changed.clone(),
+    };
+    let task = watcher(Api::<ChatRoom>::all(client.clone()), Default::default())
+        .modify(slim)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default())
+        .for_each(move |room| {
+            if let Ok(room) = room {
+                // Nobody listening (a standby) is fine: the leader looks at every room when
+                // it starts.
+                let _ = changed.send(ObjectRef::from_obj(&room));
+            }
+            std::future::ready(())
+        });
+    (watch, task)
 }
 
 /// Runs both controllers until they end (on SIGTERM or SIGINT).
@@ -92,31 +139,37 @@ pub async fn run(ctx: Arc<Context>) {
         tracing::error!("the pod cache stopped before it was filled");
         return;
     }
-    // Nor size fleets before the rooms are known: big rooms' expected members count. A
-    // context without a room cache (its writer gone at once) has nothing to wait for.
-    let _ = ctx.rooms.wait_until_ready().await;
+    let Some(room_watch) = ctx.room_watch.clone() else {
+        tracing::error!("the context has no room watch to reconcile rooms from");
+        return;
+    };
+    // Nor size fleets before the rooms are known: big rooms' expected members count.
+    if room_watch.store.wait_until_ready().await.is_err() {
+        tracing::error!("the room watch stopped before it was filled");
+        return;
+    }
+    // Subscribed before the store is read below, so no change falls between the two (and
+    // after the first list, which the takeover's pass over the store covers).
+    let changes = room_watch.changes();
     let client = ctx.client.clone();
     let fleets = Controller::new(Api::<ChatFleet>::all(client.clone()), Default::default())
+        .with_config(controller::Config::default().concurrency(FLEET_CONCURRENCY))
         .owns(Api::<StatefulSet>::all(client.clone()), Default::default())
         .owns(Api::<Service>::all(client.clone()), Default::default())
         .shutdown_on_signal()
         .run(fleet::reconcile, fleet::error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
 
-    // A room is reconciled when its spec changes or it is deleted (both bump its generation),
-    // not when its own status is written: a placement then costs one status write, not a
-    // second pass that reads Redis again. Resyncs and pod changes still wake it.
-    let (placed, writer) = reflector::store();
-    let changed_rooms = watcher(Api::<ChatRoom>::all(client.clone()), Default::default())
-        .modify(slim)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let rooms = Controller::for_stream(changed_rooms, placed.clone());
-    // A pod that changes (stops being Ready, goes away) wakes the rooms placed on it at once,
-    // rather than at their next resync.
-    let rooms = rooms
+    let placed = room_watch.store.clone();
+    let takeover = rooms_on_takeover(placed.clone(), ctx.settings.room_resync);
+    let rooms = Controller::for_stream(stream::pending(), placed.clone())
+        .with_config(controller::Config::default().concurrency(ROOM_CONCURRENCY))
+        .reconcile_on(stream::select(
+            takeover,
+            changed_rooms(changes, placed.clone()),
+        ))
+        // A pod that changes (stops being Ready, goes away) wakes the rooms placed on it at
+        // once, rather than at their next resync.
         .watches(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(NODE_PODS),
@@ -138,4 +191,78 @@ pub async fn run(ctx: Arc<Context>) {
         .run(room::reconcile, room::error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     tokio::join!(fleets, rooms);
+}
+
+/// Rooms reconciled at once: enough to keep placements flowing while some wait on Redis or
+/// the API server, few enough that a takeover or a relist cannot put thousands of requests in
+/// flight against either at the same moment.
+const ROOM_CONCURRENCY: u16 = 32;
+/// Fleets reconciled at once: few exist, and each pass reads every node's report.
+const FLEET_CONCURRENCY: u16 = 4;
+
+/// What a new leader looks at: every room once, those waiting for a node (unplaced, or being
+/// deleted) first, then the placed ones spread over one resync period, so a room created
+/// during a takeover does not queue behind thousands that are fine where they are.
+fn rooms_on_takeover(
+    rooms: reflector::Store<ChatRoom>,
+    resync: std::time::Duration,
+) -> impl Stream<Item = ObjectRef<ChatRoom>> + Send + use<> {
+    let (waiting, placed): (Vec<_>, Vec<_>) = rooms.state().into_iter().partition(|room| {
+        room.meta().deletion_timestamp.is_some()
+            || room.status.as_ref().and_then(|s| s.node.as_ref()).is_none()
+    });
+    let waiting = waiting
+        .iter()
+        .map(|room| ObjectRef::from_obj(&**room))
+        .collect::<Vec<_>>();
+    let placed = placed
+        .iter()
+        .map(|room| ObjectRef::from_obj(&**room))
+        .collect::<Vec<_>>();
+    const STEPS: usize = 50;
+    let every = resync / STEPS as u32;
+    let batch = placed.len().div_ceil(STEPS).max(1);
+    let batches = placed
+        .chunks(batch)
+        .map(<[_]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate();
+    let spread = stream::iter(batches).then(move |(i, batch)| async move {
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        stream::iter(batch)
+    });
+    stream::iter(waiting).chain(spread.flatten())
+}
+
+/// The rooms the watch says changed; after falling behind, every room.
+fn changed_rooms(
+    changes: broadcast::Receiver<ObjectRef<ChatRoom>>,
+    rooms: reflector::Store<ChatRoom>,
+) -> impl Stream<Item = ObjectRef<ChatRoom>> + Send + use<> {
+    stream::unfold(changes, |mut changes| async move {
+        let batch = match changes.recv().await {
+            Ok(room) => vec![room],
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "fell behind the room watch; looking at every room");
+                Vec::new()
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((batch, changes))
+    })
+    .flat_map(move |batch| {
+        let batch = if batch.is_empty() {
+            rooms
+                .state()
+                .iter()
+                .map(|room| ObjectRef::from_obj(&**room))
+                .collect()
+        } else {
+            batch
+        };
+        stream::iter(batch)
+    })
 }

@@ -40,8 +40,8 @@ pub struct FleetRedis {
     answering_since: Arc<Mutex<Option<Instant>>>,
     /// Snapshots of its nodes, shared by the rooms placed on them.
     views: Arc<NodeViews>,
-    /// When each placed room's settings were last refreshed in Redis.
-    settings_refreshed: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When each placed room's settings are next refreshed in Redis.
+    settings_due_at: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Deref for FleetRedis {
@@ -58,24 +58,35 @@ impl FleetRedis {
         self.views.get(&self.state.reports, node).await
     }
 
-    /// Whether `room`'s settings are due for a refresh (at most once per `every`); records the
-    /// refresh when they are. An empty placed room's settings live in Redis only as long as
+    /// Whether `room`'s settings are due for a refresh (once per `every`); schedules the next
+    /// one when they are. An empty placed room's settings live in Redis only as long as
     /// someone refreshes them, but refreshing them on every check would cost Redis a call per
-    /// room per check.
+    /// room per check. A room this process has not seen yet (every room, after a takeover)
+    /// was refreshed by the previous leader within `every`: its first refresh here falls at a
+    /// point of the period fixed by its name, so a new leader does not refresh thousands at
+    /// once.
     pub fn settings_due(&self, room: &RoomId, every: Duration) -> bool {
-        let mut refreshed = self.settings_refreshed.lock().expect("refresh lock");
+        let mut due_at = self.settings_due_at.lock().expect("refresh lock");
         let room = room.to_string();
-        if refreshed.get(&room).is_some_and(|at| at.elapsed() < every) {
-            return false;
+        let now = Instant::now();
+        match due_at.get(&room) {
+            Some(at) if *at > now => false,
+            Some(_) => {
+                due_at.insert(room, now + every);
+                true
+            }
+            None => {
+                let first = now + spread(&room, every);
+                due_at.insert(room, first);
+                false
+            }
         }
-        refreshed.insert(room, Instant::now());
-        true
     }
 
     /// Forgets a room that is gone.
     pub fn forget_room(&self, room: &RoomId) {
-        let mut refreshed = self.settings_refreshed.lock().expect("refresh lock");
-        refreshed.remove(&room.to_string());
+        let mut due_at = self.settings_due_at.lock().expect("refresh lock");
+        due_at.remove(&room.to_string());
     }
 
     /// A reservation of `seats` for `room` on `node` was just written.
@@ -155,9 +166,19 @@ impl RedisPool {
             // Trusted from the start: an operator starting during an outage sees it fail.
             answering_since: Arc::new(Mutex::new(Some(Instant::now() - REDIS_GRACE))),
             views: Arc::default(),
-            settings_refreshed: Arc::default(),
+            settings_due_at: Arc::default(),
         };
         by_url.insert(url.to_owned(), fleet.clone());
         Ok(fleet)
     }
+}
+
+/// A point within `every` fixed by `name` (the same in every process: std's `DefaultHasher`
+/// is unkeyed), spreading periodic work over the period.
+fn spread(name: &str, every: Duration) -> Duration {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    let millis = every.as_millis().max(1) as u64;
+    Duration::from_millis(hasher.finish() % millis)
 }

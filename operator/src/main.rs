@@ -30,8 +30,9 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
 
-    // The room API reads rooms and fleets from reflectors, on every replica.
-    let (room_store, room_task) = controllers::room_cache(&client);
+    // The room API reads rooms and fleets from reflectors, on every replica; the room
+    // controller, once this replica leads, reads the same room watch.
+    let (room_watch, room_task) = controllers::room_watch(&client);
     tokio::spawn(room_task);
     let (fleets, fleet_task) = controllers::fleet_cache(&client);
     tokio::spawn(fleet_task);
@@ -49,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         },
         redis: Arc::new(RedisPool::new(settings.room_ttl)),
         caches: Some(DirectoryCaches {
-            rooms: room_store.clone(),
+            rooms: room_watch.store.clone(),
             fleets: fleets.clone(),
         }),
     };
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Some(identity.clone()),
     )
     .with_fleet_cache(fleets)
-    .with_room_cache(room_store);
+    .with_room_watch(room_watch);
     let ctx = Arc::new(ctx);
     ctx.pods.wait_until_ready().await?;
     http.ready.store(true, Ordering::Relaxed);

@@ -46,7 +46,7 @@ pub struct KubeDirectory {
 }
 
 /// What the directory reads instead of asking the API server: kept current by reflectors
-/// (`controllers::room_cache`, `controllers::fleet_cache`).
+/// (`controllers::room_watch`, `controllers::fleet_cache`).
 #[derive(Clone)]
 pub struct DirectoryCaches {
     pub rooms: Store<ChatRoom>,
