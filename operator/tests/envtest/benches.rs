@@ -2,6 +2,8 @@
 //! name with `--ignored --nocapture` (the commands are in each doc comment and in
 //! docs/benchmarks.md). They assert only that the work was done; the figures are printed.
 
+use kube::runtime::watcher;
+
 use super::apiserver::{self, ApiServer};
 use super::*;
 
@@ -246,11 +248,15 @@ async fn redis_cpu_and_calls(redis: &Redis) -> (f64, u64) {
     (field("used_cpu_sys") + field("used_cpu_user"), calls)
 }
 
-/// The operator at rest with many rooms placed: `CHATFLEET_BENCH_ROOMS` ChatRooms (5,000 by
-/// default) on a fleet of 3 nodes, created by 16 clients at the API server's pace; once every
-/// one is Placed and things settle, 30 s of nothing happening, measured: Redis CPU and calls,
-/// the test process's RSS per room (the operator, its caches and the test's own watch), API
-/// writes. A benchmark, not a test:
+/// The operator with many rooms placed: `CHATFLEET_BENCH_ROOMS` ChatRooms (5,000 by default)
+/// on a fleet of 3 nodes, created by 16 clients at the API server's pace, with the operator's
+/// binary alone in its process. Measured: once every room is Placed and things settle, 30 s
+/// of nothing happening (Redis CPU and calls, the operator's CPU and RSS per room, API
+/// writes); then 100 new rooms created one at a time directly and 100 through the room API
+/// (created→Placed, API writes and API server CPU per room) beside 100 rooms written by hand
+/// the same way with no operator; then a cold start and a standby's takeover after a SIGKILL
+/// (time to the Lease, from it to a new room's placement, writes meanwhile). A benchmark, not
+/// a test:
 ///
 ///     CHATFLEET_BENCH_ROOMS=5000 KUBEBUILDER_ASSETS=$(../shared/k8s/envtest-assets) \
 ///       cargo test --release -p operator --test envtest -- --ignored --nocapture rooms_at_rest
@@ -316,12 +322,16 @@ async fn rooms_at_rest() {
 
     const WINDOW: Duration = Duration::from_secs(30);
     let (cpu_before, calls_before) = redis_cpu_and_calls(&redis).await;
+    let api_cpu_before = server.cpu_seconds();
     let writes_before = server.writes().await;
     let process_before = chatfleet_load::procfs::sample(pid).unwrap();
     tokio::time::sleep(WINDOW).await;
     let (cpu_after, calls_after) = redis_cpu_and_calls(&redis).await;
     let process_after = chatfleet_load::procfs::sample(pid).unwrap();
     let seconds = WINDOW.as_secs_f64();
+    // What the API server and etcd spend with nothing happening, per second: taken out of
+    // the series below, which last different times.
+    let api_idle = (server.cpu_seconds() - api_cpu_before) / seconds;
     println!(
         "at rest with {rooms_wanted} placed rooms: Redis CPU {:.2} % of a core, {:.0} calls/s (the benchmark's own heartbeat included); \
          operator CPU {:.1} % of a core; operator RSS {} KiB above its empty start, {:.2} KiB per room",
@@ -335,11 +345,270 @@ async fn rooms_at_rest() {
         "API writes at rest:\n{}",
         apiserver::writes_between(&writes_before, &server.writes().await, 1)
     );
+
+    // New rooms among the N: created one at a time, directly and through the room API.
+    let direct = new_rooms_one_by_one(&server, 100, None, api_idle).await;
+    println!(
+        "{}",
+        direct.summary(&format!(
+            "created directly, one at a time, with {rooms_wanted} present"
+        ))
+    );
+    let api = new_rooms_one_by_one(&server, 100, Some(&operator.url()), api_idle).await;
+    println!(
+        "{}",
+        api.summary(&format!(
+            "opened through the room API, one at a time, with {rooms_wanted} present"
+        ))
+    );
+
+    // The same two writes by hand, with no operator running: the API server's floor.
+    drop(operator);
+    let bare = bare_writes(&server, 100, api_idle).await;
+    println!(
+        "{}",
+        bare.summary("the bare writes (create with a finalizer, status), no operator")
+    );
+    println!(
+        "room API placement: {:.2} x the API server and etcd CPU of the bare writes",
+        api.api_cpu_ms / bare.api_cpu_ms
+    );
+
+    // Takeovers: a new operator that starts cold (lists every room), then a warm standby
+    // taking over from a leader killed with SIGKILL.
+    let started = std::time::Instant::now();
+    let cold = OperatorProcess::start(&server, "cold");
+    let (held, placed) = takeover(&client, "cold", "after-cold-start").await;
+    println!(
+        "cold start with {} rooms: the Lease {:.2} s after the start, a new room placed {:.2} s after the Lease",
+        rooms_wanted + 300,
+        held.duration_since(started).as_secs_f64(),
+        placed.as_secs_f64()
+    );
+    let standby = OperatorProcess::start(&server, "standby");
+    // The standby fills its room watch meanwhile.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let standby_rss = chatfleet_load::procfs::sample(standby.0.id())
+        .unwrap()
+        .rss_kib;
+    let writes_before = server.writes().await;
+    cold.signal("KILL");
+    let killed = std::time::Instant::now();
+    let (held, placed) = takeover(&client, "standby", "after-failover").await;
+    println!(
+        "SIGKILL to the leader with {} rooms: the standby held the Lease {:.2} s later and placed a new room {:.2} s after the Lease; standby RSS before {} KiB",
+        rooms_wanted + 301,
+        held.duration_since(killed).as_secs_f64(),
+        placed.as_secs_f64(),
+        standby_rss
+    );
+    // The new leader's pass over every room is spread over one resync (5 s).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    println!(
+        "API writes in the 15 s after the takeover (the new room's among them):\n{}",
+        apiserver::writes_between(&writes_before, &server.writes().await, 1)
+    );
     heartbeat.abort();
 }
 
+/// Waits for `identity` to hold the Lease, then creates room `room` at once; returns when the
+/// Lease was seen held and how long after that the room was Placed.
+async fn takeover(
+    client: &kube::Client,
+    identity: &str,
+    room: &str,
+) -> (std::time::Instant, Duration) {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), NS);
+    let held = eventually_within("the Lease", Duration::from_secs(600), || async {
+        let holder = leases
+            .get_opt("chatfleet-operator")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity?;
+        (holder == identity).then(std::time::Instant::now)
+    })
+    .await;
+    create_room(client, room, 2).await;
+    eventually_within("the new room placed", Duration::from_secs(600), || async {
+        let status = Api::<ChatRoom>::namespaced(client.clone(), NS)
+            .get(room)
+            .await
+            .ok()?
+            .status?;
+        (status.phase == RoomPhase::Placed).then_some(())
+    })
+    .await;
+    (held, held.elapsed())
+}
+
+/// What a series of room creations cost: created→Placed, API writes, API server CPU.
+struct Placements {
+    latencies: Vec<Duration>,
+    writes: String,
+    /// API server and etcd CPU per room, beyond what they spend idle.
+    api_cpu_ms: f64,
+}
+
+/// API server and etcd CPU per room since `before` and `started`, beyond `idle` (CPU
+/// seconds per second).
+fn api_cpu_per_room(
+    server: &ApiServer,
+    before: f64,
+    started: std::time::Instant,
+    idle: f64,
+    rooms: usize,
+) -> f64 {
+    let spent = server.cpu_seconds() - before - idle * started.elapsed().as_secs_f64();
+    spent.max(0.0) * 1000.0 / rooms as f64
+}
+
+impl Placements {
+    fn summary(&self, what: &str) -> String {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let at = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        format!(
+            "{} rooms {what}: created->Placed p50 {:?} p99 {:?}; API server and etcd CPU {:.2} ms per room (beyond idle); API writes per room:\n{}",
+            self.latencies.len(),
+            at(0.5),
+            at(0.99),
+            self.api_cpu_ms,
+            self.writes
+        )
+    }
+}
+
+const ROOM_API_KEY: &str = "bench-key";
+
+/// Creates `count` rooms one after another, each once the last is Placed: directly as
+/// ChatRooms, or through the room API at `room_api` (whose answer comes once it is placed).
+async fn new_rooms_one_by_one(
+    server: &ApiServer,
+    count: usize,
+    room_api: Option<&str>,
+    api_idle: f64,
+) -> Placements {
+    use futures_util::StreamExt;
+    let client = server.client.clone();
+    let rooms: Api<ChatRoom> = Api::namespaced(client.clone(), NS);
+    let prefix = if room_api.is_some() { "api" } else { "direct" };
+    // Only this series' rooms: a watch of the N would cost this process, not the operator.
+    let selector = format!("bench={prefix}");
+    let watch = kube::runtime::watcher(rooms.clone(), watcher::Config::default().labels(&selector));
+    let mut watch = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(watch));
+    let http = reqwest::Client::new();
+    let writes_before = server.writes().await;
+    let (cpu_before, started) = (server.cpu_seconds(), std::time::Instant::now());
+    let mut latencies = Vec::new();
+    for n in 0..count {
+        let name = format!("{prefix}-{n}");
+        let created = std::time::Instant::now();
+        match room_api {
+            Some(url) => {
+                let answer = http
+                    .post(format!("{url}/v1/rooms"))
+                    .header("x-api-key", ROOM_API_KEY)
+                    .json(&json!({"name": name, "labels": {"bench": prefix},
+                                  "participants": [{"user": "cust"}, {"user": "agent", "role": "agent"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+                // The room API answers once the room is placed.
+                latencies.push(created.elapsed());
+            }
+            None => {
+                let room: ChatRoom = serde_json::from_value(json!({
+                    "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+                    "metadata": {"name": name, "labels": {"bench": prefix}},
+                    "spec": {"fleet": "chat", "expectedMembers": 2}
+                }))
+                .unwrap();
+                rooms.create(&PostParams::default(), &room).await.unwrap();
+                loop {
+                    let room = tokio::time::timeout(Duration::from_secs(60), watch.next())
+                        .await
+                        .expect("the room placed within a minute");
+                    let Some(Ok(room)) = room else { continue };
+                    if room.metadata.name.as_deref() == Some(&name)
+                        && room
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == RoomPhase::Placed)
+                    {
+                        break;
+                    }
+                }
+                latencies.push(created.elapsed());
+            }
+        }
+    }
+    Placements {
+        latencies,
+        writes: apiserver::writes_between(&writes_before, &server.writes().await, count),
+        api_cpu_ms: api_cpu_per_room(server, cpu_before, started, api_idle, count),
+    }
+}
+
+/// `count` rooms written as the room API and the operator write them (created with the
+/// finalizer, then a Placed status) by this process, with one watch of every ChatRoom open
+/// as any controller of them has: the API server's cost of the writes themselves.
+async fn bare_writes(server: &ApiServer, count: usize, api_idle: f64) -> Placements {
+    use futures_util::StreamExt;
+    let rooms: Api<ChatRoom> = Api::namespaced(server.client.clone(), NS);
+    let (listed, mut first_list) = tokio::sync::mpsc::channel(1);
+    let watch = watcher(
+        Api::<ChatRoom>::all(server.client.clone()),
+        Default::default(),
+    );
+    let watch = tokio::spawn(watch.for_each(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            let _ = listed.try_send(());
+        }
+        std::future::ready(())
+    }));
+    first_list.recv().await;
+    let writes_before = server.writes().await;
+    let (cpu_before, started) = (server.cpu_seconds(), std::time::Instant::now());
+    let mut latencies = Vec::new();
+    for n in 0..count {
+        let name = format!("bare-{n}");
+        let created = std::time::Instant::now();
+        let room: ChatRoom = serde_json::from_value(json!({
+            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatRoom",
+            "metadata": {"name": name, "finalizers": ["chatfleet.dev/room"]},
+            "spec": {"fleet": "chat", "expectedMembers": 2}
+        }))
+        .unwrap();
+        rooms.create(&PostParams::default(), &room).await.unwrap();
+        let status = json!({"status": {
+            "phase": "Placed", "node": "chat-0",
+            "endpoint": format!("ws://chat-0.chat.{NS}.svc:8080/v1/rooms/{NS}/{name}/ws"),
+            "reason": "placed on chat-0", "observedGeneration": 1}});
+        rooms
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+        latencies.push(created.elapsed());
+    }
+    let placements = Placements {
+        latencies,
+        writes: apiserver::writes_between(&writes_before, &server.writes().await, count),
+        api_cpu_ms: api_cpu_per_room(server, cpu_before, started, api_idle, count),
+    };
+    watch.abort();
+    placements
+}
+
 /// An operator binary running as `identity` against `server`, killed when dropped.
-struct OperatorProcess(std::process::Child);
+struct OperatorProcess(std::process::Child, u16);
 
 impl OperatorProcess {
     fn start(server: &ApiServer, identity: &str) -> Self {
@@ -351,10 +620,13 @@ impl OperatorProcess {
             .map(|profile| profile.join("operator"))
             .filter(|binary| binary.exists())
             .expect("build the operator binary first: cargo build [--release] -p operator");
+        let port = testkit::free_port();
         let child = std::process::Command::new(binary)
             .env("KUBECONFIG", &server.kubeconfig)
-            .args(["--listen", &format!("127.0.0.1:{}", testkit::free_port())])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--lease-namespace", NS, "--identity", identity])
+            .args(["--api-keys", ROOM_API_KEY, "--room-namespace", NS])
+            .args(["--default-fleet", "chat"])
             .stdout(std::process::Stdio::null())
             .stderr(if std::env::var_os("CHATFLEET_TEST_LOGS").is_some() {
                 std::process::Stdio::inherit()
@@ -363,7 +635,12 @@ impl OperatorProcess {
             })
             .spawn()
             .unwrap();
-        Self(child)
+        Self(child, port)
+    }
+
+    /// The base URL of its HTTP server (the room API, metrics).
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.1)
     }
 
     fn signal(&self, signal: &str) {
