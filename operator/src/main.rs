@@ -75,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
     .with_fleet_cache(fleets)
     .with_room_watch(room_watch);
     let ctx = Arc::new(ctx);
+    // Ready (for the room API) and a candidate for the Lease only once every cache is filled:
+    // a new leader then places a new room at once, rather than after listing every room.
     ctx.pods.wait_until_ready().await?;
+    ctx.fleets.wait_until_ready().await?;
+    ctx.rooms.wait_until_ready().await?;
     http.ready.store(true, Ordering::Relaxed);
 
     if config.no_leader_election {

@@ -3,8 +3,9 @@
 //! and waits a bounded time for the operator to place it; a token is signed with the key of the
 //! room's fleet. Every replica serves it: the writes are the Kubernetes API's, not ours.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use chatfleet_api::ApiError;
@@ -43,7 +44,13 @@ pub struct KubeDirectory {
     redis: Arc<RedisPool>,
     /// Reflectors of rooms and fleets; without them every read asks the API server.
     caches: Option<DirectoryCaches>,
+    /// Fleets' token keys, read from their Secrets a short while ago.
+    token_keys: Mutex<HashMap<String, (Instant, Arc<TokenKeys>)>>,
 }
+
+/// How long a fleet's token key is reused before its Secret is read again: opening a room
+/// mints a token per participant, and a rotated key is in use within this long.
+const TOKEN_KEY_REUSE: Duration = Duration::from_secs(10);
 
 /// What the directory reads instead of asking the API server: kept current by reflectors
 /// (`controllers::room_watch`, `controllers::fleet_cache`).
@@ -60,6 +67,7 @@ impl KubeDirectory {
             settings,
             redis,
             caches: None,
+            token_keys: Mutex::default(),
         }
     }
 
@@ -362,16 +370,32 @@ impl KubeDirectory {
         Ok(stores)
     }
 
-    /// The fleet's join-token key, read from its Secret.
-    async fn token_keys(&self, fleet: &ChatFleet) -> Result<TokenKeys, ApiError> {
+    /// The fleet's join-token key, read from its Secret (at most every [`TOKEN_KEY_REUSE`]).
+    async fn token_keys(&self, fleet: &ChatFleet) -> Result<Arc<TokenKeys>, ApiError> {
         let namespace = fleet.namespace().unwrap_or_default();
-        let key = secrets::read_key(&self.client, &namespace, &fleet.spec.token_secret)
+        let secret = &fleet.spec.token_secret;
+        let cache_key = format!("{namespace}/{}/{}", secret.name, secret.key);
+        let cached = self
+            .token_keys
+            .lock()
+            .expect("token key lock")
+            .get(&cache_key)
+            .cloned();
+        if let Some((_, keys)) = cached.filter(|(at, _)| at.elapsed() < TOKEN_KEY_REUSE) {
+            return Ok(keys);
+        }
+        let key = secrets::read_key(&self.client, &namespace, secret)
             .await
             .map_err(|error| match error {
                 SecretError::Kube(error) => kube_error(error),
                 other => ApiError::unavailable(other.to_string()),
             })?;
-        Ok(TokenKeys::from_secret(&key))
+        let keys = Arc::new(TokenKeys::from_secret(&key));
+        self.token_keys
+            .lock()
+            .expect("token key lock")
+            .insert(cache_key, (Instant::now(), keys.clone()));
+        Ok(keys)
     }
 }
 

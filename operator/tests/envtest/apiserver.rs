@@ -125,6 +125,18 @@ current-context: envtest
     /// Write requests the API server has answered so far, by `VERB resource[/subresource]`
     /// and status code, from its `apiserver_request_total` metric.
     pub async fn writes(&self) -> BTreeMap<String, u64> {
+        self.requests(&["POST", "PUT", "PATCH", "DELETE"]).await
+    }
+
+    /// Reads (watches aside) the API server has answered so far, as [`ApiServer::writes`]
+    /// counts writes.
+    pub async fn reads(&self) -> BTreeMap<String, u64> {
+        self.requests(&["GET", "LIST"]).await
+    }
+
+    /// Requests with one of `verbs` answered so far, by `VERB resource[/subresource]` and
+    /// status code.
+    async fn requests(&self, verbs: &[&str]) -> BTreeMap<String, u64> {
         let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
         let text = self.client.request_text(request).await.unwrap();
         let mut writes = BTreeMap::new();
@@ -140,7 +152,7 @@ current-context: envtest
                 Some(labels[start..end].to_owned())
             };
             let verb = label("verb").unwrap_or_default();
-            if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+            if !verbs.contains(&verb.as_str()) {
                 continue;
             }
             let mut resource = label("resource").unwrap_or_default();
@@ -158,6 +170,19 @@ current-context: envtest
                 .or_default() += count;
         }
         writes
+    }
+
+    /// The sum of every series of the API server's metric `name` (its `/metrics`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = self.client.request_text(request).await.unwrap();
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// CPU seconds the API server and etcd have used so far.
