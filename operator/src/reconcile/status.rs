@@ -160,7 +160,20 @@ pub fn placed(
 ) -> (ChatRoomStatus, Option<Announcement>) {
     let node = placement.node;
     let (reason, announcement) = match (placement.phase, placement.moving_from) {
-        (RoomPhase::Overflow, _) => (
+        // A move is news whatever phase it lands in: members were sent elsewhere.
+        (RoomPhase::Overflow, Some(from)) => (
+            format!(
+                "moved from {from}; every node is full, placed on the node with the lowest message rate"
+            ),
+            Some(Announcement {
+                reason: "Rescheduled",
+                note: format!(
+                    "moved from {from} to {node}; every node of {} is full, {node} is the quietest",
+                    placement.fleet
+                ),
+            }),
+        ),
+        (RoomPhase::Overflow, None) => (
             "every node is full; placed on the node with the lowest message rate".to_owned(),
             Some(Announcement {
                 reason: "Overflow",
@@ -420,7 +433,28 @@ mod tests {
         assert_eq!(said.unwrap().reason, "Rescheduled");
         assert_eq!(status.reason.as_deref(), Some("moved from chat-0"));
 
+        // A move that lands in Overflow is still a move.
         placement.phase = RoomPhase::Overflow;
+        let (status, said) = placed(&old, &placement, Some(3), now);
+        let said = said.unwrap();
+        assert_eq!(said.reason, "Rescheduled");
+        assert!(
+            said.note.starts_with("moved from chat-0 to chat-1"),
+            "{}",
+            said.note
+        );
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("moved from chat-0;"),
+            "{:?}",
+            status.reason
+        );
+        assert_eq!(find(&status.conditions, condition::OVERFLOW).status, "True");
+
+        placement.moving_from = None;
         let (status, said) = placed(&old, &placement, Some(3), now);
         assert_eq!(said.unwrap().reason, "Overflow");
         let overflow = find(&status.conditions, condition::OVERFLOW);
