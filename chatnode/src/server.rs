@@ -67,6 +67,7 @@ pub async fn serve(
         room_deliveries_per_second: config.room_deliveries_per_second,
         max_user_sessions: config.max_user_sessions,
         session_ttl: Duration::from_secs(config.session_ttl_seconds.max(1)),
+        report_ttl: config.report_ttl(),
     };
 
     let stop = CancellationToken::new();

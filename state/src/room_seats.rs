@@ -9,7 +9,7 @@ use std::time::Duration;
 use chatfleet_wire::RoomId;
 use chatfleet_wire::keys::RoomKeys;
 
-use crate::slots::{self, Claim, SlotKeys};
+use crate::slots::{self, Claim, Held, SlotKeys};
 use crate::{Redis, StateError};
 
 /// Rooms' seats. Cheap to clone.
@@ -34,22 +34,33 @@ impl RoomSeats {
         slots::claim(&self.redis, &seat_slots(room), session, max, ttl).await
     }
 
-    /// Keeps a node's seats, given as (session id, room), for another `ttl`; returns the
-    /// sessions whose seat is gone.
+    /// Keeps a node's seats, given as (session id, room, the room's most members), for
+    /// another `ttl`, taking back seats lost while the node could not refresh them while the
+    /// room has room; returns the sessions whose seat is gone for good.
     pub async fn refresh(
         &self,
-        seats: &[(String, RoomId)],
+        seats: &[(String, RoomId, u32)],
         ttl: Duration,
     ) -> Result<Vec<String>, StateError> {
-        let mut by_room: BTreeMap<&RoomId, Vec<&str>> = BTreeMap::new();
-        for (session, room) in seats {
-            by_room.entry(room).or_default().push(session);
+        let mut by_room: BTreeMap<&RoomId, (u32, Vec<&str>)> = BTreeMap::new();
+        for (session, room, max) in seats {
+            let entry = by_room.entry(room).or_insert((*max, Vec::new()));
+            entry.1.push(session);
         }
-        let sets: Vec<(SlotKeys, Vec<&str>)> = by_room
+        let sets: Vec<Held> = by_room
             .into_iter()
-            .map(|(room, ids)| (seat_slots(room), ids))
+            .map(|(room, (max, ids))| Held {
+                keys: seat_slots(room),
+                max,
+                sessions: ids,
+            })
             .collect();
         slots::refresh(&self.redis, &sets, ttl).await
+    }
+
+    /// Frees the room's seats held by processes that are gone (see [`slots::free_gone`]).
+    pub async fn free_gone(&self, room: &RoomId) -> Result<usize, StateError> {
+        slots::free_gone(&self.redis, &seat_slots(room)).await
     }
 
     /// Frees a seat at once, for good.

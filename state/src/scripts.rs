@@ -20,6 +20,8 @@ pub static CLAIM_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/claim_session.lua")));
 pub static REFRESH_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/refresh_session.lua")));
+pub static FREE_SLOTS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/free_slots.lua")));
 pub static RELEASE_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release_session.lua")));
 pub static END_SESSIONS: LazyLock<Script> =

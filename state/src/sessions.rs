@@ -10,7 +10,7 @@ use chatfleet_wire::control::Control;
 use chatfleet_wire::keys;
 use redis::AsyncCommands;
 
-use crate::slots::{self, SlotKeys};
+use crate::slots::{self, Held, SlotKeys};
 use crate::{Redis, StateError, scripts};
 
 pub use crate::slots::{Claim, RELEASED_FOR};
@@ -37,23 +37,34 @@ impl SessionSlots {
         slots::claim(&self.redis, &user_slots(user), session, max, ttl).await
     }
 
-    /// Keeps a node's sessions, given as (session id, user), alive for another `ttl`, and
-    /// returns those whose slot is gone (ended by an administrator, or expired while the node
-    /// could not refresh it): the node must end them. One script per user, pipelined.
+    /// Keeps a node's sessions, given as (session id, user), alive for another `ttl`, taking
+    /// back, within `max` per user, slots lost while the node could not refresh them. Returns
+    /// those whose slot is gone for good (ended by an administrator, or the user reached `max`
+    /// meanwhile): the node must end them. One script per user, pipelined.
     pub async fn refresh(
         &self,
         sessions: &[(String, String)],
+        max: u32,
         ttl: Duration,
     ) -> Result<Vec<String>, StateError> {
         let mut by_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (session, user) in sessions {
             by_user.entry(user).or_default().push(session);
         }
-        let sets: Vec<(SlotKeys, Vec<&str>)> = by_user
+        let sets: Vec<Held> = by_user
             .into_iter()
-            .map(|(user, ids)| (user_slots(user), ids))
+            .map(|(user, ids)| Held {
+                keys: user_slots(user),
+                max,
+                sessions: ids,
+            })
             .collect();
         slots::refresh(&self.redis, &sets, ttl).await
+    }
+
+    /// Frees `user`'s slots held by processes that are gone (see [`slots::free_gone`]).
+    pub async fn free_gone(&self, user: &str) -> Result<usize, StateError> {
+        slots::free_gone(&self.redis, &user_slots(user)).await
     }
 
     /// Frees a session at once (a clean leave, or a join that gave up), for good: a claim for

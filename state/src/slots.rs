@@ -4,10 +4,14 @@
 //! three scripts claim, refresh and release them, so a dead node's slots free themselves and
 //! concurrent claims on different nodes never exceed the cap.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+
+use chatfleet_wire::session_id::Holder;
 
 use redis::AsyncCommands;
 
+use crate::reports::LoadReports;
 use crate::{Redis, StateError, scripts};
 
 /// How long the record of a released slot lasts: longer than any slot lives
@@ -56,12 +60,21 @@ pub async fn claim(
     })
 }
 
+/// One set's slots a node refreshes: the set, its cap, and the node's sessions in it.
+pub struct Held<'a> {
+    pub keys: SlotKeys,
+    pub max: u32,
+    pub sessions: Vec<&'a str>,
+}
+
 /// Keeps the given sessions of each set alive for another `ttl`, one script per set,
-/// pipelined; returns the sessions whose slot is gone (ended, or expired while their node
-/// could not refresh it): their node must end them.
+/// pipelined. A slot that expired or was freed without being released (Redis stalled, or its
+/// node was believed gone) is taken back while its set has room. Returns the sessions whose
+/// slot is gone for good (ended by an administrator, or its set filled up meanwhile): their
+/// node must end them.
 pub async fn refresh(
     redis: &Redis,
-    sets: &[(SlotKeys, Vec<&str>)],
+    sets: &[Held<'_>],
     ttl: Duration,
 ) -> Result<Vec<String>, StateError> {
     if sets.is_empty() {
@@ -75,15 +88,16 @@ pub async fn refresh(
     let gone: Vec<Vec<String>> = redis
         .pipeline_by_slot(
             sets,
-            |(keys, _)| keys.live.clone(),
-            |pipe, (keys, ids)| {
+            |held| held.keys.live.clone(),
+            |pipe, held| {
                 pipe.cmd("EVALSHA")
                     .arg(scripts::REFRESH_SESSION.get_hash())
                     .arg(2)
-                    .arg(&keys.live)
-                    .arg(&keys.released)
+                    .arg(&held.keys.live)
+                    .arg(&held.keys.released)
                     .arg(ttl.as_millis() as u64)
-                    .arg(ids);
+                    .arg(held.max)
+                    .arg(&held.sessions);
             },
         )
         .await?;
@@ -100,6 +114,46 @@ pub async fn release(redis: &Redis, keys: &SlotKeys, session: &str) -> Result<()
         .invoke_async(&mut redis.conn())
         .await?;
     Ok(())
+}
+
+/// Frees the set's slots held by processes that are gone: their node's report has expired,
+/// or it reports another boot (it restarted). A process whose node reports no boot (older than
+/// boots) counts as alive. Returns how many slots were freed.
+///
+/// Only a caller that trusts the reports should call it: one that has reached Redis for a
+/// while (after a Redis stall every node's report is missing until its next heartbeat).
+pub async fn free_gone(redis: &Redis, keys: &SlotKeys) -> Result<usize, StateError> {
+    let holders: BTreeSet<Holder> = live(redis, keys)
+        .await?
+        .iter()
+        .filter_map(|(session, _)| Holder::of(session))
+        .collect();
+    if holders.is_empty() {
+        return Ok(0);
+    }
+    let nodes: BTreeSet<&str> = holders.iter().map(|h| h.node.as_str()).collect();
+    let reports = LoadReports::new(redis.clone());
+    let mut boots = HashMap::new();
+    for node in nodes {
+        boots.insert(node, reports.report(node).await?.map(|r| r.boot));
+    }
+    let gone: Vec<String> = holders
+        .iter()
+        .filter(|holder| match &boots[holder.node.as_str()] {
+            None => true,
+            Some(boot) => !boot.is_empty() && *boot != holder.boot,
+        })
+        .map(Holder::prefix)
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let freed: usize = scripts::FREE_SLOTS
+        .key(&keys.live)
+        .arg(gone)
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok(freed)
 }
 
 /// How many live slots a set holds: one `ZCOUNT`, whatever the set's size.

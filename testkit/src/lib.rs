@@ -293,6 +293,7 @@ pub fn load_report(node: &str, users: u32, max_users: u32, msg_rate: f64) -> Loa
         draining: false,
         version: "test".into(),
         ts_ms: 1,
+        boot: String::new(),
     }
 }
 

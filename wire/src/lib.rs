@@ -19,6 +19,7 @@ pub mod frames;
 pub mod keys;
 pub mod load;
 pub mod room_id;
+pub mod session_id;
 pub mod token;
 pub mod transcript;
 pub mod urls;

@@ -43,6 +43,11 @@ pub struct LoadReport {
     pub version: String,
     /// When the report was written, in ms since the Unix epoch.
     pub ts_ms: u64,
+    /// The process's boot id (see [`Holder`](crate::session_id::Holder)): the sessions of a
+    /// process whose node reports another boot, or no longer reports, are gone. Empty from
+    /// nodes older than it.
+    #[serde(default)]
+    pub boot: String,
 }
 
 impl LoadReport {
@@ -95,6 +100,7 @@ mod tests {
             draining: false,
             version: "0.1.0".into(),
             ts_ms: 1,
+            boot: String::new(),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<LoadReport>(&json).unwrap(), report);

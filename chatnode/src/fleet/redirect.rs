@@ -114,6 +114,7 @@ mod tests {
             draining,
             version: "0".into(),
             ts_ms: 1,
+            boot: String::new(),
         }
     }
 

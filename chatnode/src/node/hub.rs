@@ -43,6 +43,8 @@ pub struct HubSettings {
     pub max_user_sessions: u32,
     /// How long a session's slot outlives the node's last refresh.
     pub session_ttl: Duration,
+    /// How long a node's load report lives: within it, every live node reports again.
+    pub report_ttl: Duration,
 }
 
 pub struct Hub {
@@ -90,6 +92,7 @@ impl Hub {
             &settings.node_name,
             settings.max_user_sessions,
             settings.session_ttl,
+            settings.report_ttl,
             backend.clone(),
         );
         let rooms = RoomRegistry::new(RoomEnv {
@@ -309,6 +312,7 @@ impl Hub {
             draining: self.is_draining(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ts_ms: unix_millis(),
+            boot: self.user_sessions.boot().to_owned(),
         }
     }
 }

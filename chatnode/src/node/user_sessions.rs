@@ -2,19 +2,21 @@
 //! the fleet (in Redis) or on this node (standalone).
 //!
 //! Each session claims a slot with an expiry that its node pushes forward on the heartbeat, so
-//! the slots of a node that dies free themselves within the TTL; a clean leave frees its slot
-//! at once. The claim is one Redis script, so concurrent joins on different nodes can never
+//! the slots of a node that dies free themselves within the TTL, or at once when a join finds
+//! its limit reached with a dead process's slots among the holders (a session id names its
+//! process, and the node's report its boot); a clean leave frees its slot at once. The claim is one Redis script, so concurrent joins on different nodes can never
 //! exceed the limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use chatfleet_state::sessions::Claim;
 use chatfleet_wire::RoomId;
+use chatfleet_wire::session_id::Holder;
 
 use super::admission::Refusal;
 use crate::store::{Backend, StateError};
@@ -26,19 +28,26 @@ const RELEASE_ATTEMPTS: u32 = 10;
 pub struct UserSessions {
     max: u32,
     ttl: Duration,
-    /// Unique per process, so a restarted node never reuses a dead one's session ids.
-    prefix: String,
+    /// How long this node's heartbeats must have reached Redis before it frees the slots of
+    /// processes whose reports are missing: a report's lifetime, within which every live node
+    /// has reported again after a Redis stall.
+    trust_reports_after: Duration,
+    /// This process, which every session id names: a restarted node never reuses a dead
+    /// one's ids, and others can tell this process's slots from a dead one's.
+    holder: Holder,
     next: AtomicU64,
     backend: Backend,
     local: Mutex<Local>,
+    /// When each full set (a user's, a room's) was last searched for a gone process's slots.
+    searched: GoneSearches,
 }
 
 #[derive(Default)]
 struct Local {
     /// session id → its user, and the token that ends it
     sessions: HashMap<String, (String, CancellationToken)>,
-    /// session id → the room it holds a fleet-wide seat in
-    seats: HashMap<String, RoomId>,
+    /// session id → the room it holds a fleet-wide seat in, and the room's most members
+    seats: HashMap<String, (RoomId, u32)>,
     /// user → sessions on this node
     per_user: HashMap<String, u32>,
 }
@@ -63,16 +72,28 @@ impl SessionSlot {
 }
 
 impl UserSessions {
-    pub fn new(node: &str, max: u32, ttl: Duration, backend: Backend) -> Arc<Self> {
-        let boot = uuid::Uuid::new_v4().simple().to_string();
+    pub fn new(
+        node: &str,
+        max: u32,
+        ttl: Duration,
+        report_ttl: Duration,
+        backend: Backend,
+    ) -> Arc<Self> {
         Arc::new(Self {
             max: max.max(1),
             ttl,
-            prefix: format!("{node}/{}", &boot[..8]),
+            trust_reports_after: report_ttl,
+            holder: Holder::new_boot(node),
             next: AtomicU64::new(0),
             backend,
             local: Mutex::default(),
+            searched: GoneSearches::default(),
         })
+    }
+
+    /// This process's boot id, which its load report carries.
+    pub fn boot(&self) -> &str {
+        &self.holder.boot
     }
 
     pub fn max(&self) -> u32 {
@@ -85,11 +106,9 @@ impl UserSessions {
 
     /// Claims a slot for `user`, or says why not.
     pub async fn claim(self: &Arc<Self>, user: &str) -> Result<SessionSlot, Refusal> {
-        let id = format!(
-            "{}/{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = self
+            .holder
+            .session(self.next.fetch_add(1, Ordering::Relaxed));
         let ended = CancellationToken::new();
         match &self.backend {
             Backend::Memory(_) => {
@@ -100,12 +119,17 @@ impl UserSessions {
                 local.add(&id, user, &ended);
             }
             Backend::Redis(redis) => {
-                match redis
-                    .state()
-                    .sessions
-                    .claim(user, &id, self.max, self.ttl)
-                    .await
+                let sessions = &redis.state().sessions;
+                let mut claim = sessions.claim(user, &id, self.max, self.ttl).await;
+                // At the limit with slots of a dead process among them: free those, try again.
+                if matches!(claim, Ok(Claim::AtLimit))
+                    && redis.steady_for(self.trust_reports_after)
+                    && self.searched.due(&format!("user {user}"))
+                    && sessions.free_gone(user).await.is_ok_and(|freed| freed > 0)
                 {
+                    claim = sessions.claim(user, &id, self.max, self.ttl).await;
+                }
+                match claim {
                     Ok(Claim::Taken) => {}
                     Ok(Claim::AtLimit) => return Err(Refusal::SessionLimit),
                     Ok(Claim::Released) => return Err(Refusal::Unavailable),
@@ -148,10 +172,21 @@ impl UserSessions {
             Ok(settings) => settings.map_or(default_max, |s| s.max_members),
             Err(_) => return Err(Refusal::Unavailable),
         };
-        match state.room_seats.claim(room, &slot.id, max, self.ttl).await {
+        let seats = &state.room_seats;
+        let mut claim = seats.claim(room, &slot.id, max, self.ttl).await;
+        // A room full of a dead node's seats: free them and try again, rather than make its
+        // members wait out the seats' TTL.
+        if matches!(claim, Ok(Claim::AtLimit))
+            && redis.steady_for(self.trust_reports_after)
+            && self.searched.due(&format!("room {room}"))
+            && seats.free_gone(room).await.is_ok_and(|freed| freed > 0)
+        {
+            claim = seats.claim(room, &slot.id, max, self.ttl).await;
+        }
+        match claim {
             Ok(Claim::Taken) => {
                 let mut local = self.local.lock().expect("sessions lock");
-                local.seats.insert(slot.id.clone(), room.clone());
+                local.seats.insert(slot.id.clone(), (room.clone(), max));
                 Ok(())
             }
             Ok(Claim::AtLimit) => Err(Refusal::RoomFull),
@@ -160,7 +195,7 @@ impl UserSessions {
                 tracing::warn!(%error, "cannot claim a room seat");
                 // It may still run when Redis answers: recorded, so the session's end frees it.
                 let mut local = self.local.lock().expect("sessions lock");
-                local.seats.insert(slot.id.clone(), room.clone());
+                local.seats.insert(slot.id.clone(), (room.clone(), max));
                 Err(Refusal::Unavailable)
             }
         }
@@ -193,8 +228,9 @@ impl UserSessions {
     }
 
     /// Pushes the expiry of every session on this node forward; called by the heartbeat.
-    /// Sessions whose slot is gone (ended elsewhere, or expired while this node could not
-    /// refresh it) are ended here too, so a user never holds more than the limit.
+    /// Slots lost while this node could not reach Redis are taken back while the limit has
+    /// room. Sessions whose slot is gone for good (an administrator ended them, or the user or
+    /// room filled up meanwhile) are ended here, so nobody is ever over a limit.
     pub async fn refresh(&self) -> Result<(), StateError> {
         let Backend::Redis(redis) = &self.backend else {
             return Ok(());
@@ -207,16 +243,20 @@ impl UserSessions {
                 .map(|(id, (user, _))| (id.clone(), user.clone()))
                 .collect()
         };
-        let seats: Vec<(String, RoomId)> = {
+        let seats: Vec<(String, RoomId, u32)> = {
             let local = self.local.lock().expect("sessions lock");
             local
                 .seats
                 .iter()
-                .map(|(id, room)| (id.clone(), room.clone()))
+                .map(|(id, (room, max))| (id.clone(), room.clone(), *max))
                 .collect()
         };
-        let mut gone = redis.state().sessions.refresh(&sessions, self.ttl).await?;
-        gone.extend(redis.state().room_seats.refresh(&seats, self.ttl).await?);
+        let state = redis.state();
+        let mut gone = state
+            .sessions
+            .refresh(&sessions, self.max, self.ttl)
+            .await?;
+        gone.extend(state.room_seats.refresh(&seats, self.ttl).await?);
         let local = self.local.lock().expect("sessions lock");
         for id in gone {
             if let Some((user, ended)) = local.sessions.get(&id) {
@@ -258,6 +298,29 @@ impl UserSessions {
     }
 }
 
+/// Searching a full set for a gone process's slots reads the whole set and the reports of its
+/// holders' nodes: a storm of joins to a full room does it at most every
+/// [`GoneSearches::EVERY`] per set and node, not once per refused join.
+#[derive(Default)]
+struct GoneSearches(Mutex<HashMap<String, Instant>>);
+
+impl GoneSearches {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    /// Whether `set` may be searched now; if so, notes that it is.
+    fn due(&self, set: &str) -> bool {
+        let mut searched = self.0.lock().expect("searches lock");
+        if searched.get(set).is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return false;
+        }
+        if searched.len() >= 1024 {
+            searched.retain(|_, at| at.elapsed() < Self::EVERY);
+        }
+        searched.insert(set.to_owned(), Instant::now());
+        true
+    }
+}
+
 impl Local {
     fn add(&mut self, id: &str, user: &str, ended: &CancellationToken) {
         self.sessions
@@ -267,7 +330,7 @@ impl Local {
 
     /// Forgets a session; returns the room it held a seat in.
     fn remove(&mut self, id: &str, user: &str) -> Option<RoomId> {
-        let seat = self.seats.remove(id);
+        let seat = self.seats.remove(id).map(|(room, _)| room);
         if self.sessions.remove(id).is_some()
             && let Some(count) = self.per_user.get_mut(user)
         {
@@ -294,7 +357,8 @@ mod tests {
     #[tokio::test]
     async fn standalone_limits_each_user_and_frees_slots_on_drop() {
         let backend = Backend::Memory(MemoryStore::with_history(10));
-        let sessions = UserSessions::new("n", 2, Duration::from_secs(30), backend);
+        let ttl = Duration::from_secs(30);
+        let sessions = UserSessions::new("n", 2, ttl, ttl, backend);
         let a = sessions.claim("ann").await.unwrap();
         let b = sessions.claim("ann").await.unwrap();
         assert!(matches!(

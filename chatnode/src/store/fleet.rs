@@ -1,9 +1,9 @@
 //! The node's side of the fleet's Redis: the shared state it reads and writes (through
 //! `chatfleet_state`), the link to its live-channel subscriber, and whether both are healthy.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chatfleet_state::rooms::MessageLog;
 use chatfleet_state::transcripts::TranscriptSettings;
@@ -30,6 +30,8 @@ struct Inner {
     log: MessageLog,
     /// The last heartbeat reached Redis.
     heartbeat_ok: AtomicBool,
+    /// Since when every heartbeat has reached Redis; none while they fail.
+    steady_since: Mutex<Option<Instant>>,
     /// The live-channel subscription is connected.
     live_ok: AtomicBool,
     live: mpsc::UnboundedSender<LiveSync>,
@@ -53,6 +55,7 @@ impl FleetStore {
                 state,
                 log,
                 heartbeat_ok: AtomicBool::new(false),
+                steady_since: Mutex::new(None),
                 live_ok: AtomicBool::new(false),
                 live,
             }),
@@ -81,6 +84,20 @@ impl FleetStore {
 
     pub fn set_heartbeat_ok(&self, ok: bool) {
         self.inner.heartbeat_ok.store(ok, Ordering::Release);
+        let mut since = self.inner.steady_since.lock().expect("steady lock");
+        match (ok, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, _) => *since = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// Whether this node's heartbeats have reached Redis for `grace` at least: only then do
+    /// other nodes' reports say who is gone (after a Redis stall, every node's report is
+    /// missing until that node's next heartbeat).
+    pub fn steady_for(&self, grace: Duration) -> bool {
+        let since = self.inner.steady_since.lock().expect("steady lock");
+        since.is_some_and(|at| at.elapsed() >= grace)
     }
 
     /// Asks the subscriber to make the room's live subscription match the node, and waits.

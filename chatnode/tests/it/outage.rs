@@ -188,6 +188,52 @@ async fn joins_refused_during_a_freeze_leave_no_slot_behind() {
     assert_eq!(count, 3, "{body}");
 }
 
+/// Redis frozen for twice the session TTL under a room with members on two nodes: the nodes
+/// lived all along and nobody could take a seat meanwhile, so every session goes on (each node
+/// takes its seats back when Redis returns) rather than end. The room's seats are one set both
+/// nodes refresh: the second refresh after the thaw used to find the set there but its own
+/// seats expired, and end those sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_outlive_a_redis_stall_longer_than_their_ttl() {
+    let redis = Redis::start().await;
+    let flags = ["--max-user-sessions", "3", "--session-ttl-seconds", "2"];
+    let nodes = [
+        Node::in_fleet(&redis, "chat-0", &flags).await,
+        Node::in_fleet(&redis, "chat-1", &flags).await,
+    ];
+    let room = "support/stall";
+    let (mut dana, _) = Client::join(&nodes[0].ws_as(room, "dana", "")).await;
+    let (mut erin, _) = Client::join(&nodes[1].ws_as(room, "erin", "")).await;
+    redis.pause();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    redis.resume();
+    for node in &nodes {
+        ready(node).await;
+    }
+    // Past a few refreshes (every TTL / 3) after the thaw.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each says something, the other hears it.
+    let (said, _) = dana
+        .say_until_accepted("dana is still here", "dana-1", Duration::from_secs(10))
+        .await;
+    assert_eq!(erin.message().await.id, said.id);
+    let (said, _) = erin
+        .say_until_accepted("erin too", "erin-1", Duration::from_secs(10))
+        .await;
+    assert_eq!(dana.message().await.id, said.id);
+    for user in ["dana", "erin"] {
+        let (count, listed) = sessions(&nodes[0], user).await;
+        assert_eq!(count, 1, "{listed}");
+    }
+    let seats = redis
+        .state()
+        .room_seats
+        .count(&room.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seats, 2, "both members hold their seats again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_frozen_past_the_session_ttl_cannot_push_a_user_over_the_limit() {
     let redis = Redis::start().await;

@@ -1,5 +1,8 @@
 //! The per-user session limit, fleet-wide: exactly N of many concurrent joins succeed across
-//! two nodes, a clean leave frees a slot at once, a killed node's slots expire.
+//! two nodes, a clean leave frees a slot at once, a killed node's slots expire, and are freed
+//! sooner when a join finds the user at the limit with a gone process's slots.
+
+use std::time::{Duration, Instant};
 
 use chatfleet_wire::frames::{ErrorCode, ServerFrame};
 use futures_util::future::join_all;
@@ -98,6 +101,64 @@ async fn a_killed_nodes_sessions_expire_and_free_their_slots() {
     doomed.signal("KILL");
     eventually("the dead node's slots to expire", || async {
         try_join(other.ws_as("support/k9", "finn", ""))
+            .await
+            .is_some()
+    })
+    .await;
+}
+
+/// A killed node's slots are freed once its report expires (0.6 s here), long before their
+/// own TTL (60 s) would free them; a node restarted under the same name is another process,
+/// whose predecessor's slots go although a report under the name is fresh. A node that lives
+/// keeps its slots, however long the others wait.
+#[tokio::test]
+async fn a_gone_processes_slots_are_freed_by_its_report_not_their_ttl() {
+    let redis = Redis::start().await;
+    let flags = ["--max-user-sessions", "3", "--session-ttl-seconds", "60"];
+    let doomed = Node::in_fleet(&redis, "chat-0", &flags).await;
+    let other = Node::in_fleet(&redis, "chat-1", &flags).await;
+    let mut held = Vec::new();
+    for i in 0..MAX {
+        let url = doomed.ws_as(&format!("support/d{i}"), "finn", "");
+        held.push(try_join(url).await.unwrap());
+    }
+    // Both nodes report for far longer than a report lives: nothing is freed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        try_join(other.ws_as("support/d9", "finn", ""))
+            .await
+            .is_none()
+    );
+
+    let killed = Instant::now();
+    doomed.signal("KILL");
+    eventually("the killed node's slots to be freed", || async {
+        try_join(other.ws_as("support/d9", "finn", ""))
+            .await
+            .is_some()
+    })
+    .await;
+    println!(
+        "a killed node's slots freed {:.2} s after the kill (their TTL: 60 s)",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // chat-1 restarts: a report under its name stays fresh, written by the new process.
+    let mut on_chat1 = Vec::new();
+    for i in 0..MAX - 1 {
+        let url = other.ws_as(&format!("support/r{i}"), "gwen", "");
+        on_chat1.push(try_join(url).await.unwrap());
+    }
+    let third = Node::in_fleet(&redis, "chat-2", &flags).await;
+    on_chat1.push(
+        try_join(third.ws_as("support/r8", "gwen", ""))
+            .await
+            .unwrap(),
+    );
+    other.signal("KILL");
+    let restarted = Node::in_fleet(&redis, "chat-1", &flags).await;
+    eventually("the old chat-1's slots to be freed", || async {
+        try_join(restarted.ws_as("support/r9", "gwen", ""))
             .await
             .is_some()
     })

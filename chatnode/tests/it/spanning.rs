@@ -205,6 +205,91 @@ async fn a_rooms_limit_holds_across_nodes_under_a_thousand_concurrent_joins() {
     let (_late, _) = Client::join(&nodes[1].ws_as(room, "late", "")).await;
 }
 
+/// A full room whose members were on a node that is killed: they rejoin on another node as
+/// soon as the dead node's report has expired (the node's default heartbeat: 1 s, a report
+/// living 3 s), not when the dead seats' TTL (60 s here) runs out. Timed and printed
+/// (docs/operations.md), not asserted as a timing.
+#[tokio::test]
+async fn a_killed_nodes_members_are_back_in_their_full_room_within_its_report_ttl() {
+    const MEMBERS: usize = 20;
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let node = |name: &'static str| {
+        let url = url.clone();
+        async move {
+            let node = Node::start(&[
+                "--redis-url",
+                &url,
+                "--node-name",
+                name,
+                "--session-ttl-seconds",
+                "60",
+            ])
+            .await;
+            eventually("the node is ready", || async {
+                node.get("/readyz").await.status() == 200
+            })
+            .await;
+            node
+        }
+    };
+    let (doomed, other) = (node("chat-0").await, node("chat-1").await);
+    let room = "support/urgent";
+    let settings = chatfleet_state::rooms::RoomSettings {
+        max_members: MEMBERS as u32,
+        created_ms: 1,
+        incarnation: "case-1".into(),
+    };
+    redis
+        .state()
+        .rooms
+        .create(&room.parse().unwrap(), settings)
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for n in 0..MEMBERS {
+        let (client, _) = Client::join(&doomed.ws_as(room, &format!("m{n}"), "")).await;
+        members.push(client);
+    }
+    // The room is full while its members' node lives.
+    let mut late = Client::connect(&other.ws_as(room, "late", "")).await;
+    match late.recv().await {
+        ServerFrame::Error(error) => assert_eq!(error.code, ErrorCode::RoomFull),
+        other => panic!("expected room_full, got {other:?}"),
+    }
+
+    let killed = std::time::Instant::now();
+    doomed.signal("KILL");
+    let rejoins = (0..MEMBERS).map(|n| {
+        let url = other.ws_as(room, &format!("m{n}"), "");
+        async move {
+            let mut refusals = 0;
+            loop {
+                let mut client = Client::connect(&url).await;
+                match client.recv().await {
+                    ServerFrame::Welcome(_) => return (client, refusals, killed.elapsed()),
+                    ServerFrame::Error(error) if error.code == ErrorCode::RoomFull => {
+                        refusals += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    other => panic!("expected a welcome or room_full, got {other:?}"),
+                }
+            }
+        }
+    });
+    let back = tokio::time::timeout(std::time::Duration::from_secs(30), join_all(rejoins))
+        .await
+        .expect("every member back well before the dead seats' 60 s TTL");
+    let last = back.iter().map(|(_, _, at)| *at).max().unwrap();
+    let refusals: u32 = back.iter().map(|(_, refused, _)| refused).sum();
+    println!(
+        "{MEMBERS} members of a killed node back in their full room {:.2} s after the kill ({refusals} room_full retries)",
+        last.as_secs_f64()
+    );
+    let seats = redis.state().room_seats;
+    assert_eq!(seats.count(&room.parse().unwrap()).await.unwrap(), MEMBERS);
+}
+
 /// The next presence frame about `user`, skipping others.
 async fn presence_of(client: &mut Client, user: &str) -> chatfleet_wire::frames::Presence {
     loop {
