@@ -310,7 +310,10 @@ impl GoneSearches {
     /// Whether `set` may be searched now; if so, notes that it is.
     fn due(&self, set: &str) -> bool {
         let mut searched = self.0.lock().expect("searches lock");
-        if searched.get(set).is_some_and(|at| at.elapsed() < Self::EVERY) {
+        if searched
+            .get(set)
+            .is_some_and(|at| at.elapsed() < Self::EVERY)
+        {
             return false;
         }
         if searched.len() >= 1024 {

@@ -5,9 +5,10 @@
 //! still have the buffer without its highest ordinal (the pod a StatefulSet removes first):
 //! that node is drained first, so its rooms move with `moved`, and removed once it is empty or
 //! its drain time ran out. A drain is called off when the fleet would fall short of the buffer
-//! without the node after all (a surge while it drains). A cool-down after every change keeps
-//! it from flapping, and nothing is decided while nodes are missing, since their seats would
-//! count as lost.
+//! without the node after all (a surge while it drains), or when `minReplicas` grew to keep it.
+//! A cool-down after every change keeps it from flapping, and nothing is decided while nodes
+//! are missing (not reporting), since their seats would count as lost. A node drained by
+//! someone else is present but its seats are not free: the fleet grows past it.
 
 use std::time::Duration;
 
@@ -79,8 +80,9 @@ pub struct Bounds {
 pub struct FleetSeats {
     /// `spec.replicas`.
     pub replicas: u32,
-    /// Nodes Ready and reporting.
-    pub ready: u32,
+    /// Nodes that report, Ready or draining: one that does not is missing, and its seats would
+    /// count as lost. A drained node (an administrator's drain, or this one) is present.
+    pub present: u32,
     /// Seats per node (`limits.usersPerNode`).
     pub seats_per_node: u32,
     /// Free seats over the ready, non-draining nodes, after reservations.
@@ -128,7 +130,7 @@ pub fn ordinal(fleet: &str, node: &str) -> Option<u32> {
 pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
     let FleetSeats {
         replicas,
-        ready,
+        present,
         seats_per_node,
         free,
         ..
@@ -141,6 +143,13 @@ pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
         };
     }
     if let Some(draining) = &seats.draining {
+        if replicas.saturating_sub(1) < bounds.min {
+            // minReplicas was raised to the fleet's size meanwhile: it keeps the node.
+            return Decision::Undrain {
+                node: draining.node.clone(),
+                why: format!("minReplicas {} keeps {}", bounds.min, draining.node),
+            };
+        }
         // `free` counts no seat of the draining node: the fleet as it will be without it.
         let wanted_without = bounds
             .buffer
@@ -177,9 +186,9 @@ pub fn decide(fleet: &str, seats: &FleetSeats, bounds: &Bounds) -> Decision {
             why: format!("above maxReplicas {}", bounds.max),
         };
     }
-    if ready < replicas {
+    if present < replicas {
         return Decision::Hold {
-            why: "waiting for every node to be ready".into(),
+            why: "waiting for every node to report".into(),
         };
     }
     let capacity = u64::from(replicas) * per_node as u64;
@@ -239,7 +248,7 @@ mod tests {
     fn fleet(replicas: u32, free: i64) -> FleetSeats {
         FleetSeats {
             replicas,
-            ready: replicas,
+            present: replicas,
             seats_per_node: 4,
             free,
             draining: None,
@@ -318,7 +327,7 @@ mod tests {
     #[test]
     fn a_fleet_below_min_grows_even_while_nodes_are_missing() {
         let mut seats = fleet(0, 0);
-        seats.ready = 0;
+        seats.present = 0;
         let mut b = bounds();
         b.min = 2;
         assert!(matches!(
@@ -330,11 +339,41 @@ mod tests {
     #[test]
     fn nothing_is_decided_while_nodes_are_missing() {
         let mut seats = fleet(3, 0);
-        seats.ready = 2;
+        seats.present = 2;
         assert!(matches!(
             decide("chat", &seats, &bounds()),
             Decision::Hold { .. }
         ));
+    }
+
+    #[test]
+    fn a_node_drained_by_someone_else_does_not_stop_growth() {
+        // chat-1 was drained from the admin page: it reports (present), but its seats are not
+        // free, so the fleet is short and grows past it.
+        let seats = fleet(3, 1);
+        assert!(matches!(
+            decide("chat", &seats, &bounds()),
+            Decision::Grow { to: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn min_replicas_raised_during_a_drain_calls_it_off() {
+        let mut seats = fleet(3, 9);
+        seats.draining = Some(Draining {
+            node: "chat-2".into(),
+            for_: Duration::from_secs(5),
+            busy: false,
+        });
+        let mut b = bounds();
+        b.min = 3;
+        assert_eq!(
+            decide("chat", &seats, &b),
+            Decision::Undrain {
+                node: "chat-2".into(),
+                why: "minReplicas 3 keeps chat-2".into()
+            }
+        );
     }
 
     #[test]

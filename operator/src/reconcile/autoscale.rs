@@ -15,6 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
+use super::pods::{fleet_pods, ready_pods};
 use super::{status, writes};
 use crate::context::Context;
 use crate::crd::{AutoscalingStatus, ChatFleet, ChatFleetStatus, FleetAutoscaling};
@@ -90,7 +91,7 @@ pub async fn run(
     };
     let seats = FleetSeats {
         replicas,
-        ready: observed.ready_nodes,
+        present: present(fleet, redis, observed, ctx).await?,
         seats_per_node: fleet.spec.limits.users_per_node,
         free: observed.free_seats,
         draining,
@@ -125,13 +126,17 @@ pub async fn run(
             ("Grew", why)
         }
         Decision::Drain { node, why } => {
+            next.draining_node = Some(node.clone());
+            next.draining_since = Some(now.to_string());
+            next.desired_replicas = replicas.saturating_sub(1);
+            // The intent is written before the drain is published: should this operator stop
+            // or this pass fail in between, the next pass finds the drain to follow up (or to
+            // call off), never a drained node nobody tracks.
+            writes::fleet_autoscaling(fleet, ctx, &next).await?;
             redis
                 .control
                 .publish(&Control::Drain { node: node.clone() })
                 .await?;
-            next.draining_node = Some(node.clone());
-            next.draining_since = Some(now.to_string());
-            next.desired_replicas = replicas.saturating_sub(1);
             announce(
                 fleet,
                 ctx,
@@ -228,6 +233,26 @@ fn since(stamp: Option<&str>, now: Timestamp) -> Option<Duration> {
     let at: Timestamp = stamp?.parse().ok()?;
     let elapsed = now.duration_since(at);
     Some(Duration::try_from(elapsed).unwrap_or_default())
+}
+
+/// The fleet's nodes that report, Ready or not: the Ready ones the status counted, and those
+/// that fail readiness only because they are drained.
+async fn present(
+    fleet: &ChatFleet,
+    redis: &FleetState,
+    observed: &ChatFleetStatus,
+    ctx: &Context,
+) -> Result<u32> {
+    let namespace = fleet.namespace().unwrap_or_default();
+    let pods = ctx.pods.state();
+    let ready = ready_pods(&pods, &namespace, &fleet.name_any());
+    let mut present = observed.ready_nodes;
+    for pod in fleet_pods(&pods, &namespace, &fleet.name_any()) {
+        if !ready.contains(&pod) && redis.reports.report(&pod).await?.is_some() {
+            present += 1;
+        }
+    }
+    Ok(present)
 }
 
 /// Whether a draining node still has users or rooms; a node without a report (gone) has none.

@@ -7,7 +7,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
-use crate::crd::{ChatFleet, ChatFleetStatus, ChatRoom, ChatRoomStatus};
+use crate::crd::{AutoscalingStatus, ChatFleet, ChatFleetStatus, ChatRoom, ChatRoomStatus};
 use crate::error::Result;
 
 /// Merge-patches a room's status, as a precondition on `version` when given (a stale cache then
@@ -104,6 +104,23 @@ pub async fn fleet_status(
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Writes the autoscaler's part of a fleet's status alone, at once: an intent recorded before
+/// it is acted on.
+pub async fn fleet_autoscaling(
+    fleet: &ChatFleet,
+    ctx: &Context,
+    autoscaling: &AutoscalingStatus,
+) -> Result<()> {
+    Api::<ChatFleet>::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default())
+        .patch_status(
+            &fleet.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "autoscaling": autoscaling } })),
+        )
+        .await?;
     Ok(())
 }
 
