@@ -56,7 +56,10 @@ impl AsyncWrite for ClientSocket {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.outbox.push(WsFrame::raw(Bytes::copy_from_slice(buf))) {
+        match self
+            .outbox
+            .push_from_session(WsFrame::raw(Bytes::copy_from_slice(buf)))
+        {
             Ok(()) => Poll::Ready(Ok(buf.len())),
             // The session sees the overflow too, and ends as a slow consumer.
             Err(Overflowed) => Poll::Ready(Err(io::Error::other("the client does not read"))),

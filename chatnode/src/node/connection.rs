@@ -289,8 +289,8 @@ impl Session {
         drop(this.seat);
         drop(this.slot);
         tracing::debug!(room = %this.client.room.id(), conn = this.conn, ?end, "left");
-        let Session { socket, .. } = *this;
-        Box::pin(finish(socket, end)).await;
+        let Session { socket, queue, .. } = *this;
+        Box::pin(finish(socket, &queue, end)).await;
     }
 }
 
@@ -308,23 +308,52 @@ async fn flush_within(
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Close(close::GOING_AWAY, "write timeout")),
         },
-        _ = overflow.cancelled() => Err(End::Close(close::GOING_AWAY, SLOW_CONSUMER)),
+        _ = overflow.cancelled() => Err(End::Close(close::TRY_AGAIN_LATER, SLOW_CONSUMER)),
     }
 }
 
 /// Says goodbye (when there is something to say) and closes.
-async fn finish<S>(mut socket: WebSocketStream<S>, end: End)
+async fn finish<S>(mut socket: WebSocketStream<S>, queue: &OutboxReceiver, mut end: End)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if end == End::Close(close::GOING_AWAY, SLOW_CONSUMER) {
-        let frame = ServerFrame::error(
-            ErrorCode::SlowConsumer,
-            "you read too slowly and missed messages; reconnect with since",
-        );
-        let _ = send(&mut socket, frame, Duration::from_secs(1)).await;
+    if end == End::Close(close::TRY_AGAIN_LATER, SLOW_CONSUMER) {
+        end = tell_slow_consumer(&mut socket, queue).await;
     }
     closing::finish(&mut socket, end).await;
+}
+
+/// How long a client that fell behind has to take the end of the frame it was reading, its
+/// `slow_consumer` error and the close frame; past it, the connection is cut.
+const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(2);
+
+/// Tells a client that fell behind why it is cut off: the frames it will not get are dropped,
+/// but the one partly written finishes first, so the error and the close frame (1013: come
+/// back and resume with `since`) arrive whole. A client that does not read within the grace
+/// gets a FIN instead.
+async fn tell_slow_consumer<S>(socket: &mut WebSocketStream<S>, queue: &OutboxReceiver) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    queue.keep_only_partial_front();
+    let deadline = tokio::time::Instant::now() + SLOW_CONSUMER_GRACE;
+    let flushed = tokio::time::timeout_at(deadline, queue.flush()).await;
+    if !matches!(flushed, Ok(Ok(_))) {
+        tracing::debug!(
+            ?flushed,
+            "a slow consumer did not take the rest of its frame"
+        );
+        return End::Gone;
+    }
+    let frame = ServerFrame::error(
+        ErrorCode::SlowConsumer,
+        "you read too slowly and missed messages; reconnect with since",
+    );
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match send(socket, frame, left.max(Duration::from_millis(100))).await {
+        Ok(()) => End::Close(close::TRY_AGAIN_LATER, SLOW_CONSUMER),
+        Err(_) => End::Gone,
+    }
 }
 
 /// Sends one frame within `limit`; the end to take when that fails.

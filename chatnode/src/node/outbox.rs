@@ -97,8 +97,13 @@ pub fn outbox(cap: usize) -> (Outbox, OutboxReceiver) {
 impl Shared {
     /// Writes `frame` now if nothing waits and the socket takes it; queues what is left.
     /// `capped` refuses the frame (and marks the client as overflowed) when the queue is full.
-    fn send(&self, frame: WsFrame, capped: bool) -> Result<(), Overflowed> {
+    /// Once the client overflowed, only the session's own frames (its last error and close)
+    /// go to it.
+    fn send(&self, frame: WsFrame, capped: bool, from_session: bool) -> Result<(), Overflowed> {
         let mut queue = self.state.lock().expect("outbox lock");
+        if !from_session && self.overflowed.is_cancelled() {
+            return Err(Overflowed);
+        }
         let mut written = 0;
         if queue.items.is_empty()
             && let Some(socket) = &self.socket
@@ -182,14 +187,21 @@ impl Shared {
 impl Outbox {
     /// Sends a frame, or reports that the client overflowed (and marks it so).
     pub fn push(&self, frame: WsFrame) -> Result<(), Overflowed> {
-        self.shared.send(frame, true)
+        self.shared.send(frame, true, false)
+    }
+
+    /// Sends a frame of the session's own WebSocket layer (replies, pings, pongs, close
+    /// frames): capped like any, but still taken after the client overflowed, when the session
+    /// tells it why it is cut off.
+    pub fn push_from_session(&self, frame: WsFrame) -> Result<(), Overflowed> {
+        self.shared.send(frame, true, true)
     }
 
     /// Sends a frame whatever the cap: for what a room must get to a member anyway, the
     /// `welcome` and a resume's replay (which the history length bounds) and the last frame
     /// before a close.
     pub fn push_replay(&self, frame: WsFrame) {
-        let _ = self.shared.send(frame, false);
+        let _ = self.shared.send(frame, false, false);
     }
 
     /// Asks the session to close after the frames already sent or queued.
@@ -248,6 +260,22 @@ impl OutboxReceiver {
         }
     }
 
+    /// Drops what waits, but the rest of a frame partly written already: once that is out,
+    /// the stream is whole again and can carry a last error and a close frame.
+    pub fn keep_only_partial_front(&self) {
+        let mut queue = self.shared.state.lock().expect("outbox lock");
+        let partial = queue.front_written > 0;
+        let keep = usize::from(partial);
+        while queue.items.len() > keep {
+            if let Some(Outbound::Frame(frame)) = queue.items.pop_back() {
+                queue.bytes -= frame.len();
+            }
+        }
+        if !partial {
+            queue.front_written = 0;
+        }
+    }
+
     /// Cancelled when the client overflowed its queue.
     pub fn overflow_token(&self) -> CancellationToken {
         self.shared.overflowed.clone()
@@ -272,8 +300,33 @@ mod tests {
         assert_eq!(out.push(frame("1")), Err(Overflowed));
         assert!(rx.overflow_token().is_cancelled());
         assert!(matches!(rx.recv().await, Outbound::Frame(_)));
-        // Room again after the client read some.
-        out.push(frame("123")).unwrap();
+        // The client is being cut off: rooms' frames stay refused even with room again, and
+        // only the session's own (its last error and close) still go.
+        assert_eq!(out.push(frame("123")), Err(Overflowed));
+        out.push_from_session(frame("bye")).unwrap();
+    }
+
+    /// After an overflow, the rest of a partly written frame is kept (so the stream stays
+    /// whole) and everything after it dropped.
+    #[tokio::test]
+    async fn a_cut_off_client_keeps_only_the_frame_it_was_reading() {
+        let (socket, _client) = pair().await;
+        let (out, rx) = outbox_for(1 << 22, Some(socket));
+        let body = "x".repeat(60_000);
+        while rx.shared.state.lock().unwrap().items.len() < 4 {
+            out.push(WsFrame::text(body.clone())).unwrap();
+        }
+        assert!(
+            rx.shared.state.lock().unwrap().front_written > 0,
+            "a partial front frame"
+        );
+        rx.keep_only_partial_front();
+        let queue = rx.shared.state.lock().unwrap();
+        assert_eq!(queue.items.len(), 1);
+        let Some(Outbound::Frame(front)) = queue.items.front() else {
+            panic!("the partial frame is kept")
+        };
+        assert_eq!(queue.bytes, front.len() - queue.front_written);
     }
 
     #[tokio::test]

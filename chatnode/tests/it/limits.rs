@@ -155,9 +155,22 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_goes_on() {
         }
         assert!(sent < 20_000, "the slow client was never cut off");
     }
+    // It reads again: every frame it gets is whole, the last is the `slow_consumer` error,
+    // then a close frame asking it to come back (and resume with `since`).
     let mut slow = slow;
-    let close = slow.closed().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), close::GOING_AWAY);
+    let mut last = None;
+    let close = loop {
+        match slow.next().await {
+            Some(Ok(frame)) => last = Some(frame),
+            Some(Err(close)) => break close.expect("a close frame with a code"),
+            None => panic!("cut without a close frame; last frame {last:?}"),
+        }
+    };
+    match last {
+        Some(ServerFrame::Error(error)) => assert_eq!(error.code, ErrorCode::SlowConsumer),
+        other => panic!("expected the slow_consumer error last, got {other:?}"),
+    }
+    assert_eq!(u16::from(close.code), close::TRY_AGAIN_LATER);
     assert_eq!(close.reason.as_str(), "slow_consumer");
     // The room goes on: ann heard that the slow client left, and her messages still flow.
     ann_says(&mut ann, "after").await;
