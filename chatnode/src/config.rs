@@ -93,9 +93,15 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
     pub max_pending_connections: usize,
 
-    /// Of those, from one source address.
+    /// Of those, from one client address.
     #[arg(long, env = "CHATNODE_MAX_PENDING_PER_ADDRESS", default_value_t = 128)]
     pub max_pending_per_address: usize,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) in front of the node, such as an
+    /// Ingress controller or a load balancer: their `X-Forwarded-For` names the client, whose
+    /// share of pending connections is then counted instead of the proxy's.
+    #[arg(long, env = "CHATNODE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = address_or_range)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Standalone: megabytes of message history kept over all rooms; past it, retired rooms'
     /// history goes first, then the oldest messages of the room being written.
@@ -295,6 +301,7 @@ impl Config {
             header_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             max_pending: self.max_pending_connections.max(1),
             max_pending_per_address: self.max_pending_per_address.max(1),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 
@@ -318,6 +325,14 @@ impl Config {
             .trim_end_matches('/')
             .to_owned()
     }
+}
+
+/// `10.0.0.0/8`, or one address (`10.0.0.7`, as `10.0.0.7/32`).
+fn address_or_range(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR range"))
 }
 
 #[cfg(test)]

@@ -79,6 +79,13 @@ pub struct ChatFleetSpec {
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_seconds: u32,
+    /// Proxies in front of the nodes (IP addresses or CIDR ranges: an Ingress controller's
+    /// pods, a load balancer's range) whose `X-Forwarded-For` names the client: a client's
+    /// share of the connections still opening is then counted, not the proxy's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(p, isIP(p) || isCIDR(p))").message("trustedProxies must be IP addresses or CIDR ranges"))]
+    pub trusted_proxies: Vec<String>,
     /// Sizes the fleet by its free seats; `replicas` is then the operator's to set. Without
     /// it, `replicas` is yours (or an HPA's, through the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! Integration tests against real chatnode processes, real `redis-server`s and real
 //! WebSocket and HTTP connections. One test binary, so it links once.
 
+mod accept;
 mod admin;
 mod api;
 mod audit;

@@ -155,6 +155,12 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
             &spec.transcripts.retention_seconds.to_string(),
         ),
     ]);
+    if !spec.trusted_proxies.is_empty() {
+        env.push(plain_env(
+            "CHATNODE_TRUSTED_PROXIES",
+            &spec.trusted_proxies.join(","),
+        ));
+    }
     // The fleet's key names its webhook queue: the operator queues there too.
     env.push(plain_env("CHATNODE_FLEET", &format!("{namespace}/{name}")));
     if let Some(hooks) = &spec.webhooks {
@@ -351,6 +357,19 @@ mod tests {
         assert_eq!(
             (owner.kind.as_str(), owner.controller),
             ("ChatFleet", Some(true))
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_reach_the_nodes_only_when_set() {
+        assert!(!env_of(&stateful_set(&fleet())).contains_key("CHATNODE_TRUSTED_PROXIES"));
+        let mut behind = fleet();
+        behind.spec.trusted_proxies = vec!["10.0.0.0/8".into(), "192.168.1.7".into()];
+        assert_eq!(
+            env_of(&stateful_set(&behind))["CHATNODE_TRUSTED_PROXIES"]
+                .value
+                .as_deref(),
+            Some("10.0.0.0/8,192.168.1.7")
         );
     }
 

@@ -729,6 +729,46 @@ async fn a_new_leader_writes_nothing_to_rooms_that_did_not_change() {
     .await;
 }
 
+/// A fleet's trusted proxies are IP addresses or CIDR ranges, checked by the API server, and
+/// reach its nodes as `CHATNODE_TRUSTED_PROXIES`.
+#[tokio::test]
+async fn a_fleets_trusted_proxies_are_addresses_or_ranges() {
+    let Some(assets) = assets() else { return };
+    let (_server, client, _redis) = api_server_with_crds(&assets).await;
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let fleet = |proxies: serde_json::Value| -> ChatFleet {
+        serde_json::from_value(json!({
+            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+            "metadata": {"name": "edge"},
+            "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
+                     "tokenSecret": {"name": "tokens", "key": "secret"},
+                     "trustedProxies": proxies}
+        }))
+        .unwrap()
+    };
+    let refused = fleets
+        .create(&dry_run, &fleet(json!(["10.0.0.0/8", "the-ingress"])))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("trustedProxies must be IP addresses or CIDR ranges"),
+        "{refused}"
+    );
+    fleets
+        .create(
+            &dry_run,
+            &fleet(json!(["10.0.0.0/8", "192.168.1.7", "fd00::/8"])),
+        )
+        .await
+        .unwrap();
+}
+
 /// Registers a Node for the scheduler to bind pods to, Ready (no kubelet will keep it so for
 /// long, but a test is shorter than the node controller's grace).
 async fn register_node(client: &kube::Client, name: &str) {
