@@ -28,20 +28,8 @@ async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
     let Some(assets) = assets() else { return };
     let (_server, client, redis) = api_server_with_crds(&assets).await;
     let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let with_autoscaling = |autoscaling: serde_json::Value| -> ChatFleet {
-        serde_json::from_value(json!({
-            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
-            "metadata": {"name": "dry"},
-            "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
-                     "tokenSecret": {"name": "tokens", "key": "secret"},
-                     "autoscaling": autoscaling}
-        }))
-        .unwrap()
-    };
+    let with_autoscaling =
+        |autoscaling: serde_json::Value| dry_fleet(json!({ "autoscaling": autoscaling }));
     for (bad, message) in [
         (
             json!({"minReplicas": 3, "maxReplicas": 2, "bufferSeats": 1}),
@@ -57,14 +45,14 @@ async fn the_autoscaler_keeps_a_buffer_of_free_seats() {
         ),
     ] {
         let refused = fleets
-            .create(&dry_run, &with_autoscaling(bad))
+            .create(&DRY_RUN, &with_autoscaling(bad))
             .await
             .unwrap_err();
         assert!(refused.to_string().contains(message), "{refused}");
     }
     fleets
         .create(
-            &dry_run,
+            &DRY_RUN,
             &with_autoscaling(json!({"maxReplicas": 4, "bufferSeats": "25%"})),
         )
         .await

@@ -729,6 +729,27 @@ async fn a_new_leader_writes_nothing_to_rooms_that_did_not_change() {
     .await;
 }
 
+/// A create that the API server validates and admits but does not store.
+const DRY_RUN: PostParams = PostParams {
+    dry_run: true,
+    field_manager: None,
+};
+
+/// Fleet `dry`, to be created with [`DRY_RUN`]: what the schema makes of `extra` spec fields.
+fn dry_fleet(extra: serde_json::Value) -> ChatFleet {
+    let mut spec = json!({"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
+                          "tokenSecret": {"name": "tokens", "key": "secret"}});
+    for (field, value) in extra.as_object().unwrap() {
+        spec[field] = value.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
+        "metadata": {"name": "dry"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
 /// A fleet's trusted proxies are IP addresses or CIDR ranges, checked by the API server, and
 /// reach its nodes as `CHATNODE_TRUSTED_PROXIES`.
 #[tokio::test]
@@ -736,22 +757,9 @@ async fn a_fleets_trusted_proxies_are_addresses_or_ranges() {
     let Some(assets) = assets() else { return };
     let (_server, client, _redis) = api_server_with_crds(&assets).await;
     let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let fleet = |proxies: serde_json::Value| -> ChatFleet {
-        serde_json::from_value(json!({
-            "apiVersion": "chatfleet.dev/v1alpha1", "kind": "ChatFleet",
-            "metadata": {"name": "edge"},
-            "spec": {"image": "chatfleet/chatnode:dev", "redis": {"url": "redis://r:6379"},
-                     "tokenSecret": {"name": "tokens", "key": "secret"},
-                     "trustedProxies": proxies}
-        }))
-        .unwrap()
-    };
+    let fleet = |proxies: serde_json::Value| dry_fleet(json!({ "trustedProxies": proxies }));
     let refused = fleets
-        .create(&dry_run, &fleet(json!(["10.0.0.0/8", "the-ingress"])))
+        .create(&DRY_RUN, &fleet(json!(["10.0.0.0/8", "the-ingress"])))
         .await
         .unwrap_err();
     assert!(
@@ -762,7 +770,7 @@ async fn a_fleets_trusted_proxies_are_addresses_or_ranges() {
     );
     fleets
         .create(
-            &dry_run,
+            &DRY_RUN,
             &fleet(json!(["10.0.0.0/8", "192.168.1.7", "fd00::/8"])),
         )
         .await
