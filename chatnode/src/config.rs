@@ -23,10 +23,25 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Redis to share load, history and live messages with the fleet; standalone without it.
-    /// `redis://host:port`, under Sentinel `redis+sentinel://host:port,host:port/master`, or a
-    /// Redis Cluster `redis+cluster://host:port,host:port` (any of its nodes).
+    /// `redis://host:port` (`rediss://` for TLS), under Sentinel
+    /// `redis+sentinel://host:port,host:port/master`, or a Redis Cluster
+    /// `redis+cluster://host:port,host:port` (any of its nodes).
     #[arg(long, env = "CHATNODE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// PEM CA bundle that signed the Redis server's certificate (with a `rediss://` URL);
+    /// without it, the system's roots.
+    #[arg(long, env = "CHATNODE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for a Redis that requires one (mutual TLS), with
+    /// `--redis-client-key-file`.
+    #[arg(long, env = "CHATNODE_REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--redis-client-cert-file`.
+    #[arg(long, env = "CHATNODE_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
 
     /// This node's name in the fleet (its pod name in Kubernetes).
     #[arg(long, env = "CHATNODE_NODE_NAME", default_value = "standalone")]
@@ -292,6 +307,15 @@ impl Config {
     }
 
     /// How long a load report lives without a fresh heartbeat.
+    /// The CA bundle and client certificate for TLS to Redis, read from their files.
+    pub fn redis_tls(&self) -> Result<chatfleet_state::RedisTls, String> {
+        chatfleet_state::RedisTls::from_files(
+            self.redis_ca_file.as_deref(),
+            self.redis_client_cert_file.as_deref(),
+            self.redis_client_key_file.as_deref(),
+        )
+    }
+
     pub fn report_ttl(&self) -> Duration {
         self.heartbeat() * self.report_misses.max(2)
     }

@@ -14,6 +14,8 @@ pub enum Error {
     EmptySecret,
     #[error("invalid Redis URL: {0}")]
     RedisUrl(#[from] redis::RedisError),
+    #[error("Redis TLS: {0}")]
+    RedisTls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -74,8 +74,14 @@ pub async fn serve(
     let room_ttl = Duration::from_secs(config.room_ttl_seconds.max(60));
     let (backend, live_requests) = match &config.redis_url {
         Some(url) => {
-            let (store, requests) =
-                FleetStore::new(url, config.history_len, room_ttl, config.transcripts())?;
+            let tls = config.redis_tls().map_err(Error::RedisTls)?;
+            let (store, requests) = FleetStore::new(
+                url,
+                &tls,
+                config.history_len,
+                room_ttl,
+                config.transcripts(),
+            )?;
             (Backend::Redis(store), Some(requests))
         }
         None => {

@@ -40,6 +40,58 @@ impl ConnectionSettings {
     };
 }
 
+/// TLS to Redis beyond what a `rediss://` URL says, all PEM: the CA bundle that signed the
+/// server's certificate (without one, the system's roots) and a client certificate and key for
+/// mutual TLS. Used with `rediss://` URLs.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    /// (certificate chain, private key)
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTls {
+    /// Reads the files given; a client certificate needs its key and the other way round.
+    pub fn from_files(
+        ca: Option<&std::path::Path>,
+        client_cert: Option<&std::path::Path>,
+        client_key: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+        };
+        let client = match (client_cert, client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "a Redis client certificate needs its key, and the other way round".into(),
+                );
+            }
+        };
+        Ok(Self {
+            ca: ca.map(read).transpose()?,
+            client,
+        })
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.ca.is_none() && self.client.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        })
+    }
+}
+
 /// A fleet's Redis: one multiplexed, self-reconnecting connection for commands, and what a
 /// subscription needs to make its own (see [`crate::subscription`]). Cheap to clone.
 #[derive(Clone)]
@@ -73,6 +125,22 @@ impl Redis {
     /// every handle is dropped; until they name one, requests fail as refused: nothing was
     /// sent.
     pub fn open(url: &str, settings: ConnectionSettings) -> Result<Self, redis::RedisError> {
+        Self::open_with_tls(url, settings, &RedisTls::default())
+    }
+
+    /// As [`Redis::open`], with a CA bundle and a client certificate for a `rediss://` URL.
+    /// (TLS through Sentinel or to a Cluster is not built yet: such URLs refuse `tls`.)
+    pub fn open_with_tls(
+        url: &str,
+        settings: ConnectionSettings,
+        tls: &RedisTls,
+    ) -> Result<Self, redis::RedisError> {
+        let certificates = tls.certificates();
+        if certificates.is_some() && !url.starts_with("rediss://") {
+            return Err(invalid(
+                "a Redis CA or client certificate needs a rediss:// URL (TLS through Sentinel or to a Cluster is not supported yet)",
+            ));
+        }
         if let Some(rest) = url.strip_prefix(cluster::SCHEME) {
             return Ok(Self {
                 mode: Mode::Cluster(Cluster::new(rest, settings)?),
@@ -80,7 +148,11 @@ impl Redis {
         }
         let Some(rest) = url.strip_prefix(sentinel::SCHEME) else {
             let (_, master) = watch::channel(0);
-            let current = Current::connect(redis::Client::open(url)?, settings)?;
+            let client = match certificates {
+                Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+                None => redis::Client::open(url)?,
+            };
+            let current = Current::connect(client, settings)?;
             return Ok(Self {
                 mode: Mode::Server {
                     current: Arc::new(RwLock::new(current)),

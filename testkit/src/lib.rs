@@ -10,7 +10,7 @@ mod redis_cluster;
 mod redis_servers;
 mod webhook_receiver;
 pub use redis_cluster::RedisCluster;
-pub use redis_servers::{Redis, Sentinels};
+pub use redis_servers::{Redis, Sentinels, TlsFiles};
 use std::time::{Duration, Instant};
 pub use webhook_receiver::{Delivery, WebhookReceiver};
 

@@ -227,6 +227,25 @@ impl Redis {
         redis
     }
 
+    /// A server that also listens with TLS on a port of its own, requiring a client
+    /// certificate: a CA, a server certificate for 127.0.0.1 and a client certificate are made
+    /// for it with `openssl`. The plain port stays, for the tests' own look at the data.
+    pub async fn start_tls() -> (Redis, TlsFiles) {
+        let files = TlsFiles::make(free_port());
+        let extra = [
+            ("--tls-port", files.port.to_string()),
+            ("--tls-cert-file", files.server_cert.display().to_string()),
+            ("--tls-key-file", files.server_key.display().to_string()),
+            ("--tls-ca-cert-file", files.ca.display().to_string()),
+            ("--tls-auth-clients", "yes".into()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect();
+        let redis = Self::start_with(free_port(), extra).await;
+        (redis, files)
+    }
+
     /// A replica of `primary`, as Sentinel fails over to (with the primary's password).
     pub async fn start_replica_of(primary: &Redis) -> Redis {
         let mut extra = vec![
@@ -457,4 +476,95 @@ pub(crate) fn fleet_state(url: &str) -> chatfleet_state::FleetState {
     let redis =
         chatfleet_state::Redis::open(url, chatfleet_state::ConnectionSettings::OPERATOR).unwrap();
     chatfleet_state::FleetState::new(redis, Duration::from_secs(86_400))
+}
+
+/// The TLS side of a server made by [`Redis::start_tls`]: its port and the PEM files a
+/// client needs (and the server's own).
+pub struct TlsFiles {
+    pub port: u16,
+    pub ca: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// `rediss://` to the TLS port.
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// A test CA, and certificates it signed for the server (127.0.0.1) and a client.
+    fn make(port: u16) -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!("chatfleet-tls-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]);
+        ca.extend(["-subj", "/CN=chatfleet test CA"]);
+        openssl(&ca);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, subject) in [("server", "/CN=localhost"), ("client", "/CN=chatnode")] {
+            let (key, csr, cert, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            let request: Vec<&str> = ["req"]
+                .into_iter()
+                .chain(ec)
+                .chain(["-keyout", &key, "-out", &csr, "-subj", subject])
+                .collect();
+            openssl(&request);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        TlsFiles {
+            port,
+            ca: dir.join("ca.crt"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }

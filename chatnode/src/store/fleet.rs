@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chatfleet_state::rooms::MessageLog;
 use chatfleet_state::transcripts::TranscriptSettings;
-use chatfleet_state::{ConnectionSettings, FleetState, Redis};
+use chatfleet_state::{ConnectionSettings, FleetState, Redis, RedisTls};
 use chatfleet_wire::RoomId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,12 +42,13 @@ impl FleetStore {
     /// while Redis is down. Returns the receiver that `crate::fleet::live::run` serves.
     pub fn new(
         url: &str,
+        tls: &RedisTls,
         history_len: usize,
         room_ttl: Duration,
         transcripts: TranscriptSettings,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LiveSync>), redis::RedisError> {
-        let state = FleetState::new(Redis::open(url, ConnectionSettings::NODE)?, room_ttl)
-            .with_transcripts(transcripts);
+        let redis = Redis::open_with_tls(url, ConnectionSettings::NODE, tls)?;
+        let state = FleetState::new(redis, room_ttl).with_transcripts(transcripts);
         let log = MessageLog::new(state.rooms.clone(), history_len);
         let (live, live_rx) = mpsc::unbounded_channel();
         let store = Self {

@@ -21,5 +21,6 @@ mod sentinel;
 mod sessions;
 mod spanning;
 mod support;
+mod tls;
 mod transcripts;
 mod webhooks;

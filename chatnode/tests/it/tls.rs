@@ -1,0 +1,87 @@
+//! A fleet node on a Redis that requires TLS and a client certificate (`rediss://`), as
+//! managed Redis services do: it reports, and members on two nodes hear each other, over TLS.
+//! Without the client certificate, or without the CA that signed the server's, it does not
+//! get in (and says so by staying not ready).
+
+use std::time::Duration;
+
+use crate::support::{Client, Node, Redis};
+
+/// A fleet node on `url` with `args`; not waited for.
+async fn node(url: &str, name: &str, args: &[&str]) -> Node {
+    let mut all = vec![
+        "--redis-url",
+        url,
+        "--node-name",
+        name,
+        "--heartbeat-ms",
+        "200",
+    ];
+    all.extend_from_slice(args);
+    Node::start(&all).await
+}
+
+#[tokio::test]
+async fn nodes_reach_a_redis_that_requires_tls_and_a_client_certificate() {
+    let (redis, tls) = Redis::start_tls().await;
+    let (ca, cert, key) = (
+        tls.ca.display().to_string(),
+        tls.client_cert.display().to_string(),
+        tls.client_key.display().to_string(),
+    );
+    let with_certificate = [
+        "--redis-ca-file",
+        &ca,
+        "--redis-client-cert-file",
+        &cert,
+        "--redis-client-key-file",
+        &key,
+    ];
+    let url = tls.url();
+    let nodes = [
+        node(&url, "chat-0", &with_certificate).await,
+        node(&url, "chat-1", &with_certificate).await,
+    ];
+    for node in &nodes {
+        crate::support::eventually("the node reaches Redis over TLS", || async {
+            node.get("/readyz").await.status() == 200
+        })
+        .await;
+    }
+    // The reports went through TLS into the server (read here over its plain port).
+    for name in ["chat-0", "chat-1"] {
+        assert!(redis.state().reports.report(name).await.unwrap().is_some());
+    }
+    let room = "support/secure";
+    let (mut ann, _) = Client::join(&nodes[0].ws_as(room, "ann", "")).await;
+    let (mut bob, _) = Client::join(&nodes[1].ws_as(room, "bob", "")).await;
+    ann.say("over TLS").await;
+    assert_eq!(bob.message().await.content.body, "over TLS");
+    assert_eq!(ann.message().await.content.body, "over TLS");
+
+    // No client certificate, or no CA for the server's: never ready.
+    let without_certificate = node(&url, "chat-2", &["--redis-ca-file", &ca]).await;
+    let unknown_ca = node(&url, "chat-3", &with_certificate[2..]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in [&without_certificate, &unknown_ca] {
+        assert_eq!(node.get("/readyz").await.status(), 503);
+    }
+    assert!(
+        redis
+            .state()
+            .reports
+            .report("chat-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        redis
+            .state()
+            .reports
+            .report("chat-3")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
