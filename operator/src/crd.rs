@@ -174,6 +174,7 @@ pub struct FleetWebhooks {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("redis needs exactly one of url or secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://')").message("redis.tls needs a rediss:// URL"))]
 pub struct RedisSource {
     /// e.g. `redis://redis.chatfleet:6379`; for Redis under Sentinel
     /// `redis+sentinel://sentinel-0:26379,sentinel-1:26379/mymaster` (sentinels, then the
@@ -184,6 +185,22 @@ pub struct RedisSource {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// TLS beyond what a `rediss://` URL says: the CA that signed the server's certificate
+    /// and, for a Redis that requires one, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSource>,
+}
+
+/// A Secret in cert-manager's layout: `ca.crt` (the CA that signed the Redis server's
+/// certificate) and, when `clientCertificate` is set, `tls.crt` and `tls.key` that the nodes
+/// and the operator present to Redis.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTlsSource {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    #[serde(default)]
+    pub client_certificate: bool,
 }
 
 /// One key of a Secret in the resource's namespace.

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use chatfleet_state::reports::NodeSnapshot;
 use chatfleet_state::transcripts::TranscriptSettings;
-use chatfleet_state::{ConnectionSettings, FleetState, Redis, StateError};
+use chatfleet_state::{ConnectionSettings, FleetState, Redis, RedisTls, StateError};
 use chatfleet_wire::RoomId;
 use kube::{Client, ResourceExt};
 
-use crate::crd::ChatFleet;
+use crate::crd::{ChatFleet, RedisTlsSource, SecretKeyRef};
 use crate::error::{Error, Result};
 use crate::node_views::NodeViews;
 use crate::secrets::{self, SecretError};
@@ -134,10 +134,7 @@ impl RedisPool {
                 let namespace = fleet.namespace().unwrap_or_default();
                 let bytes = secrets::read_key(client, &namespace, secret)
                     .await
-                    .map_err(|error| match error {
-                        SecretError::Kube(error) => Error::Kube(error),
-                        other => Error::Config(other.to_string()),
-                    })?;
+                    .map_err(secret_error)?;
                 String::from_utf8(bytes)
                     .map_err(|_| Error::Config(format!("secret {} is not UTF-8", secret.name)))?
                     .trim()
@@ -145,7 +142,14 @@ impl RedisPool {
             }
             (None, None) => return Err(Error::Config("the fleet names no Redis".into())),
         };
-        let mut redis = self.for_url(&url)?;
+        let mut redis = match &fleet.spec.redis.tls {
+            None => self.for_url(&url)?,
+            Some(tls) => {
+                let namespace = fleet.namespace().unwrap_or_default();
+                let tls = read_tls(client, &namespace, tls).await?;
+                self.open(&url, &tls)?
+            }
+        };
         // Fleets sharing a Redis share its connection, not their transcript settings.
         let kept = fleet.spec.transcripts;
         redis.state = redis.state.with_transcripts(TranscriptSettings {
@@ -156,11 +160,26 @@ impl RedisPool {
     }
 
     pub fn for_url(&self, url: &str) -> Result<FleetRedis> {
+        self.open(url, &RedisTls::default())
+    }
+
+    /// The Redis at `url`, reached with `tls`: one connection per URL and TLS material (a
+    /// rotated certificate opens a new one).
+    fn open(&self, url: &str, tls: &RedisTls) -> Result<FleetRedis> {
+        let key = match (&tls.ca, &tls.client) {
+            (None, None) => url.to_owned(),
+            (ca, client) => {
+                use std::hash::{DefaultHasher, Hash, Hasher};
+                let mut hasher = DefaultHasher::new();
+                (ca, client).hash(&mut hasher);
+                format!("{url}#tls-{:x}", hasher.finish())
+            }
+        };
         let mut by_url = self.by_url.lock().expect("redis pool lock");
-        if let Some(found) = by_url.get(url) {
+        if let Some(found) = by_url.get(&key) {
             return Ok(found.clone());
         }
-        let redis = Redis::open(url, ConnectionSettings::OPERATOR)?;
+        let redis = Redis::open_with_tls(url, ConnectionSettings::OPERATOR, tls)?;
         let fleet = FleetRedis {
             state: FleetState::new(redis, self.room_ttl),
             // Trusted from the start: an operator starting during an outage sees it fail.
@@ -168,7 +187,7 @@ impl RedisPool {
             views: Arc::default(),
             settings_due_at: Arc::default(),
         };
-        by_url.insert(url.to_owned(), fleet.clone());
+        by_url.insert(key, fleet.clone());
         Ok(fleet)
     }
 }
@@ -181,4 +200,34 @@ fn spread(name: &str, every: Duration) -> Duration {
     name.hash(&mut hasher);
     let millis = every.as_millis().max(1) as u64;
     Duration::from_millis(hasher.finish() % millis)
+}
+
+/// The CA (and client certificate) in a fleet's Redis TLS Secret.
+async fn read_tls(client: &Client, namespace: &str, tls: &RedisTlsSource) -> Result<RedisTls> {
+    let key = |key: &str| SecretKeyRef {
+        name: tls.secret_name.clone(),
+        key: key.to_owned(),
+    };
+    let read = |key: SecretKeyRef| async move {
+        secrets::read_key(client, namespace, &key)
+            .await
+            .map_err(secret_error)
+    };
+    let client_certificate = if tls.client_certificate {
+        Some((read(key("tls.crt")).await?, read(key("tls.key")).await?))
+    } else {
+        None
+    };
+    Ok(RedisTls {
+        ca: Some(read(key("ca.crt")).await?),
+        client: client_certificate,
+    })
+}
+
+/// A Secret the fleet names that cannot be read: the API's error, or the fleet's mistake.
+fn secret_error(error: SecretError) -> Error {
+    match error {
+        SecretError::Kube(error) => Error::Kube(error),
+        other => Error::Config(other.to_string()),
+    }
 }

@@ -8,7 +8,8 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -16,6 +17,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use super::room::node_base_url;
+
+/// Where a node finds its fleet's Redis TLS Secret (`spec.redis.tls`).
+const REDIS_TLS_DIR: &str = "/etc/chatfleet/redis-tls";
+const REDIS_TLS_VOLUME: &str = "redis-tls";
 use crate::crd::{ChatFleet, SecretKeyRef};
 
 /// The port every chat node listens on (HTTP and WebSocket).
@@ -187,6 +192,26 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
         period_seconds: Some(period),
         ..Probe::default()
     };
+    // The fleet's Redis TLS Secret, mounted where the node's flags say.
+    let redis_tls = spec.redis.tls.as_ref();
+    if let Some(tls) = redis_tls {
+        env.push(plain_env(
+            "CHATNODE_REDIS_CA_FILE",
+            &format!("{REDIS_TLS_DIR}/ca.crt"),
+        ));
+        if tls.client_certificate {
+            env.extend([
+                plain_env(
+                    "CHATNODE_REDIS_CLIENT_CERT_FILE",
+                    &format!("{REDIS_TLS_DIR}/tls.crt"),
+                ),
+                plain_env(
+                    "CHATNODE_REDIS_CLIENT_KEY_FILE",
+                    &format!("{REDIS_TLS_DIR}/tls.key"),
+                ),
+            ]);
+        }
+    }
     let container = Container {
         name: "chatnode".to_owned(),
         image: Some(spec.image.clone()),
@@ -197,6 +222,14 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
             container_port: NODE_PORT,
             ..ContainerPort::default()
         }]),
+        volume_mounts: redis_tls.as_ref().map(|_| {
+            vec![VolumeMount {
+                name: REDIS_TLS_VOLUME.to_owned(),
+                mount_path: REDIS_TLS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]
+        }),
         readiness_probe: Some(probe("/readyz", 2)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: spec.resources.clone(),
@@ -230,6 +263,16 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: redis_tls.map(|tls| {
+                        vec![Volume {
+                            name: REDIS_TLS_VOLUME.to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(tls.secret_name.clone()),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        }]
+                    }),
                     termination_grace_period_seconds: Some(
                         i64::from(spec.drain_seconds) + GRACE_MARGIN_SECONDS,
                     ),
@@ -371,6 +414,36 @@ mod tests {
                 .as_deref(),
             Some("10.0.0.0/8,192.168.1.7")
         );
+    }
+
+    #[test]
+    fn a_fleets_redis_tls_secret_is_mounted_where_the_node_reads_it() {
+        let mut fleet = fleet();
+        fleet.spec.redis.tls = Some(crate::crd::RedisTlsSource {
+            secret_name: "redis-tls".into(),
+            client_certificate: true,
+        });
+        let set = stateful_set(&fleet);
+        let env = env_of(&set);
+        let pod = set.spec.template.spec.as_ref().unwrap();
+        let volume = &pod.volumes.as_ref().unwrap()[0];
+        let secret = volume.secret.as_ref().unwrap().secret_name.as_deref();
+        assert_eq!(secret, Some("redis-tls"));
+        let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(mount.name, volume.name);
+        for (var, file) in [
+            ("CHATNODE_REDIS_CA_FILE", "ca.crt"),
+            ("CHATNODE_REDIS_CLIENT_CERT_FILE", "tls.crt"),
+            ("CHATNODE_REDIS_CLIENT_KEY_FILE", "tls.key"),
+        ] {
+            assert_eq!(
+                env[var].value.as_deref(),
+                Some(format!("{}/{file}", mount.mount_path).as_str())
+            );
+        }
+        // Without TLS, nothing is mounted.
+        let plain = stateful_set(&super::tests::fleet());
+        assert!(plain.spec.template.spec.unwrap().volumes.is_none());
     }
 
     #[test]

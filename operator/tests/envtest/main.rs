@@ -729,6 +729,56 @@ async fn a_new_leader_writes_nothing_to_rooms_that_did_not_change() {
     .await;
 }
 
+/// A fleet whose Redis requires TLS and a client certificate (`redis.tls`, a Secret in
+/// cert-manager's layout): the schema wants `rediss://` with it, and the operator reaches
+/// Redis through it to place a room (it has no other way in).
+#[tokio::test]
+async fn the_operator_reaches_a_fleets_redis_over_tls() {
+    let Some(assets) = assets() else { return };
+    let (_server, client, _plain) = api_server_with_crds(&assets).await;
+    let (redis, tls) = Redis::start_tls().await;
+    let fleets: Api<ChatFleet> = Api::namespaced(client.clone(), NS);
+    let refused = fleets
+        .create(
+            &DRY_RUN,
+            &dry_fleet(json!({"redis": {"url": "redis://r:6379", "tls": {"secretName": "x"}}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("redis.tls needs a rediss:// URL"),
+        "{refused}"
+    );
+
+    let read = |path: &std::path::Path| String::from_utf8(std::fs::read(path).unwrap()).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-tls"},
+        "stringData": {"ca.crt": read(&tls.ca), "tls.crt": read(&tls.client_cert),
+                       "tls.key": read(&tls.client_key)}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    start_operator(&client);
+    let over_tls =
+        json!({"url": tls.url(), "tls": {"secretName": "redis-tls", "clientCertificate": true}});
+    create_fleet_with(&client, &redis, json!({ "redis": over_tls })).await;
+    ready_pod(&client, "chat-0").await;
+    redis
+        .write_report(&testkit::load_report("chat-0", 0, 300, 0.0))
+        .await;
+    create_room(&client, "secure", 2).await;
+    let status = status_when(&client, "secure", "the room placed over TLS", |s| {
+        s.phase == RoomPhase::Placed
+    })
+    .await;
+    assert_eq!(status.node.as_deref(), Some("chat-0"));
+}
+
 /// A create that the API server validates and admits but does not store.
 const DRY_RUN: PostParams = PostParams {
     dry_run: true,
