@@ -1007,6 +1007,13 @@ async fn kubectl_applies_the_crds_and_names_one_fleet() {
         let file = manifests.join(fleet).to_string_lossy().into_owned();
         run(&["-n", "shipped", "apply", "--dry-run=server", "-f", &file]);
     }
+    // The whole install passes the API server's checks: the namespace, CRDs, RBAC, operator,
+    // Redis, the network policies, the samples, and a default-deny beside them.
+    run(&["create", "namespace", "chatfleet"]);
+    for kustomization in ["", "samples", "production/default-deny"] {
+        let dir = manifests.join(kustomization).to_string_lossy().into_owned();
+        run(&["apply", "--dry-run=server", "-k", &dir]);
+    }
 }
 
 /// Webhooks through the real API server: the fleet's spec names a receiver and a Secret, the
