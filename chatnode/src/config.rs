@@ -29,6 +29,11 @@ pub struct Config {
     #[arg(long, env = "CHATNODE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis's password, kept apart from `--redis-url` (which then carries none): in a
+    /// cluster, from a Secret of its own.
+    #[arg(long, env = "CHATNODE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
     /// PEM CA bundle that signed the Redis server's certificate (with a `rediss://` URL);
     /// without it, the system's roots.
     #[arg(long, env = "CHATNODE_REDIS_CA_FILE")]

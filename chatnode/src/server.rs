@@ -75,8 +75,12 @@ pub async fn serve(
     let (backend, live_requests) = match &config.redis_url {
         Some(url) => {
             let tls = config.redis_tls().map_err(Error::RedisTls)?;
+            let url = match &config.redis_password {
+                Some(password) => chatfleet_state::with_password(url, password)?,
+                None => url.clone(),
+            };
             let (store, requests) = FleetStore::new(
-                url,
+                &url,
                 &tls,
                 config.history_len,
                 room_ttl,

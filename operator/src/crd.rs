@@ -185,6 +185,10 @@ pub struct RedisSource {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// Redis's password, in a Secret of its own (the URL then carries none): how the shipped
+    /// trial Redis is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
     /// TLS beyond what a `rediss://` URL says: the CA that signed the server's certificate
     /// and, for a Redis that requires one, a client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -128,24 +128,22 @@ impl RedisPool {
 
     /// The fleet's Redis, reading its URL from the fleet's Secret when it names one.
     pub async fn for_fleet(&self, client: &Client, fleet: &ChatFleet) -> Result<FleetRedis> {
+        let namespace = fleet.namespace().unwrap_or_default();
         let url = match (&fleet.spec.redis.url, &fleet.spec.redis.secret_ref) {
             (Some(url), _) => url.clone(),
-            (None, Some(secret)) => {
-                let namespace = fleet.namespace().unwrap_or_default();
-                let bytes = secrets::read_key(client, &namespace, secret)
-                    .await
-                    .map_err(secret_error)?;
-                String::from_utf8(bytes)
-                    .map_err(|_| Error::Config(format!("secret {} is not UTF-8", secret.name)))?
-                    .trim()
-                    .to_owned()
-            }
+            (None, Some(secret)) => read_text(client, &namespace, secret).await?,
             (None, None) => return Err(Error::Config("the fleet names no Redis".into())),
+        };
+        let url = match &fleet.spec.redis.password_secret_ref {
+            Some(secret) => {
+                let password = read_text(client, &namespace, secret).await?;
+                chatfleet_state::with_password(&url, &password)?
+            }
+            None => url,
         };
         let mut redis = match &fleet.spec.redis.tls {
             None => self.for_url(&url)?,
             Some(tls) => {
-                let namespace = fleet.namespace().unwrap_or_default();
                 let tls = read_tls(client, &namespace, tls).await?;
                 self.open(&url, &tls)?
             }
@@ -230,4 +228,14 @@ fn secret_error(error: SecretError) -> Error {
         SecretError::Kube(error) => Error::Kube(error),
         other => Error::Config(other.to_string()),
     }
+}
+
+/// A Secret's key as text, trimmed (a URL or a password written with a trailing newline).
+async fn read_text(client: &Client, namespace: &str, secret: &SecretKeyRef) -> Result<String> {
+    let bytes = secrets::read_key(client, namespace, secret)
+        .await
+        .map_err(secret_error)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("secret {} is not UTF-8", secret.name)))?;
+    Ok(text.trim().to_owned())
 }

@@ -40,6 +40,24 @@ impl ConnectionSettings {
     };
 }
 
+/// `url` with `password` as its credentials (`scheme://:password@…`), for a password kept
+/// apart from the URL (a Secret of its own): any of the URL forms [`Redis::open`] takes. A URL
+/// that carries credentials already is refused, so the password has one source.
+pub fn with_password(url: &str, password: &str) -> Result<String, redis::RedisError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("a Redis URL starts with a scheme such as redis://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid(
+            "the Redis URL carries credentials already: give the password in one place",
+        ));
+    }
+    let password =
+        percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
+    Ok(format!("{scheme}://:{password}@{rest}"))
+}
+
 /// TLS to Redis beyond what a `rediss://` URL says, all PEM: the CA bundle that signed the
 /// server's certificate (without one, the system's roots) and a client certificate and key for
 /// mutual TLS. Used with `rediss://` URLs.
@@ -413,4 +431,31 @@ impl<'a> HostList<'a> {
 /// An error for a URL that cannot be used.
 pub(crate) fn invalid(why: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, why))
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_kept_apart_joins_any_url_form() {
+        assert_eq!(
+            with_password("redis://redis:6379/2", "p@ss word").unwrap(),
+            "redis://:p%40ss%20word@redis:6379/2"
+        );
+        assert_eq!(
+            with_password("redis+sentinel://s1:26379,s2:26379/chat", "x").unwrap(),
+            "redis+sentinel://:x@s1:26379,s2:26379/chat"
+        );
+        assert_eq!(
+            with_password("redis+cluster://r0:6379,r1:6379", "x").unwrap(),
+            "redis+cluster://:x@r0:6379,r1:6379"
+        );
+        // A password parses back out as given.
+        let url = with_password("rediss://redis:6380", "a/b?c:d@e").unwrap();
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some("a/b?c:d@e"));
+        assert!(with_password("redis://:old@redis:6379", "new").is_err());
+        assert!(with_password("redis:6379", "x").is_err());
+    }
 }

@@ -37,7 +37,7 @@ pub mod subscription;
 pub mod transcripts;
 pub mod webhooks;
 
-pub use connection::{Conn, ConnectionSettings, Redis, RedisTls};
+pub use connection::{Conn, ConnectionSettings, Redis, RedisTls, with_password};
 pub use error::StateError;
 
 use std::time::Duration;

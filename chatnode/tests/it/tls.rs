@@ -1,7 +1,8 @@
-//! A fleet node on a Redis that requires TLS and a client certificate (`rediss://`), as
-//! managed Redis services do: it reports, and members on two nodes hear each other, over TLS.
-//! Without the client certificate, or without the CA that signed the server's, it does not
-//! get in (and says so by staying not ready).
+//! Getting into a locked Redis. A fleet node on a Redis that requires TLS and a client
+//! certificate (`rediss://`), as managed Redis services do: it reports, and members on two
+//! nodes hear each other, over TLS; without the client certificate, or without the CA that
+//! signed the server's, it does not get in (and says so by staying not ready). A password
+//! kept apart from the URL (`--redis-password`, from a Secret of its own) gets a node in.
 
 use std::time::Duration;
 
@@ -83,5 +84,28 @@ async fn nodes_reach_a_redis_that_requires_tls_and_a_client_certificate() {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_password_kept_apart_from_the_url_gets_a_node_in() {
+    let redis = Redis::start_guarded("s3cret-password").await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let guarded = node(&url, "chat-0", &["--redis-password", "s3cret-password"]).await;
+    crate::support::eventually("the node reaches Redis with the password", || async {
+        guarded.get("/readyz").await.status() == 200
+    })
+    .await;
+    let wrong = node(&url, "chat-1", &["--redis-password", "guess"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(wrong.get("/readyz").await.status(), 503);
+    assert!(
+        redis
+            .state()
+            .reports
+            .report("chat-0")
+            .await
+            .unwrap()
+            .is_some()
     );
 }

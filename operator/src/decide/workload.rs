@@ -150,6 +150,9 @@ pub fn stateful_set(fleet: &ChatFleet) -> StatefulSet {
         (_, Some(secret)) => secret_env("CHATNODE_REDIS_URL", secret),
         (url, None) => plain_env("CHATNODE_REDIS_URL", url.as_deref().unwrap_or_default()),
     });
+    if let Some(password) = &spec.redis.password_secret_ref {
+        env.push(secret_env("CHATNODE_REDIS_PASSWORD", password));
+    }
     env.extend([
         plain_env(
             "CHATNODE_TRANSCRIPT_MAX_ENTRIES",

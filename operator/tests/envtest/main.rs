@@ -779,6 +779,64 @@ async fn the_operator_reaches_a_fleets_redis_over_tls() {
     assert_eq!(status.node.as_deref(), Some("chat-0"));
 }
 
+/// A fleet whose Redis requires a password, kept in a Secret of its own
+/// (`redis.passwordSecretRef`, as the shipped samples do): the operator reads it, reaches
+/// Redis, and places a room; the nodes get it as `CHATNODE_REDIS_PASSWORD`.
+#[tokio::test]
+async fn the_operator_reaches_a_fleets_redis_with_its_password() {
+    let Some(assets) = assets() else { return };
+    let (_server, client, _plain) = api_server_with_crds(&assets).await;
+    let redis = Redis::start_guarded("trial-password").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-auth"}, "stringData": {"password": "trial-password\n"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    start_operator(&client);
+    let guarded = json!({"url": format!("redis://127.0.0.1:{}", redis.port),
+                         "passwordSecretRef": {"name": "redis-auth", "key": "password"}});
+    create_fleet_with(&client, &redis, json!({ "redis": guarded })).await;
+    ready_pod(&client, "chat-0").await;
+    redis
+        .write_report(&testkit::load_report("chat-0", 0, 300, 0.0))
+        .await;
+    create_room(&client, "guarded", 2).await;
+    status_when(
+        &client,
+        "guarded",
+        "the room placed through the password",
+        |s| s.phase == RoomPhase::Placed,
+    )
+    .await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let set = eventually("the fleet's StatefulSet", || async {
+        sets.get("chat").await.ok()
+    })
+    .await;
+    let env = set.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let password = env
+        .iter()
+        .find(|e| e.name == "CHATNODE_REDIS_PASSWORD")
+        .unwrap();
+    let from = password
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("redis-auth", "password")
+    );
+}
+
 /// A create that the API server validates and admits but does not store.
 const DRY_RUN: PostParams = PostParams {
     dry_run: true,
