@@ -172,6 +172,16 @@ impl Node {
     /// A fleet node named `name` on the Redis at `url` (any layout), heartbeat every 200 ms,
     /// ready (its Redis answered) when this returns.
     pub async fn on_redis(url: &str, name: &str, args: &[&str]) -> Node {
+        let node = Self::start_on_redis(url, name, args).await;
+        eventually("the node reaches its Redis and is ready", || async {
+            node.get("/readyz").await.status() == 200
+        })
+        .await;
+        node
+    }
+
+    /// As [`Node::on_redis`], without waiting for it to be ready (it may never be).
+    pub async fn start_on_redis(url: &str, name: &str, args: &[&str]) -> Node {
         let mut all = vec![
             "--redis-url",
             url,
@@ -181,12 +191,7 @@ impl Node {
             "200",
         ];
         all.extend_from_slice(args);
-        let node = Node::start(&all).await;
-        eventually("the node reaches its Redis and is ready", || async {
-            node.get("/readyz").await.status() == 200
-        })
-        .await;
-        node
+        Node::start(&all).await
     }
 
     pub fn pid(&self) -> u32 {

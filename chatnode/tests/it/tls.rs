@@ -10,16 +10,7 @@ use crate::support::{Client, Node, Redis};
 
 /// A fleet node on `url` with `args`; not waited for.
 async fn node(url: &str, name: &str, args: &[&str]) -> Node {
-    let mut all = vec![
-        "--redis-url",
-        url,
-        "--node-name",
-        name,
-        "--heartbeat-ms",
-        "200",
-    ];
-    all.extend_from_slice(args);
-    Node::start(&all).await
+    Node::start_on_redis(url, name, args).await
 }
 
 #[tokio::test]

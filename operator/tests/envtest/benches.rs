@@ -75,17 +75,7 @@ async fn placement_backlog() {
     let started = std::time::Instant::now();
     start_operator_with(&client, Settings::default());
     let placed = eventually("every room placed", || async {
-        let list = rooms.list(&Default::default()).await.ok()?;
-        let placed = list
-            .items
-            .iter()
-            .filter(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RoomPhase::Placed)
-            })
-            .count();
-        (placed == ROOMS).then_some(started.elapsed())
+        (placed_rooms(&rooms).await? == ROOMS).then_some(started.elapsed())
     })
     .await;
     println!(
@@ -230,6 +220,17 @@ async fn placement_throughput() {
     );
 }
 
+/// How many of `rooms` are Placed now; None when the list fails.
+async fn placed_rooms(rooms: &Api<ChatRoom>) -> Option<usize> {
+    let list = rooms.list(&Default::default()).await.ok()?;
+    let placed = |room: &&ChatRoom| {
+        room.status
+            .as_ref()
+            .is_some_and(|s| s.phase == RoomPhase::Placed)
+    };
+    Some(list.items.iter().filter(placed).count())
+}
+
 /// Redis's CPU seconds and the commands it served (`INFO`s aside), so far.
 async fn redis_cpu_and_calls(redis: &Redis) -> (f64, u64) {
     let mut conn = redis.conn().await;
@@ -298,19 +299,7 @@ async fn rooms_at_rest() {
         started.elapsed().as_secs_f64()
     );
     eventually_within("every room placed", Duration::from_secs(1800), || async {
-        let placed = rooms
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .iter()
-            .filter(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RoomPhase::Placed)
-            })
-            .count();
-        (placed == rooms_wanted).then_some(())
+        (placed_rooms(&rooms).await? == rooms_wanted).then_some(())
     })
     .await;
     println!(

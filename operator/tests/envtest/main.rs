@@ -753,30 +753,40 @@ async fn the_operator_reaches_a_fleets_redis_over_tls() {
     );
 
     let read = |path: &std::path::Path| String::from_utf8(std::fs::read(path).unwrap()).unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "redis-tls"},
-        "stringData": {"ca.crt": read(&tls.ca), "tls.crt": read(&tls.client_cert),
-                       "tls.key": read(&tls.client_key)}
-    }))
-    .unwrap();
+    let files = json!({"ca.crt": read(&tls.ca), "tls.crt": read(&tls.client_cert),
+                       "tls.key": read(&tls.client_key)});
+    let over_tls =
+        json!({"url": tls.url(), "tls": {"secretName": "redis-tls", "clientCertificate": true}});
+    let status = place_through(&client, &redis, ("redis-tls", files), over_tls).await;
+    assert_eq!(status.node.as_deref(), Some("chat-0"));
+}
+
+/// Starts the operator on fleet `chat` whose spec's `redis` is `source` (its Secret `secret`
+/// made first: name and string data), with one Ready pod reporting, and places a room: the
+/// operator must reach Redis the way `source` says to.
+async fn place_through(
+    client: &kube::Client,
+    redis: &Redis,
+    (name, data): (&str, serde_json::Value),
+    source: serde_json::Value,
+) -> ChatRoomStatus {
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
     Api::<Secret>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    start_operator(&client);
-    let over_tls =
-        json!({"url": tls.url(), "tls": {"secretName": "redis-tls", "clientCertificate": true}});
-    create_fleet_with(&client, &redis, json!({ "redis": over_tls })).await;
-    ready_pod(&client, "chat-0").await;
+    start_operator(client);
+    create_fleet_with(client, redis, json!({ "redis": source })).await;
+    ready_pod(client, "chat-0").await;
     redis
         .write_report(&testkit::load_report("chat-0", 0, 300, 0.0))
         .await;
-    create_room(&client, "secure", 2).await;
-    let status = status_when(&client, "secure", "the room placed over TLS", |s| {
+    create_room(client, "locked", 2).await;
+    status_when(client, "locked", "the room placed", |s| {
         s.phase == RoomPhase::Placed
     })
-    .await;
-    assert_eq!(status.node.as_deref(), Some("chat-0"));
+    .await
 }
 
 /// A fleet whose Redis requires a password, kept in a Secret of its own
@@ -787,30 +797,10 @@ async fn the_operator_reaches_a_fleets_redis_with_its_password() {
     let Some(assets) = assets() else { return };
     let (_server, client, _plain) = api_server_with_crds(&assets).await;
     let redis = Redis::start_guarded("trial-password").await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "redis-auth"}, "stringData": {"password": "trial-password\n"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    start_operator(&client);
     let guarded = json!({"url": format!("redis://127.0.0.1:{}", redis.port),
                          "passwordSecretRef": {"name": "redis-auth", "key": "password"}});
-    create_fleet_with(&client, &redis, json!({ "redis": guarded })).await;
-    ready_pod(&client, "chat-0").await;
-    redis
-        .write_report(&testkit::load_report("chat-0", 0, 300, 0.0))
-        .await;
-    create_room(&client, "guarded", 2).await;
-    status_when(
-        &client,
-        "guarded",
-        "the room placed through the password",
-        |s| s.phase == RoomPhase::Placed,
-    )
-    .await;
+    let password = json!({"password": "trial-password\n"});
+    place_through(&client, &redis, ("redis-auth", password), guarded).await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     let set = eventually("the fleet's StatefulSet", || async {
         sets.get("chat").await.ok()
