@@ -174,14 +174,15 @@ pub struct FleetWebhooks {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("redis needs exactly one of url or secretRef"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://')").message("redis.tls needs a rediss:// URL"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://') || self.url.startsWith('rediss+cluster://')").message("redis.tls needs a rediss:// or rediss+cluster:// URL"))]
 pub struct RedisSource {
     /// e.g. `redis://redis.chatfleet:6379`; for Redis under Sentinel
     /// `redis+sentinel://sentinel-0:26379,sentinel-1:26379/mymaster` (sentinels, then the
     /// master's name; credentials before the hosts are the master's); for a Redis Cluster
-    /// `redis+cluster://redis-0:6379,redis-1:6379` (any of its nodes).
+    /// `redis+cluster://redis-0:6379,redis-1:6379` (any of its nodes), over TLS
+    /// `rediss+cluster://…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+sentinel://') || self.startsWith('redis+cluster://')").message("redis.url must start with redis://, rediss://, redis+sentinel:// or redis+cluster://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+sentinel://') || self.startsWith('redis+cluster://') || self.startsWith('rediss+cluster://')").message("redis.url must start with redis://, rediss://, redis+sentinel://, redis+cluster:// or rediss+cluster://"))]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,

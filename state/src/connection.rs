@@ -146,22 +146,30 @@ impl Redis {
         Self::open_with_tls(url, settings, &RedisTls::default())
     }
 
-    /// As [`Redis::open`], with a CA bundle and a client certificate for a `rediss://` URL.
-    /// (TLS through Sentinel or to a Cluster is not built yet: such URLs refuse `tls`.)
+    /// As [`Redis::open`], with a CA bundle and a client certificate for a `rediss://` or
+    /// [`cluster::TLS_SCHEME`] URL. (TLS through Sentinel is not built yet: a Sentinel URL
+    /// refuses `tls`.)
     pub fn open_with_tls(
         url: &str,
         settings: ConnectionSettings,
         tls: &RedisTls,
     ) -> Result<Self, redis::RedisError> {
         let certificates = tls.certificates();
-        if certificates.is_some() && !url.starts_with("rediss://") {
+        let over_tls = url.starts_with("rediss://") || url.starts_with(cluster::TLS_SCHEME);
+        if certificates.is_some() && !over_tls {
             return Err(invalid(
-                "a Redis CA or client certificate needs a rediss:// URL (TLS through Sentinel or to a Cluster is not supported yet)",
+                "a Redis CA or client certificate needs a rediss:// or rediss+cluster:// URL (TLS through Sentinel is not supported yet)",
             ));
         }
         if let Some(rest) = url.strip_prefix(cluster::SCHEME) {
             return Ok(Self {
-                mode: Mode::Cluster(Cluster::new(rest, settings)?),
+                mode: Mode::Cluster(Cluster::new(rest, settings, cluster::Transport::Plain)?),
+            });
+        }
+        if let Some(rest) = url.strip_prefix(cluster::TLS_SCHEME) {
+            let transport = cluster::Transport::Tls(certificates.map(Box::new));
+            return Ok(Self {
+                mode: Mode::Cluster(Cluster::new(rest, settings, transport)?),
             });
         }
         let Some(rest) = url.strip_prefix(sentinel::SCHEME) else {
@@ -401,15 +409,17 @@ impl<'a> HostList<'a> {
         })
     }
 
-    /// Each host, to be reached with `settings` (credentials, database).
+    /// Each host, to be reached with `settings` (credentials, database) over `scheme`
+    /// (`redis`, or `rediss` for TLS).
     pub(crate) fn connections(
         &self,
         settings: &redis::RedisConnectionInfo,
+        scheme: &str,
     ) -> Result<Vec<redis::ConnectionInfo>, redis::RedisError> {
         self.hosts
             .iter()
             .map(|host| {
-                Ok(format!("redis://{host}")
+                Ok(format!("{scheme}://{host}")
                     .into_connection_info()?
                     .set_redis_settings(settings.clone()))
             })

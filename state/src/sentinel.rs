@@ -59,7 +59,7 @@ impl SentinelConfig {
                 }
             };
         }
-        let sentinels = url.connections(&sentinel_auth)?;
+        let sentinels = url.connections(&sentinel_auth, "redis")?;
         let redis = url.credentials()?.set_db(db);
         Ok(Self {
             sentinels,

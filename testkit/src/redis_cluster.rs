@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{Redis, eventually};
+use crate::{Redis, TlsFiles, eventually};
 
 /// How long a cluster node may be silent before the others fail it over.
 const NODE_TIMEOUT_MS: u64 = 1000;
@@ -12,17 +12,38 @@ const NODE_TIMEOUT_MS: u64 = 1000;
 pub struct RedisCluster {
     /// The servers, primaries first as `redis-cli` assigned them; None once killed.
     pub nodes: Vec<Option<Redis>>,
+    /// Each server's TLS port, when the cluster serves TLS too.
+    tls_ports: Vec<u16>,
 }
 
 impl RedisCluster {
     /// `primaries` primaries, each with `replicas` replicas, every slot assigned.
     pub async fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        Self::start_serving(primaries, replicas, None).await
+    }
+
+    /// As [`RedisCluster::start`], every node also serving TLS on a port of its own (and
+    /// the cluster bus and replication over TLS), with certificates `openssl` makes: clients
+    /// on the TLS ports are told the others' TLS ports. The plain ports stay, for the tests'
+    /// own look at the data.
+    pub async fn start_tls(primaries: usize, replicas: usize) -> (RedisCluster, TlsFiles) {
+        let files = TlsFiles::make(crate::free_port());
+        let cluster = Self::start_serving(primaries, replicas, Some(&files)).await;
+        (cluster, files)
+    }
+
+    async fn start_serving(
+        primaries: usize,
+        replicas: usize,
+        tls: Option<&TlsFiles>,
+    ) -> RedisCluster {
         let mut nodes = Vec::new();
+        let mut tls_ports = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
             let port = crate::free_port();
             let conf = std::env::temp_dir().join(format!("chatfleet-cluster-{port}.conf"));
             let _ = std::fs::remove_file(&conf);
-            let args = vec![
+            let mut args = vec![
                 "--cluster-enabled".into(),
                 "yes".into(),
                 "--cluster-config-file".into(),
@@ -30,6 +51,15 @@ impl RedisCluster {
                 "--cluster-node-timeout".into(),
                 NODE_TIMEOUT_MS.to_string(),
             ];
+            if let Some(files) = tls {
+                let tls_port = crate::free_port();
+                args.extend(files.server_flags(tls_port));
+                for flag in ["--tls-cluster", "--tls-replication"] {
+                    args.extend([flag.to_owned(), "yes".to_owned()]);
+                }
+                args.extend(["--tls-auth-clients".to_owned(), "optional".to_owned()]);
+                tls_ports.push(tls_port);
+            }
             nodes.push(Some(Redis::start_with(port, args).await));
         }
         let addresses: Vec<String> = nodes
@@ -46,9 +76,19 @@ impl RedisCluster {
             .status()
             .expect("redis-cli must be installed (scripts/test installs redis-tools)");
         assert!(created.success(), "redis-cli --cluster create failed");
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls_ports };
         cluster.settled().await;
         cluster
+    }
+
+    /// `rediss+cluster://` naming every node's TLS port as a seed.
+    pub fn tls_url(&self) -> String {
+        let seeds: Vec<String> = self
+            .tls_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("rediss+cluster://{}", seeds.join(","))
     }
 
     /// `redis+cluster://` naming every node as a seed.

@@ -232,16 +232,8 @@ impl Redis {
     /// for it with `openssl`. The plain port stays, for the tests' own look at the data.
     pub async fn start_tls() -> (Redis, TlsFiles) {
         let files = TlsFiles::make(free_port());
-        let extra = [
-            ("--tls-port", files.port.to_string()),
-            ("--tls-cert-file", files.server_cert.display().to_string()),
-            ("--tls-key-file", files.server_key.display().to_string()),
-            ("--tls-ca-cert-file", files.ca.display().to_string()),
-            ("--tls-auth-clients", "yes".into()),
-        ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value])
-        .collect();
+        let mut extra = files.server_flags(files.port);
+        extra.extend(["--tls-auth-clients".into(), "yes".into()]);
         let redis = Self::start_with(free_port(), extra).await;
         (redis, files)
     }
@@ -495,8 +487,21 @@ impl TlsFiles {
         format!("rediss://127.0.0.1:{}", self.port)
     }
 
+    /// `redis-server` flags that serve TLS on `port` with these files.
+    pub(crate) fn server_flags(&self, port: u16) -> Vec<String> {
+        [
+            ("--tls-port", port.to_string()),
+            ("--tls-cert-file", self.server_cert.display().to_string()),
+            ("--tls-key-file", self.server_key.display().to_string()),
+            ("--tls-ca-cert-file", self.ca.display().to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
     /// A test CA, and certificates it signed for the server (127.0.0.1) and a client.
-    fn make(port: u16) -> TlsFiles {
+    pub(crate) fn make(port: u16) -> TlsFiles {
         let dir = std::env::temp_dir().join(format!("chatfleet-tls-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {

@@ -2,11 +2,12 @@
 //! certificate (`rediss://`), as managed Redis services do: it reports, and members on two
 //! nodes hear each other, over TLS; without the client certificate, or without the CA that
 //! signed the server's, it does not get in (and says so by staying not ready). A password
-//! kept apart from the URL (`--redis-password`, from a Secret of its own) gets a node in.
+//! kept apart from the URL (`--redis-password`, from a Secret of its own) gets a node in. A
+//! Redis Cluster over TLS (`rediss+cluster://`): rooms chat across its shards.
 
 use std::time::Duration;
 
-use crate::support::{Client, Node, Redis};
+use crate::support::{Client, Node, Redis, RedisCluster};
 
 /// A fleet node on `url` with `args`; not waited for.
 async fn node(url: &str, name: &str, args: &[&str]) -> Node {
@@ -99,4 +100,30 @@ async fn a_password_kept_apart_from_the_url_gets_a_node_in() {
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_chat_over_a_redis_cluster_that_serves_tls() {
+    let (cluster, tls) = RedisCluster::start_tls(3, 0).await;
+    let ca = tls.ca.display().to_string();
+    let url = cluster.tls_url();
+    let one = Node::on_redis(&url, "chat-0", &["--redis-ca-file", &ca]).await;
+    let two = Node::on_redis(&url, "chat-1", &["--redis-ca-file", &ca]).await;
+    // Rooms on several shards: each message from one node reaches the other, through the
+    // room's shard, over TLS.
+    for n in 0..6 {
+        let room = format!("support/tls-{n}");
+        let (mut ann, _) = Client::join(&one.ws_as(&room, "ann", "")).await;
+        let (mut bob, _) = Client::join(&two.ws_as(&room, "bob", "")).await;
+        ann.say("across the shards").await;
+        assert_eq!(
+            bob.message().await.content.body,
+            "across the shards",
+            "{room}"
+        );
+    }
+    // Without the CA, the cluster's certificates are not trusted: never ready.
+    let untrusting = Node::start_on_redis(&url, "chat-2", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(untrusting.get("/readyz").await.status(), 503);
 }

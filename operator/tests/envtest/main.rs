@@ -748,7 +748,7 @@ async fn the_operator_reaches_a_fleets_redis_over_tls() {
     assert!(
         refused
             .to_string()
-            .contains("redis.tls needs a rediss:// URL"),
+            .contains("redis.tls needs a rediss:// or rediss+cluster:// URL"),
         "{refused}"
     );
 
