@@ -169,29 +169,44 @@ pub async fn run(ctx: Arc<Context>) {
             changed_rooms(changes, placed.clone()),
         ))
         // A pod that changes (stops being Ready, goes away) wakes the rooms placed on it at
-        // once, rather than at their next resync.
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(NODE_PODS),
-            move |pod: Pod| {
-                let name = pod.name_any();
-                let namespace = pod.namespace();
-                placed
-                    .state()
-                    .into_iter()
-                    .filter(|room| room.namespace() == namespace)
-                    .filter(|room| {
-                        room.status.as_ref().and_then(|s| s.node.as_deref()) == Some(&name)
-                    })
-                    .map(|room| ObjectRef::from_obj(&*room))
-                    .collect::<Vec<_>>()
-            },
-        )
+        // once, rather than at their next resync. Changes only: the watch's first list would
+        // wake every placed room at once, which the takeover's pass spreads out instead.
+        .watches_stream(pod_changes(&client), move |pod: Pod| {
+            let name = pod.name_any();
+            let namespace = pod.namespace();
+            placed
+                .state()
+                .into_iter()
+                .filter(|room| room.namespace() == namespace)
+                .filter(|room| room.status.as_ref().and_then(|s| s.node.as_deref()) == Some(&name))
+                .map(|room| ObjectRef::from_obj(&*room))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(room::reconcile, room::error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     tokio::join!(fleets, rooms);
 }
+
+/// Chat node pods as they change (applied or deleted), without the lists a watch begins and
+/// restarts with.
+fn pod_changes(client: &Client) -> impl Stream<Item = Result<Pod, watcher::Error>> + Send + use<> {
+    watcher(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(NODE_PODS),
+    )
+    .default_backoff()
+    .filter_map(|event| {
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod)) => Some(Ok(pod)),
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        })
+    })
+}
+
+/// The longest a new leader takes to look at every placed room once.
+const TAKEOVER_SPREAD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Rooms reconciled at once: enough to keep placements flowing while some wait on Redis or
 /// the API server, few enough that a takeover or a relist cannot put thousands of requests in
@@ -201,12 +216,14 @@ const ROOM_CONCURRENCY: u16 = 32;
 const FLEET_CONCURRENCY: u16 = 4;
 
 /// What a new leader looks at: every room once, those waiting for a node (unplaced, or being
-/// deleted) first, then the placed ones spread over one resync period, so a room created
-/// during a takeover does not queue behind thousands that are fine where they are.
+/// deleted) first, then the placed ones spread over one resync period (at most
+/// [`TAKEOVER_SPREAD`]), so a room created during a takeover does not queue behind thousands
+/// that are fine where they are.
 fn rooms_on_takeover(
     rooms: reflector::Store<ChatRoom>,
     resync: std::time::Duration,
 ) -> impl Stream<Item = ObjectRef<ChatRoom>> + Send + use<> {
+    let resync = resync.min(TAKEOVER_SPREAD);
     let (waiting, placed): (Vec<_>, Vec<_>) = rooms.state().into_iter().partition(|room| {
         room.meta().deletion_timestamp.is_some()
             || room.status.as_ref().and_then(|s| s.node.as_ref()).is_none()

@@ -233,7 +233,7 @@ async fn nothing_wedges_the_autoscaler() {
     };
     let mut operator = spawn_operator(&client, settings.clone());
     let autoscaling =
-        json!({"minReplicas": 1, "maxReplicas": 3, "bufferSeats": 3, "cooldownSeconds": 1});
+        json!({"minReplicas": 2, "maxReplicas": 3, "bufferSeats": 3, "cooldownSeconds": 1});
     create_fleet_with(
         &client,
         &redis,
@@ -243,7 +243,8 @@ async fn nothing_wedges_the_autoscaler() {
     let chat0 = node_pod(&client, &redis, "chat-0").await;
     let chat1 = node_pod(&client, &redis, "chat-1").await;
     let kubelet = play_kubelet(&client, &[("chat-0", &chat0), ("chat-1", &chat1)]);
-    // One user on each node: 6 free, 2 without chat-1, 3 wanted: the fleet holds at two.
+    // minReplicas 2 keeps both nodes while the users arrive. One user on each node: 6 free,
+    // 2 without chat-1, 3 wanted: the fleet holds at two.
     let mut users = vec![
         testkit::Client::join(&chat0.ws_as("support/a", "ann", ""))
             .await
