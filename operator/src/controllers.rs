@@ -228,30 +228,26 @@ fn rooms_on_takeover(
         room.meta().deletion_timestamp.is_some()
             || room.status.as_ref().and_then(|s| s.node.as_ref()).is_none()
     });
-    let waiting = waiting
-        .iter()
-        .map(|room| ObjectRef::from_obj(&**room))
-        .collect::<Vec<_>>();
-    let placed = placed
-        .iter()
-        .map(|room| ObjectRef::from_obj(&**room))
-        .collect::<Vec<_>>();
+    let refs = |rooms: Vec<Arc<ChatRoom>>| {
+        rooms
+            .iter()
+            .map(|room| ObjectRef::from_obj(&**room))
+            .collect::<Vec<_>>()
+    };
     const STEPS: usize = 50;
     let every = resync / STEPS as u32;
     let batch = placed.len().div_ceil(STEPS).max(1);
-    let batches = placed
+    let spread = stream::iter(refs(placed))
         .chunks(batch)
-        .map(<[_]>::to_vec)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .enumerate();
-    let spread = stream::iter(batches).then(move |(i, batch)| async move {
-        if i > 0 {
-            tokio::time::sleep(every).await;
-        }
-        stream::iter(batch)
-    });
-    stream::iter(waiting).chain(spread.flatten())
+        .enumerate()
+        .then(move |(i, batch)| async move {
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            batch
+        })
+        .flat_map(stream::iter);
+    stream::iter(refs(waiting)).chain(spread)
 }
 
 /// The rooms the watch says changed; after falling behind, every room.

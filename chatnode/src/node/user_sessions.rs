@@ -19,7 +19,7 @@ use chatfleet_wire::RoomId;
 use chatfleet_wire::session_id::Holder;
 
 use super::admission::Refusal;
-use crate::store::{Backend, StateError};
+use crate::store::{Backend, FleetStore, StateError};
 
 /// Attempts at freeing a slot in Redis, a second apart.
 const RELEASE_ATTEMPTS: u32 = 10;
@@ -123,8 +123,7 @@ impl UserSessions {
                 let mut claim = sessions.claim(user, &id, self.max, self.ttl).await;
                 // At the limit with slots of a dead process among them: free those, try again.
                 if matches!(claim, Ok(Claim::AtLimit))
-                    && redis.steady_for(self.trust_reports_after)
-                    && self.searched.due(&format!("user {user}"))
+                    && self.may_search_gone(redis, &format!("user {user}"))
                     && sessions.free_gone(user).await.is_ok_and(|freed| freed > 0)
                 {
                     claim = sessions.claim(user, &id, self.max, self.ttl).await;
@@ -177,8 +176,7 @@ impl UserSessions {
         // A room full of a dead node's seats: free them and try again, rather than make its
         // members wait out the seats' TTL.
         if matches!(claim, Ok(Claim::AtLimit))
-            && redis.steady_for(self.trust_reports_after)
-            && self.searched.due(&format!("room {room}"))
+            && self.may_search_gone(redis, &format!("room {room}"))
             && seats.free_gone(room).await.is_ok_and(|freed| freed > 0)
         {
             claim = seats.claim(room, &slot.id, max, self.ttl).await;
@@ -199,6 +197,13 @@ impl UserSessions {
                 Err(Refusal::Unavailable)
             }
         }
+    }
+
+    /// Whether a full `set` may be searched for a gone process's slots now: only once this
+    /// node's heartbeats have reached Redis for a report's lifetime (so the reports say who is
+    /// gone), and at most every [`GoneSearches::EVERY`].
+    fn may_search_gone(&self, redis: &FleetStore, set: &str) -> bool {
+        redis.steady_for(self.trust_reports_after) && self.searched.due(set)
     }
 
     /// Ends `user`'s sessions on this node (only `session` when given); returns how many.
